@@ -1,0 +1,35 @@
+// Exceptions that daifu itself throws to the user.
+#pragma once
+
+#include <daifu/export.h>
+#include <daifu/failure.h>
+
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+namespace daifu {
+
+/// A usage error: a bad option, an unwritable workplace, a knob of the wrong type.
+class DAIFU_API Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Thrown out of DAIFU_GUARD when a step could not be repaired. The original exception is
+/// nested (std::rethrow_if_nested / nested_ptr()); failure() is its classified form.
+class DAIFU_API Unrecovered : public std::runtime_error, public std::nested_exception {
+ public:
+  /// Must be constructed while the original exception is being handled (inside a catch).
+  Unrecovered(const std::string& message, Failure failure, std::string report_path);
+
+  const Failure& failure() const noexcept { return failure_; }
+  /// Path of the failure report in the workplace (failures/NNNN.json).
+  const std::string& report_path() const noexcept { return report_path_; }
+
+ private:
+  Failure failure_;
+  std::string report_path_;
+};
+
+}  // namespace daifu

@@ -1,0 +1,76 @@
+// Options for a daifu::Session, as a builder in the style of torch::optim::AdamOptions.
+#pragma once
+
+#include <daifu/export.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace daifu {
+
+/// Example:
+///   daifu::Session session(daifu::Options()
+///                              .workplace("runs/exp1/daifu_workplace")
+///                              .max_attempts(4)
+///                              .inject("transient@12"));
+/// Validated when the Session is constructed (daifu::Error on nonsense).
+class DAIFU_API Options {
+ public:
+  /// Folder for journal.jsonl, experiment_record.log and failures/. Created if missing.
+  Options& workplace(std::string path) { workplace_ = std::move(path); return *this; }
+  const std::string& workplace() const noexcept { return workplace_; }
+
+  /// Attempts per step, the first included (>= 1). After that the step escalates.
+  Options& max_attempts(int64_t n) { max_attempts_ = n; return *this; }
+  int64_t max_attempts() const noexcept { return max_attempts_; }
+
+  /// Re-apply repairs recorded in the workplace by earlier runs (see docs/replay.md).
+  Options& replay(bool on) { replay_ = on; return *this; }
+  bool replay() const noexcept { return replay_; }
+
+  /// Retries the built-in transient surgery grants one step (>= 0).
+  Options& transient_retries(int64_t n) { transient_retries_ = n; return *this; }
+  int64_t transient_retries() const noexcept { return transient_retries_; }
+
+  /// Wait before the second transient retry (the first is immediate); doubled per retry,
+  /// with +-50% jitter.
+  Options& transient_backoff(std::chrono::microseconds d) { transient_backoff_ = d; return *this; }
+  std::chrono::microseconds transient_backoff() const noexcept { return transient_backoff_; }
+
+  /// Upper bound of any single backoff wait.
+  Options& max_backoff(std::chrono::microseconds d) { max_backoff_ = d; return *this; }
+  std::chrono::microseconds max_backoff() const noexcept { return max_backoff_; }
+
+  /// Make libtorch's c10::Error skip its eager backtrace symbolization (~4 ms per throw);
+  /// daifu captures the throw site itself. Affects c10::Error::what() process-wide.
+  Options& fast_throws(bool on) { fast_throws_ = on; return *this; }
+  bool fast_throws() const noexcept { return fast_throws_; }
+
+  /// Fault-injection plan (docs/injection.md). Unset: taken from $DAIFU_INJECT.
+  Options& inject(std::string plan) { inject_ = std::move(plan); return *this; }
+  const std::optional<std::string>& inject() const noexcept { return inject_; }
+
+  /// Echo the human-readable record to stderr as well as experiment_record.log.
+  Options& echo(bool on) { echo_ = on; return *this; }
+  bool echo() const noexcept { return echo_; }
+
+  /// Steps between two "metrics" journal lines carrying the values given to report().
+  Options& metrics_every(int64_t n) { metrics_every_ = n; return *this; }
+  int64_t metrics_every() const noexcept { return metrics_every_; }
+
+ private:
+  std::string workplace_ = "daifu_workplace";
+  int64_t max_attempts_ = 4;
+  bool replay_ = false;
+  int64_t transient_retries_ = 3;
+  std::chrono::microseconds transient_backoff_{1000};
+  std::chrono::microseconds max_backoff_{2'000'000};
+  bool fast_throws_ = true;
+  std::optional<std::string> inject_;
+  bool echo_ = false;
+  int64_t metrics_every_ = 50;
+};
+
+}  // namespace daifu

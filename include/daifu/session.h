@@ -1,0 +1,126 @@
+// daifu::Session: owns what a training program asks daifu to protect (tracked state, knobs,
+// surgeries) and the workplace where everything that happens is recorded.
+#pragma once
+
+#include <daifu/classifier.h>
+#include <daifu/errors.h>
+#include <daifu/export.h>
+#include <daifu/failure.h>
+#include <daifu/knob.h>
+#include <daifu/options.h>
+#include <daifu/surgery.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace at {
+class Tensor;
+}
+namespace torch {
+namespace nn {
+class Module;
+}
+namespace optim {
+class Optimizer;
+}
+}  // namespace torch
+
+namespace daifu {
+namespace detail {
+class SessionImpl;
+class StepLoop;
+}  // namespace detail
+
+/// One failure and what became of it, kept in memory for summaries.
+struct DAIFU_API Incident {
+  Failure failure;
+  std::string surgery;             ///< the surgery that handled it; empty if none did
+  std::string outcome;             ///< "retry", "skip" or "unrecovered"
+  std::vector<std::string> changes;  ///< "batch_size: 64 -> 32"
+  double recovery_us = 0;          ///< failure caught -> step running again (0 if it did not)
+};
+
+/// Counters over the session's life.
+struct DAIFU_API SessionStats {
+  int64_t committed_steps = 0;
+  int64_t failures = 0;
+  int64_t retries = 0;
+  int64_t skipped_steps = 0;
+  int64_t unrecovered = 0;
+};
+
+/// Example:
+///   daifu::Session session(daifu::Options().workplace("daifu_workplace"));
+///   session.track("model", *model);
+///   session.track("optimizer", optimizer);
+///   auto& batch = session.knob<int64_t>("batch_size", 64);
+/// Throws daifu::Error at construction if the options are invalid or the workplace cannot be
+/// created or written. Not thread-safe: use it from the training thread.
+class DAIFU_API Session : private detail::KnobObserver {
+ public:
+  explicit Session(Options options = Options());
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  /// Tracks a module's parameters and buffers. The module must outlive the session.
+  void track(const std::string& name, torch::nn::Module& module);
+  /// Tracks an optimizer's per-parameter state and param-group options.
+  void track(const std::string& name, torch::optim::Optimizer& optimizer);
+  /// Tracks a tensor (its storage and version counter).
+  void track(const std::string& name, at::Tensor& tensor);
+
+  /// Returns the knob `name`, creating it with `initial` the first time. T is int64_t, double,
+  /// bool or std::string; asking for an existing knob with another T throws daifu::Error.
+  template <class T>
+  Knob<T>& knob(const std::string& name, T initial) {
+    static_assert(std::is_same_v<T, int64_t> || std::is_same_v<T, double> ||
+                      std::is_same_v<T, bool> || std::is_same_v<T, std::string>,
+                  "daifu knobs are int64_t, double, bool or std::string");
+    if (detail::KnobBase* existing = find_knob(name)) {
+      if (auto* typed = dynamic_cast<Knob<T>*>(existing)) return *typed;
+      throw Error("daifu: knob \"" + name + "\" exists with type " + existing->type_name());
+    }
+    detail::KnobObserver* observer = this;
+    auto created = std::make_unique<Knob<T>>(name, std::move(initial), observer);
+    Knob<T>& ref = *created;
+    add_knob(std::move(created));
+    return ref;
+  }
+  Knob<std::string>& knob(const std::string& name, const char* initial) {
+    return knob<std::string>(name, std::string(initial));
+  }
+  /// The knob `name` of any type; nullptr if there is none.
+  detail::KnobBase* find_knob(const std::string& name) const;
+
+  SurgeryRegistry& surgeries();
+  Classifier& classifier();
+
+  /// Records a metric of the current step (e.g. the loss); journaled every metrics_every steps.
+  void report(const std::string& metric, double value);
+
+  /// Steps committed by all guard loops of this session so far.
+  int64_t global_step() const noexcept;
+  const Options& options() const noexcept;
+  const std::filesystem::path& workplace() const noexcept;
+  SessionStats stats() const;
+  const std::vector<Incident>& incidents() const noexcept;
+  /// A human-readable table of every failure and what was done about it.
+  std::string summary() const;
+
+  detail::SessionImpl& impl() noexcept { return *impl_; }
+
+ private:
+  friend class detail::StepLoop;
+  void add_knob(std::unique_ptr<detail::KnobBase> knob);
+  void knob_changed(const std::string& name, const std::string& old_json,
+                    const std::string& new_json, const std::string& reason) override;
+
+  std::unique_ptr<detail::SessionImpl> impl_;
+};
+
+}  // namespace daifu

@@ -1,0 +1,222 @@
+#include <daifu/classifier.h>
+
+#include <daifu/errors.h>
+
+#include "classify/throw_site.h"
+
+#include <c10/util/Exception.h>
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <ios>
+#include <new>
+#include <regex>
+#include <system_error>
+#include <typeinfo>
+
+namespace daifu {
+namespace {
+
+std::string lowercase(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// A table row ready to match: a lowercase literal when the row has no regex metacharacters.
+struct CompiledPattern {
+  std::string source;
+  FailureKind kind;
+  std::string literal;
+  std::optional<std::regex> regex;
+
+  bool matches(const std::string& lower_message) const {
+    if (regex) return std::regex_search(lower_message, *regex);
+    return lower_message.find(literal) != std::string::npos;
+  }
+};
+
+CompiledPattern compile(const FailurePattern& p) {
+  CompiledPattern out{p.regex, p.kind, {}, std::nullopt};
+  const bool literal = p.regex.find_first_of("\\^$.|?*+()[]{}") == std::string::npos;
+  if (literal) {
+    out.literal = lowercase(p.regex);
+  } else {
+    try {
+      out.regex.emplace(lowercase(p.regex), std::regex::ECMAScript | std::regex::icase | std::regex::optimize);
+    } catch (const std::regex_error& e) {
+      throw Error("daifu: failure pattern \"" + p.regex + "\" is not a valid regex: " + e.what());
+    }
+  }
+  return out;
+}
+
+const std::vector<CompiledPattern>& builtin_compiled() {
+  static const std::vector<CompiledPattern> compiled = [] {
+    std::vector<CompiledPattern> out;
+    for (const auto& p : builtin_failure_patterns()) out.push_back(compile(p));
+    return out;
+  }();
+  return compiled;
+}
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  char* name = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string out = (status == 0 && name != nullptr) ? name : mangled;
+  std::free(name);
+  return out;
+}
+
+// Cuts libtorch's appended C++ backtrace from a message.
+std::string without_backtrace(std::string message) {
+  for (const char* marker : {"\nException raised from ", "\nFrame #0", "\nframe #0"}) {
+    const auto pos = message.find(marker);
+    if (pos != std::string::npos) message.erase(pos);
+  }
+  while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back()))) message.pop_back();
+  return message;
+}
+
+std::optional<FailureKind> kind_of_errno(int code) {
+  switch (code) {
+    case ENOMEM:
+      return FailureKind::OutOfMemory;
+    case ENOENT: case ENOTDIR: case EISDIR: case EACCES: case EEXIST: case ENAMETOOLONG: case ELOOP:
+      return FailureKind::PathProblem;
+    case EAGAIN: case EINTR: case ETIMEDOUT: case ECONNRESET: case ECONNREFUSED: case ECONNABORTED:
+    case EPIPE: case EIO: case EBUSY: case ENETDOWN: case ENETUNREACH: case EHOSTUNREACH: case ESTALE:
+      return FailureKind::TransientRuntime;
+    default:
+      return std::nullopt;
+  }
+}
+
+// Kinds that the exception type settles, whatever the message says.
+std::optional<std::pair<FailureKind, const char*>> kind_by_definite_type(const std::exception_ptr& error) {
+  using R = std::pair<FailureKind, const char*>;
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::OutOfMemoryError&) {
+    return R{FailureKind::OutOfMemory, "type:c10::OutOfMemoryError"};
+  } catch (const std::bad_alloc&) {
+    return R{FailureKind::OutOfMemory, "type:std::bad_alloc"};
+  } catch (const std::filesystem::filesystem_error& e) {
+    if (auto k = kind_of_errno(e.code().value()); k && e.code().category() == std::generic_category()) {
+      return R{*k, "type:std::filesystem::filesystem_error"};
+    }
+    return R{FailureKind::PathProblem, "type:std::filesystem::filesystem_error"};
+  } catch (const std::system_error& e) {
+    const auto& cat = e.code().category();
+    if (cat == std::generic_category() || cat == std::system_category()) {
+      if (auto k = kind_of_errno(e.code().value())) return R{*k, "type:std::system_error(errno)"};
+    }
+  } catch (...) {
+  }
+  return std::nullopt;
+}
+
+// Kinds that the exception type suggests when no message pattern knew better.
+std::optional<std::pair<FailureKind, const char*>> kind_by_fallback_type(const std::exception_ptr& error) {
+  using R = std::pair<FailureKind, const char*>;
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::IndexError&) {
+    return R{FailureKind::TensorMismatch, "type:c10::IndexError"};
+  } catch (const c10::LinAlgError&) {
+    return R{FailureKind::NumericFault, "type:c10::LinAlgError"};
+  } catch (const c10::EnforceFiniteError&) {
+    return R{FailureKind::NumericFault, "type:c10::EnforceFiniteError"};
+  } catch (const c10::ValueError&) {
+    return R{FailureKind::ApiMisuse, "type:c10::ValueError"};
+  } catch (const c10::TypeError&) {
+    return R{FailureKind::ApiMisuse, "type:c10::TypeError"};
+  } catch (const c10::NotImplementedError&) {
+    return R{FailureKind::ApiMisuse, "type:c10::NotImplementedError"};
+  } catch (const std::ios_base::failure&) {
+    return R{FailureKind::TransientRuntime, "type:std::ios_base::failure"};
+  } catch (const std::logic_error&) {
+    return R{FailureKind::ApiMisuse, "type:std::logic_error"};
+  } catch (...) {
+  }
+  return std::nullopt;
+}
+
+void describe(const std::exception_ptr& error, Failure& f) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::Error& e) {
+    f.exception_type = demangle(typeid(e).name());
+    f.message = without_backtrace(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    f.exception_type = demangle(typeid(e).name());
+    f.message = without_backtrace(e.what());
+  } catch (...) {
+    const std::type_info* type = abi::__cxa_current_exception_type();
+    f.exception_type = type != nullptr ? demangle(type->name()) : "unknown";
+    f.message = "(a " + f.exception_type + " that is not a std::exception)";
+  }
+}
+
+}  // namespace
+
+struct Classifier::Impl {
+  std::vector<CompiledPattern> user;
+};
+
+Classifier::Classifier() : impl_(std::make_unique<Impl>()) {}
+Classifier::~Classifier() = default;
+Classifier::Classifier(Classifier&&) noexcept = default;
+Classifier& Classifier::operator=(Classifier&&) noexcept = default;
+
+Classifier& Classifier::add_pattern(const std::string& regex, FailureKind kind) {
+  impl_->user.push_back(compile(FailurePattern{regex, kind}));
+  return *this;
+}
+
+Failure Classifier::classify(std::exception_ptr error) const noexcept {
+  Failure f;
+  if (!error) {
+    f.message = "(no exception)";
+    return f;
+  }
+  try {
+    describe(error, f);
+    f.throw_site = detail::throw_site_of(detail::exception_object_of(error));
+    const std::string lower = lowercase(f.message);
+    auto first_match = [&](const std::vector<CompiledPattern>& table, const char* prefix,
+                            bool fatal_only) -> bool {
+      for (const auto& p : table) {
+        if (fatal_only && p.kind != FailureKind::Fatal) continue;
+        if (p.matches(lower)) {
+          f.kind = p.kind;
+          f.matched_by = std::string(prefix) + p.source;
+          return true;
+        }
+      }
+      return false;
+    };
+    if (first_match(builtin_compiled(), "pattern:", /*fatal_only=*/true)) return f;
+    if (first_match(impl_->user, "user_pattern:", false)) return f;
+    if (auto k = kind_by_definite_type(error)) {
+      f.kind = k->first;
+      f.matched_by = k->second;
+      return f;
+    }
+    if (first_match(builtin_compiled(), "pattern:", false)) return f;
+    if (auto k = kind_by_fallback_type(error)) {
+      f.kind = k->first;
+      f.matched_by = k->second;
+      return f;
+    }
+    f.kind = FailureKind::Unknown;
+    f.matched_by = "none";
+  } catch (...) {
+    f.kind = FailureKind::Unknown;
+    f.matched_by = "classifier_error";
+  }
+  return f;
+}
+
+}  // namespace daifu

@@ -1,0 +1,222 @@
+#include "journal/journal.h"
+
+#include "journal/workplace.h"
+
+#include <daifu/journal.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+namespace daifu::detail {
+namespace {
+
+std::string make_run_id() {
+  std::random_device rd;
+  char buf[64];
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  std::snprintf(buf, sizeof buf, "%04d%02d%02dT%02d%02d%02dZ-%05d-%04x", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(::getpid() % 100000),
+                rd() & 0xffffu);
+  return buf;
+}
+
+// Highest NNNN among failures/NNNN.json.
+int64_t highest_report_number(const std::filesystem::path& dir) {
+  int64_t highest = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const auto stem = entry.path().stem().string();
+    if (entry.path().extension() != ".json" || stem.empty()) continue;
+    if (stem.find_first_not_of("0123456789") != std::string::npos) continue;
+    highest = std::max<int64_t>(highest, std::stoll(stem));
+  }
+  return highest;
+}
+
+// True when the file is empty or ends with '\n'.
+bool ends_with_newline(int fd) {
+  const off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size <= 0) return true;
+  char last = '\n';
+  return ::pread(fd, &last, 1, size - 1) == 1 && last == '\n';
+}
+
+}  // namespace
+
+double unix_time_now() noexcept {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count() / 1e6;
+}
+
+Journal::Journal(std::filesystem::path workplace, bool echo)
+    : workplace_(std::move(workplace)), run_id_(make_run_id()) {
+  const auto journal_path = workplace_ / kJournalFile;
+  fd_ = ::open(journal_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) report_io_error("cannot open " + journal_path.string() + ": " + std::strerror(errno));
+  // A process killed mid-line left a torn last line: end it so that our first line stays whole.
+  if (fd_ >= 0 && !ends_with_newline(fd_)) append_line("");
+
+  try {
+    std::vector<spdlog::sink_ptr> sinks;
+    sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>((workplace_ / kRecordFile).string()));
+    if (echo) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    record_ = std::make_shared<spdlog::logger>("daifu", sinks.begin(), sinks.end());
+    record_->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+    record_->flush_on(spdlog::level::trace);
+    record_->set_error_handler([](const std::string& msg) {
+      std::fprintf(stderr, "daifu: cannot write experiment_record.log: %s\n", msg.c_str());
+    });
+  } catch (const std::exception& e) {
+    report_io_error(std::string("cannot open experiment_record.log: ") + e.what());
+  }
+  next_report_ = highest_report_number(workplace_ / kFailuresDir) + 1;
+}
+
+Journal::~Journal() {
+  {
+    std::lock_guard<std::mutex> lock(report_mutex_);
+    stopping_ = true;
+  }
+  report_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Journal::report_io_error(const std::string& what) noexcept {
+  if (io_error_reported_) return;
+  io_error_reported_ = true;
+  std::fprintf(stderr, "daifu: %s (training continues; the workplace record is incomplete)\n", what.c_str());
+}
+
+void Journal::append_line(const std::string& line) noexcept {
+  if (fd_ < 0) return;
+  std::string buf = line;
+  buf.push_back('\n');
+  const char* p = buf.data();
+  std::size_t left = buf.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd_, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      report_io_error(std::string("cannot write journal.jsonl: ") + std::strerror(errno));
+      return;
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+void Journal::write(nlohmann::json event) noexcept {
+  try {
+    event["v"] = kJournalSchemaVersion;
+    event["time"] = unix_time_now();
+    event["run"] = run_id_;
+    const std::string line = event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::lock_guard<std::mutex> lock(write_mutex_);
+    append_line(line);
+  } catch (const std::exception& e) {
+    report_io_error(std::string("cannot encode a journal line: ") + e.what());
+  }
+}
+
+void Journal::record(const std::string& line) noexcept {
+  try {
+    if (record_) record_->info(line);
+  } catch (...) {
+  }
+}
+
+void Journal::record_warning(const std::string& line) noexcept {
+  try {
+    if (record_) record_->warn(line);
+  } catch (...) {
+  }
+}
+
+std::pair<int64_t, std::filesystem::path> Journal::reserve_report() {
+  std::lock_guard<std::mutex> lock(report_mutex_);
+  const int64_t n = next_report_++;
+  char name[32];
+  std::snprintf(name, sizeof name, "%04lld.json", static_cast<long long>(n));
+  return {n, workplace_ / kFailuresDir / name};
+}
+
+void Journal::write_report_now(const PendingReport& pending) noexcept {
+  try {
+    nlohmann::json report = pending.report;
+    report["stack"] = symbolize_stack(pending.stack);
+    const auto tmp = pending.path.string() + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      if (!out) throw std::runtime_error("cannot write " + tmp);
+    }
+    std::filesystem::rename(tmp, pending.path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "daifu: cannot write failure report %s: %s\n", pending.path.c_str(), e.what());
+  }
+}
+
+void Journal::write_report(std::filesystem::path path, nlohmann::json report, RawStack stack,
+                           bool synchronous) noexcept {
+  PendingReport pending{std::move(path), std::move(report), std::move(stack)};
+  if (synchronous) {
+    write_report_now(pending);
+    return;
+  }
+  try {
+    std::lock_guard<std::mutex> lock(report_mutex_);
+    pending_.push_back(std::move(pending));
+    if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
+  } catch (...) {
+    write_report_now(pending);
+    return;
+  }
+  report_cv_.notify_one();
+}
+
+void Journal::writer_loop() {
+  std::unique_lock<std::mutex> lock(report_mutex_);
+  for (;;) {
+    report_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+    if (pending_.empty()) return;  // stopping, nothing left
+    PendingReport next = std::move(pending_.front());
+    pending_.pop_front();
+    writer_busy_ = true;
+    lock.unlock();
+    write_report_now(next);
+    lock.lock();
+    writer_busy_ = false;
+    report_cv_.notify_all();
+  }
+}
+
+void Journal::flush_reports() noexcept {
+  std::unique_lock<std::mutex> lock(report_mutex_);
+  report_cv_.wait(lock, [this] { return pending_.empty() && !writer_busy_; });
+}
+
+nlohmann::json Journal::to_json(const Failure& f) {
+  return {{"kind", std::string(to_string(f.kind))},
+          {"exception_type", f.exception_type},
+          {"message", f.message},
+          {"where", f.where},
+          {"matched_by", f.matched_by},
+          {"step", f.step},
+          {"attempt", f.attempt}};
+}
+
+}  // namespace daifu::detail

@@ -1,0 +1,83 @@
+// Writes the workplace: journal.jsonl (machine-readable, one JSON object per line),
+// experiment_record.log (human-readable) and failures/NNNN.json reports.
+// Never throws into the training program: a write error is reported once on stderr.
+#pragma once
+
+#include <daifu/failure.h>
+
+#include <nlohmann/json.hpp>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace spdlog {
+class logger;
+}
+
+namespace daifu::detail {
+
+class Journal {
+ public:
+  /// `workplace` must exist (prepare_workplace). `echo` also prints the record on stderr.
+  Journal(std::filesystem::path workplace, bool echo);
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  const std::filesystem::path& workplace() const noexcept { return workplace_; }
+  const std::string& run_id() const noexcept { return run_id_; }
+
+  /// Appends one line; adds "v", "time" and "run". Safe from several threads.
+  void write(nlohmann::json event) noexcept;
+  /// One line of the human-readable record.
+  void record(const std::string& line) noexcept;
+  void record_warning(const std::string& line) noexcept;
+
+  /// Reserves the next report number (unique in the workplace) and returns its path.
+  std::pair<int64_t, std::filesystem::path> reserve_report();
+  /// Writes a report: `report` plus the symbolized `stack`. Symbolizing takes milliseconds,
+  /// so unless `synchronous` the work runs on a background thread (flush_reports waits).
+  void write_report(std::filesystem::path path, nlohmann::json report, RawStack stack,
+                    bool synchronous) noexcept;
+  void flush_reports() noexcept;
+
+  /// The JSON form of a failure, as used on journal lines and in reports.
+  static nlohmann::json to_json(const Failure& failure);
+
+ private:
+  struct PendingReport {
+    std::filesystem::path path;
+    nlohmann::json report;
+    RawStack stack;
+  };
+  void append_line(const std::string& line) noexcept;
+  void report_io_error(const std::string& what) noexcept;
+  void writer_loop();
+  static void write_report_now(const PendingReport& pending) noexcept;
+
+  std::filesystem::path workplace_;
+  std::string run_id_;
+  int fd_ = -1;
+  std::mutex write_mutex_;
+  bool io_error_reported_ = false;
+  std::shared_ptr<spdlog::logger> record_;
+
+  std::mutex report_mutex_;
+  int64_t next_report_ = 1;
+  std::condition_variable report_cv_;
+  std::deque<PendingReport> pending_;
+  bool writer_busy_ = false;
+  bool stopping_ = false;
+  std::thread writer_;
+};
+
+/// Seconds since the Unix epoch, with microseconds.
+double unix_time_now() noexcept;
+
+}  // namespace daifu::detail

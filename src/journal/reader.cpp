@@ -1,0 +1,48 @@
+#include <daifu/errors.h>
+#include <daifu/journal.h>
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+namespace daifu {
+
+JournalContents read_journal(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("daifu: cannot open journal " + path);
+  JournalContents out;
+  std::string line;
+  int64_t number = 0;
+  auto warn = [&](const std::string& why) {
+    out.warnings.push_back(path + ":" + std::to_string(number) + ": " + why + "; line skipped");
+  };
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty()) continue;
+    const bool last_without_newline = in.eof();
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+      warn(last_without_newline ? "torn last line (the writer was interrupted)" : "not a JSON object");
+      continue;
+    }
+    if (!j.contains("event") || !j["event"].is_string()) {
+      warn("no \"event\" field");
+      continue;
+    }
+    if (j.contains("v") && j["v"].is_number_integer() && j["v"].get<int>() > kJournalSchemaVersion) {
+      warn("schema version " + std::to_string(j["v"].get<int>()) + " is newer than this reader's " +
+           std::to_string(kJournalSchemaVersion));
+      continue;
+    }
+    JournalLine entry;
+    entry.event = j["event"].get<std::string>();
+    if (j.contains("step") && j["step"].is_number_integer()) entry.step = j["step"].get<int64_t>();
+    if (j.contains("time") && j["time"].is_number()) entry.time = j["time"].get<double>();
+    entry.json = std::move(line);
+    entry.line_number = number;
+    out.lines.push_back(std::move(entry));
+  }
+  return out;
+}
+
+}  // namespace daifu

@@ -1,0 +1,80 @@
+#include <daifu/classifier.h>
+#include <daifu/entry.h>
+
+#include "journal/journal.h"
+#include "journal/workplace.h"
+
+#include <cstdio>
+#include <exception>
+#include <mutex>
+
+namespace daifu {
+namespace {
+
+std::mutex g_entry_mutex;
+std::string g_entry_workplace;
+std::terminate_handler g_previous_terminate = nullptr;
+
+// Journals an event about the exception that is ending the program, with a failure report.
+void record_ending(const std::string& workplace, const char* event, std::exception_ptr error) noexcept {
+  try {
+    detail::Journal journal(workplace, /*echo=*/false);
+    nlohmann::json line = {{"event", event}, {"step", -1}};
+    std::string summary = "no active exception";
+    if (error) {
+      const Failure failure = Classifier().classify(error);
+      line.update(detail::Journal::to_json(failure));
+      line["event"] = event;
+      line["step"] = -1;
+      const auto [number, path] = journal.reserve_report();
+      line["report"] = path.string();
+      journal.write_report(path, line, failure.throw_site, /*synchronous=*/true);
+      summary = std::string(to_string(failure.kind)) + ", " + failure.exception_type + ": " + failure.message +
+                " (report: " + path.string() + ")";
+    }
+    journal.write(line);
+    journal.record(std::string("Program End (") + event + "): " + summary);
+    std::fprintf(stderr, "daifu: the program ended by %s: %s\n", event, summary.c_str());
+  } catch (...) {
+    std::fprintf(stderr, "daifu: could not record the program's end in %s\n", workplace.c_str());
+  }
+}
+
+[[noreturn]] void on_terminate() {
+  std::string workplace;
+  std::terminate_handler previous = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_entry_mutex);
+    workplace = g_entry_workplace;
+    previous = g_previous_terminate;
+  }
+  if (!workplace.empty()) record_ending(workplace, "terminate", std::current_exception());
+  if (previous != nullptr) previous();
+  std::abort();
+}
+
+}  // namespace
+
+int run_main(const std::string& workplace, const std::function<int()>& fn) {
+  detail::prepare_workplace(workplace);
+  {
+    std::lock_guard<std::mutex> lock(g_entry_mutex);
+    g_entry_workplace = workplace;
+    g_previous_terminate = std::set_terminate(&on_terminate);
+  }
+  struct Restore {
+    ~Restore() {
+      std::lock_guard<std::mutex> lock(g_entry_mutex);
+      std::set_terminate(g_previous_terminate);
+      g_entry_workplace.clear();
+    }
+  } restore;
+  try {
+    return fn();
+  } catch (...) {
+    record_ending(workplace, "uncaught", std::current_exception());
+    return 1;
+  }
+}
+
+}  // namespace daifu

@@ -1,0 +1,8 @@
+#include <daifu/errors.h>
+
+namespace daifu {
+
+Unrecovered::Unrecovered(const std::string& message, Failure failure, std::string report_path)
+    : std::runtime_error(message), failure_(std::move(failure)), report_path_(std::move(report_path)) {}
+
+}  // namespace daifu

@@ -1,0 +1,218 @@
+#include <daifu/session.h>
+
+#include "journal/workplace.h"
+#include "session/session_impl.h"
+#include "surgery/transient_retry.h"
+
+#include <c10/util/Backtrace.h>
+#include <c10/util/Logging.h>
+
+#include <cstdlib>
+#include <exception>
+#include <iomanip>
+#include <mutex>
+#include <sstream>
+
+#include <unistd.h>
+
+namespace daifu {
+namespace detail {
+namespace {
+
+void validate(const Options& o) {
+  if (o.max_attempts() < 1) {
+    throw Error("daifu: Options::max_attempts(" + std::to_string(o.max_attempts()) + ") must be at least 1");
+  }
+  if (o.transient_retries() < 0) {
+    throw Error("daifu: Options::transient_retries(" + std::to_string(o.transient_retries()) + ") must be >= 0");
+  }
+  if (o.transient_backoff().count() < 0 || o.max_backoff().count() < 0) {
+    throw Error("daifu: backoff durations must not be negative");
+  }
+  if (o.metrics_every() < 1) {
+    throw Error("daifu: Options::metrics_every(" + std::to_string(o.metrics_every()) + ") must be at least 1");
+  }
+}
+
+Options validated(Options o) {
+  validate(o);
+  return o;
+}
+
+std::string injection_plan(const Options& o) {
+  if (o.inject()) return *o.inject();
+  const char* env = std::getenv("DAIFU_INJECT");
+  return env != nullptr ? env : "";
+}
+
+// libtorch symbolizes a backtrace into every c10::Error (~4 ms a throw). While a session with
+// fast_throws lives, it is skipped; the default fetcher comes back with the last such session.
+std::mutex g_fetcher_mutex;
+int g_fast_throw_sessions = 0;
+
+void acquire_fast_throws() {
+  std::lock_guard<std::mutex> lock(g_fetcher_mutex);
+  if (g_fast_throw_sessions++ == 0) c10::SetStackTraceFetcher([] { return std::string(); });
+}
+
+void release_fast_throws() {
+  std::lock_guard<std::mutex> lock(g_fetcher_mutex);
+  if (--g_fast_throw_sessions == 0) c10::SetStackTraceFetcher([] { return c10::get_backtrace(2); });
+}
+
+}  // namespace
+
+SessionImpl::SessionImpl(Options opts)
+    : options(validated(std::move(opts))),
+      workplace(prepare_workplace(options.workplace())),
+      journal(workplace, options.echo()),
+      injections(parse_injections(injection_plan(options))) {}
+
+void SessionImpl::flush_metrics() noexcept {
+  if (metric_rows.empty()) return;
+  try {
+    nlohmann::json steps = nlohmann::json::array();
+    nlohmann::json values = nlohmann::json::object();
+    for (std::size_t r = 0; r < metric_rows.size(); ++r) {
+      steps.push_back(metric_rows[r].step);
+      for (const auto& [name, value] : metric_rows[r].values) {
+        if (!values.contains(name)) values[name] = nlohmann::json::array();
+        auto& column = values[name];
+        while (column.size() < r) column.push_back(nullptr);
+        column.push_back(std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(std::to_string(value)));
+      }
+    }
+    for (auto& [name, column] : values.items()) {
+      while (column.size() < metric_rows.size()) column.push_back(nullptr);
+    }
+    journal.write({{"event", "metrics"}, {"step", metric_rows.back().step}, {"steps", steps}, {"values", values}});
+  } catch (...) {
+  }
+  metric_rows.clear();
+}
+
+const Injection* SessionImpl::injection_for(int64_t step, int64_t attempt) const noexcept {
+  for (const auto& inj : injections) {
+    if (inj.step == step && (inj.every_attempt || attempt == 0)) return &inj;
+  }
+  return nullptr;
+}
+
+}  // namespace detail
+
+Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(std::move(options))) {
+  auto& o = impl_->options;
+  impl_->surgeries.add(std::make_unique<detail::TransientRetry>(o.transient_retries(), o.transient_backoff(),
+                                                                o.max_backoff()));
+  if (o.fast_throws()) detail::acquire_fast_throws();
+  nlohmann::json inject = nlohmann::json::array();
+  for (const auto& i : impl_->injections) {
+    inject.push_back(i.fault + "@" + std::to_string(i.step) + (i.every_attempt ? "*" : ""));
+  }
+  impl_->journal.write({{"event", "run_start"},
+                        {"step", 0},
+                        {"pid", static_cast<int64_t>(::getpid())},
+                        {"workplace", impl_->workplace.string()},
+                        {"options",
+                         {{"max_attempts", o.max_attempts()},
+                          {"replay", o.replay()},
+                          {"transient_retries", o.transient_retries()},
+                          {"fast_throws", o.fast_throws()}}},
+                        {"inject", inject}});
+  impl_->journal.record("Program Start (run " + impl_->journal.run_id() + ", pid " + std::to_string(::getpid()) + ")");
+}
+
+Session::~Session() {
+  auto& s = impl_->stats;
+  impl_->flush_metrics();
+  const std::string status = impl_->unrecovered ? "unrecovered" : std::uncaught_exceptions() > 0 ? "exception" : "ok";
+  impl_->journal.write({{"event", "run_end"},
+                        {"step", impl_->global_step},
+                        {"status", status},
+                        {"committed_steps", s.committed_steps},
+                        {"failures", s.failures},
+                        {"retries", s.retries},
+                        {"skipped_steps", s.skipped_steps},
+                        {"unrecovered", s.unrecovered}});
+  impl_->journal.record("Program End (" + status + "): " + std::to_string(s.committed_steps) + " steps committed, " +
+                        std::to_string(s.failures) + " failures, " + std::to_string(s.retries) + " retries, " +
+                        std::to_string(s.skipped_steps) + " skipped");
+  impl_->journal.flush_reports();
+  if (impl_->options.fast_throws()) detail::release_fast_throws();
+}
+
+void Session::track(const std::string& name, torch::nn::Module& module) { impl_->state.add_module(name, module); }
+void Session::track(const std::string& name, torch::optim::Optimizer& optimizer) {
+  impl_->state.add_optimizer(name, optimizer);
+}
+void Session::track(const std::string& name, at::Tensor& tensor) { impl_->state.add_tensor(name, tensor); }
+
+detail::KnobBase* Session::find_knob(const std::string& name) const {
+  auto it = impl_->knobs.find(name);
+  return it == impl_->knobs.end() ? nullptr : it->second.get();
+}
+
+void Session::add_knob(std::unique_ptr<detail::KnobBase> knob) {
+  const std::string name = knob->name();
+  impl_->journal.write({{"event", "knob_created"},
+                        {"step", impl_->global_step},
+                        {"name", name},
+                        {"type", knob->type_name()},
+                        {"value", nlohmann::json::parse(knob->json())}});
+  impl_->knobs.emplace(name, std::move(knob));
+}
+
+void Session::knob_changed(const std::string& name, const std::string& old_json, const std::string& new_json,
+                           const std::string& reason) {
+  if (impl_->active_changes != nullptr) impl_->active_changes->push_back({name, old_json, new_json});
+  impl_->journal.write({{"event", "knob"},
+                        {"step", impl_->current_step >= 0 ? impl_->current_step : impl_->global_step},
+                        {"name", name},
+                        {"before", nlohmann::json::parse(old_json)},
+                        {"after", nlohmann::json::parse(new_json)},
+                        {"reason", reason}});
+  impl_->journal.record("Knob " + name + ": " + old_json + " -> " + new_json + (reason.empty() ? "" : " (" + reason + ")"));
+}
+
+SurgeryRegistry& Session::surgeries() { return impl_->surgeries; }
+Classifier& Session::classifier() { return impl_->classifier; }
+
+void Session::report(const std::string& metric, double value) {
+  for (auto& [name, v] : impl_->step_metrics) {
+    if (name == metric) {
+      v = value;
+      return;
+    }
+  }
+  impl_->step_metrics.emplace_back(metric, value);
+}
+
+int64_t Session::global_step() const noexcept { return impl_->global_step; }
+const Options& Session::options() const noexcept { return impl_->options; }
+const std::filesystem::path& Session::workplace() const noexcept { return impl_->workplace; }
+SessionStats Session::stats() const { return impl_->stats; }
+const std::vector<Incident>& Session::incidents() const noexcept { return impl_->incidents; }
+
+std::string Session::summary() const {
+  std::ostringstream out;
+  const auto& s = impl_->stats;
+  out << "daifu: " << s.committed_steps << " steps committed, " << s.failures << " failures, " << s.retries
+      << " retries, " << s.skipped_steps << " skipped, " << s.unrecovered << " unrecovered"
+      << " (workplace " << impl_->workplace.string() << ")\n";
+  if (impl_->incidents.empty()) return out.str();
+  out << std::left << std::setw(7) << "step" << std::setw(8) << "attempt" << std::setw(19) << "kind"
+      << std::setw(20) << "surgery" << std::setw(12) << "outcome" << std::setw(13) << "recovery" << "message\n";
+  for (const auto& i : impl_->incidents) {
+    std::ostringstream recovery;
+    if (i.recovery_us > 0) recovery << std::fixed << std::setprecision(i.recovery_us < 10000 ? 1 : 0) << i.recovery_us / 1000.0 << " ms";
+    std::string message = i.failure.message.substr(0, i.failure.message.find('\n'));
+    if (message.size() > 60) message = message.substr(0, 57) + "...";
+    out << std::setw(7) << i.failure.step << std::setw(8) << i.failure.attempt << std::setw(19)
+        << to_string(i.failure.kind) << std::setw(20) << (i.surgery.empty() ? "-" : i.surgery) << std::setw(12)
+        << i.outcome << std::setw(13) << (recovery.str().empty() ? "-" : recovery.str()) << message << '\n';
+    for (const auto& change : i.changes) out << "       changed " << change << '\n';
+  }
+  return out.str();
+}
+
+}  // namespace daifu

@@ -1,0 +1,58 @@
+// The state behind daifu::Session, shared by the session, the step loop and the entry guard.
+#pragma once
+
+#include <daifu/classifier.h>
+#include <daifu/inject.h>
+#include <daifu/knob.h>
+#include <daifu/options.h>
+#include <daifu/session.h>
+#include <daifu/surgery.h>
+
+#include "journal/journal.h"
+#include "state/tracked_state.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace daifu::detail {
+
+class SessionImpl {
+ public:
+  explicit SessionImpl(Options opts);
+
+  Options options;
+  std::filesystem::path workplace;
+  Journal journal;
+  Classifier classifier;
+  SurgeryRegistry surgeries;
+  TrackedState state;
+  std::map<std::string, std::unique_ptr<KnobBase>> knobs;
+  std::vector<Injection> injections;
+
+  int64_t global_step = 0;
+  SessionStats stats;
+  std::vector<Incident> incidents;
+  bool unrecovered = false;
+
+  /// While a surgery runs, knob changes are also collected here for its "repair" line.
+  std::vector<RepairContext::Change>* active_changes = nullptr;
+  /// The step being run, for knob lines (-1 outside a guard loop).
+  int64_t current_step = -1;
+
+  /// Metric values reported since the last "metrics" line, one row per committed step.
+  struct MetricRow {
+    int64_t step;
+    std::vector<std::pair<std::string, double>> values;
+  };
+  std::vector<std::pair<std::string, double>> step_metrics;
+  std::vector<MetricRow> metric_rows;
+  void flush_metrics() noexcept;
+
+  /// The injection planned for (step, attempt), if any.
+  const Injection* injection_for(int64_t step, int64_t attempt) const noexcept;
+};
+
+}  // namespace daifu::detail

@@ -1,0 +1,52 @@
+// What a session tracks, seen from the step loop: which tensors may change during a step,
+// whether any did, the CPU RNG state at the step start, and the devices to synchronize.
+// The header is torch-free so that the step loop compiles without <torch/torch.h>.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace at {
+class Tensor;
+}
+namespace torch::nn {
+class Module;
+}
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace daifu::detail {
+
+class TrackedState {
+ public:
+  TrackedState();
+  ~TrackedState();
+
+  /// Throws daifu::Error if `name` is already tracked.
+  void add_module(const std::string& name, torch::nn::Module& module);
+  void add_optimizer(const std::string& name, torch::optim::Optimizer& optimizer);
+  void add_tensor(const std::string& name, at::Tensor& tensor);
+  std::vector<std::string> names() const;
+
+  /// Records version counters and the CPU RNG state. Cheap: no tensor data is copied.
+  void begin_step();
+  /// The tracked names whose tensors were modified in place since begin_step().
+  std::vector<std::string> mutated_since_begin() const;
+  /// Puts the CPU RNG back to its state at begin_step().
+  void restore_rng() const;
+
+  /// CUDA device indices that tracked tensors lived on when tracked (empty on a CPU run).
+  const std::vector<int64_t>& cuda_devices() const noexcept;
+  /// Synchronizes every CUDA device in cuda_devices(), so that an asynchronous CUDA error
+  /// surfaces in the step that caused it. A no-op when nothing tracked is on CUDA.
+  void synchronize_devices() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace daifu::detail
