@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the built daifu into a scratch prefix, then configures, builds and runs the consumer
+# project against it with find_package(daifu). Usage: run.sh BUILD_DIR SCRATCH_DIR
+set -euo pipefail
+build=$1
+scratch=$2
+here=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$scratch"
+cmake --install "$build" --prefix "$scratch/prefix" >/dev/null
+cmake -S "$here" -B "$scratch/build" -DCMAKE_PREFIX_PATH="$scratch/prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$scratch/build" >/dev/null
+"$scratch/build/consumer" "$scratch/workplace"

@@ -1,0 +1,54 @@
+// The entry-function guard: uncaught exceptions and std::terminate are recorded.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+
+#include "test_util.h"
+
+namespace {
+
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+TEST(Entry, ReturnsTheFunctionsExitCode) {
+  const auto wp = fresh_dir();
+  EXPECT_EQ(daifu::run_main(wp.string(), [] { return 7; }), 7);
+  EXPECT_FALSE(std::filesystem::exists(wp / "journal.jsonl"));  // nothing to record
+}
+
+TEST(Entry, AnUncaughtExceptionIsRecordedAndBecomesExitCodeOne) {
+  const auto wp = fresh_dir();
+  const int code = daifu::run_main(wp.string(), [&]() -> int {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@2"));
+    DAIFU_GUARD(session, step, 0, 5){};
+    return 0;
+  });
+  EXPECT_EQ(code, 1);
+  const auto uncaught = events(wp, "uncaught");
+  ASSERT_EQ(uncaught.size(), 1u);
+  EXPECT_EQ(uncaught[0]["exception_type"], "daifu::Unrecovered");
+  EXPECT_TRUE(std::filesystem::exists(uncaught[0]["report"].get<std::string>()));
+  EXPECT_EQ(events(wp, "run_end").at(0)["status"], "unrecovered");
+}
+
+TEST(EntryDeathTest, TerminateIsRecordedBeforeTheProcessEnds) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const auto wp = fresh_dir();
+  EXPECT_DEATH(
+      {
+        daifu::run_main(wp.string(), []() -> int {
+          // An exception escaping a noexcept function calls std::terminate.
+          [](int) noexcept { throw std::logic_error("escaped a noexcept destructor"); }(0);
+          return 0;
+        });
+      },
+      "daifu: the program ended by terminate");
+  const auto ended = events(wp, "terminate");
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0]["exception_type"], "std::logic_error");
+  EXPECT_EQ(ended[0]["message"], "escaped a noexcept destructor");
+}
+
+}  // namespace

@@ -1,0 +1,264 @@
+// The guarded step loop on real training: retries, bounds, escalation, memoized data.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <system_error>
+
+#include "test_util.h"
+
+namespace {
+
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+struct NetImpl : torch::nn::Module {
+  NetImpl() {
+    fc1 = register_module("fc1", torch::nn::Linear(8, 16));
+    drop = register_module("drop", torch::nn::Dropout(0.3));
+    fc2 = register_module("fc2", torch::nn::Linear(16, 3));
+  }
+  torch::Tensor forward(torch::Tensor x) { return fc2->forward(drop->forward(torch::relu(fc1->forward(x)))); }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(Net);
+
+// A small training problem with data fixed up front, so any step's batch is a function of
+// its index.
+struct Problem {
+  Problem() {
+    torch::manual_seed(7);
+    net = Net();
+    x = torch::randn({40 * 16, 8});
+    y = torch::randint(0, 3, {40 * 16});
+    optimizer = std::make_unique<torch::optim::Adam>(net->parameters(), torch::optim::AdamOptions(1e-2));
+  }
+  // One training step; `fault` runs between backward and the optimizer step.
+  template <class Fault>
+  void train_step(int64_t i, Fault&& fault) {
+    auto xb = x.narrow(0, i * 16, 16), yb = y.narrow(0, i * 16, 16);
+    optimizer->zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(net->forward(xb), yb);
+    loss.backward();
+    fault();
+    optimizer->step();
+  }
+  std::vector<torch::Tensor> params() const {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : net->parameters()) out.push_back(p.detach().clone());
+    return out;
+  }
+  Net net{nullptr};
+  torch::Tensor x, y;
+  std::unique_ptr<torch::optim::Adam> optimizer;
+};
+
+void expect_bitwise_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+}
+
+TEST(Guard, TransientErrorAtStep12FinishesBitwiseEqualToAFaultFreeRun) {
+  Problem plain;
+  for (int64_t i = 0; i < 40; ++i) plain.train_step(i, [] {});
+
+  Problem guarded;
+  const auto wp = fresh_dir();
+  int64_t bodies = 0;
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()));
+    session.track("model", *guarded.net);
+    session.track("optimizer", *guarded.optimizer);
+    DAIFU_GUARD(session, step, 0, 40) {
+      ++bodies;
+      // Fails after forward and backward consumed dropout's random numbers.
+      guarded.train_step(step.index(), [&] {
+        if (step.index() == 12 && step.attempt() == 0) {
+          throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "loader");
+        }
+      });
+    };
+    EXPECT_EQ(session.global_step(), 40);
+    EXPECT_EQ(session.stats().failures, 1);
+    EXPECT_EQ(session.stats().retries, 1);
+  }
+  EXPECT_EQ(bodies, 41);
+  expect_bitwise_equal(plain.params(), guarded.params());
+
+  auto failures = events(wp, "failure");
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0]["kind"], "transient_runtime");
+  EXPECT_EQ(failures[0]["step"], 12);
+  EXPECT_NE(failures[0]["where"].get<std::string>().find("guard_test.cpp:"), std::string::npos);
+  auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0]["surgery"], "transient_retry");
+  auto resumes = events(wp, "resume");
+  ASSERT_EQ(resumes.size(), 1u);
+  EXPECT_GT(resumes[0]["recovery_us"].get<double>(), 0.0);
+  EXPECT_EQ(events(wp, "run_end").at(0)["status"], "ok");
+}
+
+TEST(Guard, PermanentFaultEndsUnrecoveredAfterExactlyMaxAttempts) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).max_attempts(3).transient_retries(100));
+  int64_t attempts_at_5 = 0;
+  try {
+    DAIFU_GUARD(session, step, 0, 10) {
+      if (step.index() == 5) {
+        ++attempts_at_5;
+        throw std::system_error(std::make_error_code(std::errc::connection_reset), "shard server");
+      }
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_EQ(e.failure().kind, daifu::FailureKind::TransientRuntime);
+    EXPECT_EQ(e.failure().step, 5);
+    EXPECT_EQ(e.failure().attempt, 2);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("failed 3 times"), std::string::npos) << what;
+    EXPECT_NE(what.find("transient_retry"), std::string::npos) << what;
+    EXPECT_TRUE(std::filesystem::exists(e.report_path())) << e.report_path();
+    // The original exception is nested.
+    EXPECT_THROW(std::rethrow_if_nested(e), std::system_error);
+  }
+  EXPECT_EQ(attempts_at_5, 3);
+  EXPECT_EQ(session.global_step(), 5);
+  EXPECT_EQ(events(wp, "unrecovered").size(), 1u);
+}
+
+TEST(Guard, RealShapeMismatchWithNoSurgeryEscalatesAtOnceWithAReport) {
+  const auto wp = fresh_dir();
+  torch::nn::Linear layer(10, 5);
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  int64_t calls = 0;
+  try {
+    DAIFU_GUARD(session, step, 0, 3) {
+      ++calls;
+      layer->forward(torch::ones({4, 7}));
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_EQ(e.failure().kind, daifu::FailureKind::TensorMismatch);
+    EXPECT_NE(std::string(e.what()).find("no surgery repairs tensor_mismatch"), std::string::npos) << e.what();
+    std::ifstream in(e.report_path());
+    const auto report = nlohmann::json::parse(in);
+    EXPECT_EQ(report["kind"], "tensor_mismatch");
+    EXPECT_NE(report["stack"].get<std::string>().find("#0 "), std::string::npos);
+  }
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Guard, StateModifiedBeforeTheFailureIsNotRetriedBlindly) {
+  Problem p;
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  session.track("model", *p.net);
+  session.track("optimizer", *p.optimizer);
+  int64_t calls = 0;
+  try {
+    DAIFU_GUARD(session, step, 0, 5) {
+      ++calls;
+      p.train_step(step.index(), [] {});
+      if (step.index() == 3) throw std::system_error(std::make_error_code(std::errc::io_error), "after step()");
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("modified in place"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(calls, 4);
+}
+
+TEST(Guard, StepOnceKeepsTheSameDataAcrossAttempts) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@2, io@4"));
+  int64_t pulled = 0;
+  std::vector<int64_t> seen;
+  DAIFU_GUARD(session, step, 0, 6) {
+    const int64_t& batch = step.once("batch", [&] { return pulled++; });
+    seen.push_back(batch);
+  };
+  EXPECT_EQ(pulled, 6);
+  EXPECT_EQ(seen, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(session.stats().retries, 2);
+}
+
+TEST(Guard, UserSurgeryCanSkipABatchOfBadData) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("nan_data@3"));
+  session.surgeries().add("skip_bad_batch", daifu::match_kind(daifu::FailureKind::ExceptionalData),
+                          [](daifu::RepairContext&) { return daifu::Action::Skip; });
+  std::vector<int64_t> done;
+  DAIFU_GUARD(session, step, 0, 6) { done.push_back(step.index()); };
+  EXPECT_EQ(done, (std::vector<int64_t>{0, 1, 2, 4, 5}));
+  EXPECT_EQ(session.stats().skipped_steps, 1);
+  EXPECT_EQ(session.global_step(), 5);
+  ASSERT_EQ(events(wp, "skip").size(), 1u);
+  EXPECT_EQ(events(wp, "skip")[0]["step"], 3);
+  EXPECT_EQ(events(wp, "repair").at(0)["action"], "skip");
+}
+
+TEST(Guard, FatalErrorsAreNeverRetriedInPlace) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("illegal_address@1"));
+  int64_t surgery_calls = 0;
+  session.surgeries().add("retry_everything", [](const daifu::Failure&) { return true; },
+                          [&](daifu::RepairContext&) {
+                            ++surgery_calls;
+                            return daifu::Action::Retry;
+                          });
+  EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 3){}; }, daifu::Unrecovered);
+  EXPECT_EQ(surgery_calls, 0);
+  EXPECT_EQ(events(wp, "failure").at(0)["kind"], "fatal");
+}
+
+TEST(Guard, SurgeryKnobChangesAreJournaledWithTheRepair) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@2"));
+  auto& batch = session.knob<int64_t>("batch_size", 64);
+  session.surgeries().add("halve_batch", daifu::match_kind(daifu::FailureKind::OutOfMemory),
+                          [&](daifu::RepairContext&) {
+                            batch.set(batch.get() / 2, "out of memory");
+                            return daifu::Action::Retry;
+                          });
+  std::vector<int64_t> sizes;
+  DAIFU_GUARD(session, step, 0, 4) { sizes.push_back(batch); };
+  EXPECT_EQ(sizes, (std::vector<int64_t>{64, 64, 32, 32}));
+  auto repair = events(wp, "repair").at(0);
+  EXPECT_EQ(repair["surgery"], "halve_batch");
+  EXPECT_EQ(repair["changes"]["batch_size"], nlohmann::json::array({64, 32}));
+  auto knob = events(wp, "knob").at(0);
+  EXPECT_EQ(knob["reason"], "out of memory");
+  EXPECT_EQ(knob["step"], 2);
+  ASSERT_EQ(session.incidents().size(), 1u);
+  EXPECT_EQ(session.incidents()[0].changes.at(0), "batch_size: 64 -> 32");
+  EXPECT_NE(session.summary().find("halve_batch"), std::string::npos);
+}
+
+TEST(Guard, MetricsAreJournaledCompactly) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).metrics_every(4));
+    DAIFU_GUARD(session, step, 0, 10) { session.report("loss", 1.0 / (1 + step.index())); };
+  }
+  auto lines = events(wp, "metrics");
+  ASSERT_EQ(lines.size(), 3u);  // steps 0-3, 4-7, 8-9 (flushed at the end)
+  EXPECT_EQ(lines[0]["steps"], nlohmann::json::array({0, 1, 2, 3}));
+  EXPECT_DOUBLE_EQ(lines[2]["values"]["loss"][1].get<double>(), 0.1);
+}
+
+TEST(Guard, SeveralLoopsShareTheGlobalStep) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    DAIFU_GUARD(session, step, 0, 4) {};
+  }
+  EXPECT_EQ(session.global_step(), 12);
+  EXPECT_EQ(events(wp, "loop_start").size(), 3u);
+}
+
+}  // namespace

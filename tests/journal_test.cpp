@@ -1,0 +1,145 @@
+// The workplace: journal.jsonl lines, torn lines, reports, the human-readable record, and a
+// workplace that cannot be created.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "test_util.h"
+
+namespace {
+
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(Journal, EveryLineHasVersionEventTimeAndRun) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@1"));
+    DAIFU_GUARD(session, step, 0, 3){};
+  }
+  const auto all = events(wp);
+  ASSERT_GE(all.size(), 6u);
+  for (const auto& line : all) {
+    EXPECT_EQ(line["v"], daifu::kJournalSchemaVersion);
+    EXPECT_TRUE(line["event"].is_string());
+    EXPECT_TRUE(line["time"].is_number());
+    EXPECT_EQ(line["run"], all.front()["run"]);
+  }
+  EXPECT_EQ(all.front()["event"], "run_start");
+  EXPECT_EQ(all.back()["event"], "run_end");
+  std::vector<std::string> order;
+  for (const auto& line : all) order.push_back(line["event"]);
+  const std::vector<std::string> expected = {"run_start", "loop_start", "failure", "repair", "resume", "loop_end", "run_end"};
+  EXPECT_EQ(order, expected);
+}
+
+TEST(Journal, FailureReportHasTheSymbolizedThrowSite) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@0"));
+    EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 1){}; }, daifu::Unrecovered);
+  }
+  const auto failure = events(wp, "failure").at(0);
+  const std::filesystem::path report_path = failure["report"].get<std::string>();
+  EXPECT_EQ(report_path.parent_path(), wp / "failures");
+  ASSERT_TRUE(std::filesystem::exists(report_path));
+  const auto report = nlohmann::json::parse(slurp(report_path));
+  EXPECT_EQ(report["kind"], "tensor_mismatch");
+  EXPECT_EQ(report["exception_type"], "c10::Error");
+  const std::string stack = report["stack"];
+  // Symbolized to file:line, from libtorch's check through the injector to the guard loop.
+  EXPECT_NE(stack.find("mm"), std::string::npos) << stack;
+  EXPECT_NE(stack.find("inject.cpp:"), std::string::npos) << stack;
+  EXPECT_NE(stack.find("journal_test.cpp:"), std::string::npos) << stack;
+}
+
+TEST(Journal, ReportNumbersContinueAcrossRuns) {
+  const auto wp = fresh_dir();
+  for (int run = 0; run < 2; ++run) {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("io@0"));
+    DAIFU_GUARD(session, step, 0, 1){};
+  }
+  EXPECT_TRUE(std::filesystem::exists(wp / "failures" / "0001.json"));
+  EXPECT_TRUE(std::filesystem::exists(wp / "failures" / "0002.json"));
+  EXPECT_EQ(events(wp, "run_start").size(), 2u);
+}
+
+TEST(Journal, ATornLastLineIsSkippedWithAWarningAndTheNextRunStaysReadable) {
+  const auto wp = fresh_dir();
+  { daifu::Session session(daifu::Options().workplace(wp.string())); }
+  {
+    std::ofstream out(wp / "journal.jsonl", std::ios::app);
+    out << R"({"v":1,"event":"failure","step":3,"kin)";  // killed mid-write
+  }
+  { daifu::Session session(daifu::Options().workplace(wp.string())); }
+  const auto contents = daifu::read_journal((wp / "journal.jsonl").string());
+  ASSERT_EQ(contents.warnings.size(), 1u);
+  EXPECT_NE(contents.warnings[0].find("journal.jsonl:3"), std::string::npos) << contents.warnings[0];
+  EXPECT_EQ(contents.lines.size(), 4u);  // two runs, start and end each
+}
+
+TEST(Journal, ReaderSkipsGarbageAndNewerSchemas) {
+  const auto dir = fresh_dir();
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream out(dir / "journal.jsonl");
+    out << R"({"v":1,"event":"run_start","step":0,"time":1.5})" << '\n'
+        << "not json\n"
+        << R"({"v":1,"step":0})" << '\n'
+        << R"({"v":99,"event":"from_the_future"})" << '\n'
+        << R"({"v":1,"event":"unknown_event_type","step":4})" << '\n';
+  }
+  const auto contents = daifu::read_journal((dir / "journal.jsonl").string());
+  ASSERT_EQ(contents.lines.size(), 2u);
+  EXPECT_EQ(contents.lines[1].event, "unknown_event_type");
+  EXPECT_EQ(contents.lines[1].step, 4);
+  EXPECT_EQ(contents.lines[1].line_number, 5);
+  EXPECT_DOUBLE_EQ(contents.lines[0].time, 1.5);
+  EXPECT_EQ(contents.warnings.size(), 3u);
+  EXPECT_THROW(daifu::read_journal((dir / "missing.jsonl").string()), daifu::Error);
+}
+
+TEST(Journal, ExperimentRecordIsHumanReadable) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@1"));
+    DAIFU_GUARD(session, step, 0, 2){};
+  }
+  const std::string record = slurp(wp / "experiment_record.log");
+  EXPECT_NE(record.find("Program Start"), std::string::npos) << record;
+  EXPECT_NE(record.find("Failure 1 at step 1 attempt 0 (transient_runtime"), std::string::npos) << record;
+  EXPECT_NE(record.find("Repair 1 by transient_retry: retry"), std::string::npos) << record;
+  EXPECT_NE(record.find("Program End (ok)"), std::string::npos) << record;
+}
+
+TEST(Journal, AWorkplaceThatCannotBeCreatedIsAClearErrorAtConstruction) {
+  const auto dir = fresh_dir();
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "a_file") << "x";
+  try {
+    daifu::Session session(daifu::Options().workplace((dir / "a_file" / "wp").string()));
+    FAIL() << "expected daifu::Error";
+  } catch (const daifu::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cannot create workplace folder"), std::string::npos) << what;
+    EXPECT_NE(what.find("a_file"), std::string::npos) << what;
+  }
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace("")), daifu::Error);
+}
+
+TEST(Journal, NonsenseOptionsAreRefusedAtConstruction) {
+  const auto wp = fresh_dir();
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).max_attempts(0)), daifu::Error);
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).transient_retries(-1)), daifu::Error);
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).metrics_every(0)), daifu::Error);
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).inject("oom@")), daifu::Error);
+}
+
+}  // namespace

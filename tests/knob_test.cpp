@@ -1,0 +1,80 @@
+// Knobs: the four types, journaled changes, stable addresses, type errors.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace {
+
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+TEST(Knob, FourTypesWithGetConversionAndSet) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  auto& batch = session.knob<int64_t>("batch_size", 64);
+  auto& lr = session.knob("lr", 0.1);
+  auto& scrub = session.knob("scrub", false);
+  auto& mode = session.knob("mode", "skip");
+  int64_t b = batch;
+  EXPECT_EQ(b, 64);
+  EXPECT_DOUBLE_EQ(lr.get(), 0.1);
+  EXPECT_FALSE(scrub.get());
+  EXPECT_EQ(mode.get(), "skip");
+  batch.set(32, "test");
+  lr.set(0.05);
+  scrub.set(true);
+  mode.set("scrub");
+  EXPECT_EQ(batch.get(), 32);
+  EXPECT_EQ(std::string(mode.type_name()), "string");
+  EXPECT_EQ(lr.json(), "0.05");
+}
+
+TEST(Knob, SameNameGivesTheSameObjectAndAnotherTypeIsAnError) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  auto& a = session.knob<int64_t>("batch_size", 64);
+  auto& b = session.knob<int64_t>("batch_size", 999);
+  EXPECT_EQ(&a, &b);
+  EXPECT_EQ(b.get(), 64);
+  for (int i = 0; i < 100; ++i) session.knob<int64_t>("other" + std::to_string(i), i);
+  EXPECT_EQ(&a, &session.knob<int64_t>("batch_size", 0));  // stable address
+  EXPECT_THROW(session.knob<double>("batch_size", 1.0), daifu::Error);
+  EXPECT_EQ(session.find_knob("nope"), nullptr);
+  EXPECT_EQ(session.find_knob("batch_size"), &a);
+}
+
+TEST(Knob, ChangesAreJournaledWithOldNewAndReasonButNotNoOps) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()));
+    auto& batch = session.knob<int64_t>("batch_size", 64);
+    batch.set(64, "unchanged");
+    batch.set(16, "memory");
+  }
+  const auto created = events(wp, "knob_created");
+  ASSERT_EQ(created.size(), 1u);
+  EXPECT_EQ(created[0]["value"], 64);
+  EXPECT_EQ(created[0]["type"], "int64");
+  const auto changes = events(wp, "knob");
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0]["name"], "batch_size");
+  EXPECT_EQ(changes[0]["before"], 64);
+  EXPECT_EQ(changes[0]["after"], 16);
+  EXPECT_EQ(changes[0]["reason"], "memory");
+}
+
+TEST(Knob, SetJsonChecksTheType) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  auto& batch = session.knob<int64_t>("batch_size", 64);
+  auto& lr = session.knob("lr", 0.1);
+  batch.set_json("8", "cli");
+  EXPECT_EQ(batch.get(), 8);
+  lr.set_json("1", "cli");  // an integer is a fine double
+  EXPECT_DOUBLE_EQ(lr.get(), 1.0);
+  EXPECT_THROW(batch.set_json("\"eight\"", "cli"), daifu::Error);
+  EXPECT_THROW(batch.set_json("8.5", "cli"), daifu::Error);
+  EXPECT_THROW(batch.set_json("{oops", "cli"), daifu::Error);
+  EXPECT_EQ(batch.get(), 8);
+}
+
+}  // namespace

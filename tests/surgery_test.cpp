@@ -1,0 +1,127 @@
+// The surgery registry: order, bounds, failing surgeries, and the built-in transient retry.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace {
+
+using daifu::Action;
+using daifu::FailureKind;
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+TEST(Surgery, LowerPriorityRunsFirstAndRegistrationOrderBreaksTies) {
+  daifu::SurgeryRegistry registry;
+  auto any = [](const daifu::Failure&) { return true; };
+  auto retry = [](daifu::RepairContext&) { return Action::Retry; };
+  registry.add("b", any, retry, {50});
+  registry.add("a", any, retry, {10});
+  registry.add("c", any, retry, {50});
+  EXPECT_EQ(registry.names(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_THROW(registry.add("a", any, retry), daifu::Error);
+  EXPECT_TRUE(registry.remove("b"));
+  EXPECT_FALSE(registry.remove("b"));
+}
+
+TEST(Surgery, OnlyMatchingSurgeriesAreCandidates) {
+  daifu::SurgeryRegistry registry;
+  registry.add("oom_only", daifu::match_kind(FailureKind::OutOfMemory), [](auto&) { return Action::Retry; });
+  registry.add("throws_in_match", [](const daifu::Failure&) -> bool { throw std::runtime_error("bad match"); },
+               [](auto&) { return Action::Retry; });
+  daifu::Failure shape;
+  shape.kind = FailureKind::TensorMismatch;
+  EXPECT_TRUE(registry.candidates(shape).empty());
+  daifu::Failure oom;
+  oom.kind = FailureKind::OutOfMemory;
+  ASSERT_EQ(registry.candidates(oom).size(), 1u);
+  EXPECT_EQ(registry.candidates(oom)[0]->name(), "oom_only");
+}
+
+TEST(Surgery, PerStepBoundStopsASurgeryFromFiringForever) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).max_attempts(50).inject("shape@1*"));
+  int64_t fired = 0;
+  session.surgeries().add("hopeful", daifu::match_kind(FailureKind::TensorMismatch),
+                          [&](daifu::RepairContext&) {
+                            ++fired;
+                            return Action::Retry;
+                          },
+                          daifu::SurgeryLimits{100, /*max_per_step=*/2, /*max_per_run=*/10});
+  try {
+    DAIFU_GUARD(session, step, 0, 3){};
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_EQ(e.failure().attempt, 2);
+    EXPECT_NE(std::string(e.what()).find("attempt 0: tensor_mismatch -> hopeful (retry)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(fired, 2);
+}
+
+TEST(Surgery, PerRunBoundCountsAcrossSteps) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("api@1, api@2, api@3"));
+  session.surgeries().add("twice", daifu::match_kind(FailureKind::ApiMisuse), [](auto&) { return Action::Retry; },
+                          daifu::SurgeryLimits{100, 5, /*max_per_run=*/2});
+  EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 5){}; }, daifu::Unrecovered);
+  EXPECT_EQ(session.global_step(), 3);
+}
+
+TEST(Surgery, AThrowingSurgeryIsJournaledAndTheNextOneTried) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("path@1"));
+  session.surgeries().add("broken", daifu::match_kind(FailureKind::PathProblem),
+                          [](daifu::RepairContext&) -> Action { throw std::runtime_error("surgery bug"); }, {10});
+  session.surgeries().add("works", daifu::match_kind(FailureKind::PathProblem),
+                          [](daifu::RepairContext& ctx) {
+                            ctx.note("note", "\"before\"", "\"after\"");
+                            return Action::Retry;
+                          },
+                          {20});
+  DAIFU_GUARD(session, step, 0, 3){};
+  EXPECT_EQ(session.global_step(), 3);
+  auto failed = events(wp, "surgery_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0]["surgery"], "broken");
+  EXPECT_EQ(failed[0]["message"], "surgery bug");
+  auto repair = events(wp, "repair").at(0);
+  EXPECT_EQ(repair["surgery"], "works");
+  EXPECT_EQ(repair["changes"]["note"], nlohmann::json::array({"before", "after"}));
+}
+
+TEST(Surgery, EscalateActionEndsTheLoop) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("api@0"));
+  session.surgeries().add("no", daifu::match_kind(FailureKind::ApiMisuse), [](auto&) { return Action::Escalate; });
+  try {
+    DAIFU_GUARD(session, step, 0, 2){};
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("surgery no escalated"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Surgery, TransientRetryBacksOffAfterTheFirstRetryAndIsBounded) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options()
+                             .workplace(wp.string())
+                             .max_attempts(10)
+                             .transient_retries(3)
+                             .transient_backoff(std::chrono::microseconds(200))
+                             .inject("transient@0*"));
+  EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 1){}; }, daifu::Unrecovered);
+  auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 3u);
+  EXPECT_FALSE(repairs[0]["changes"].contains("wait_us"));
+  const int64_t second = repairs[1]["changes"]["wait_us"][1].get<int64_t>();
+  const int64_t third = repairs[2]["changes"]["wait_us"][1].get<int64_t>();
+  EXPECT_GE(second, 100);
+  EXPECT_LE(second, 300);
+  EXPECT_GE(third, 200);
+  EXPECT_LE(third, 600);
+  EXPECT_EQ(events(wp, "failure").size(), 4u);  // 3 retries, then nothing matches
+}
+
+}  // namespace
