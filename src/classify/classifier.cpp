@@ -24,16 +24,64 @@ std::string lowercase(std::string s) {
   return s;
 }
 
-// A table row ready to match: a lowercase literal when the row has no regex metacharacters.
+// The longest run of plain characters that every match of `regex` must contain, or "" when
+// none can be proven (a top-level '|'). Only unnested characters count; a character followed
+// by '?', '*' or '{' is optional. std::regex costs microseconds per row, so the table is
+// first filtered by these literals (a substring search) and the regex runs on survivors.
+std::string required_literal(const std::string& regex) {
+  std::string best, run;
+  int depth = 0;
+  auto end_run = [&] {
+    if (run.size() > best.size()) best = run;
+    run.clear();
+  };
+  auto optional_at = [&](std::size_t i) {
+    return i < regex.size() && (regex[i] == '?' || regex[i] == '*' || regex[i] == '{');
+  };
+  for (std::size_t i = 0; i < regex.size(); ++i) {
+    const char c = regex[i];
+    if (c == '\\') {
+      ++i;  // the escaped character: punctuation stands for itself, a letter is a class (\\d)
+      const bool literal = i < regex.size() && std::ispunct(static_cast<unsigned char>(regex[i]));
+      if (depth == 0 && literal && !optional_at(i + 1)) {
+        run.push_back(regex[i]);
+      } else {
+        end_run();
+      }
+    } else if (c == '(' || c == '[') {
+      ++depth;
+      end_run();
+    } else if (c == ')' || c == ']') {
+      --depth;
+      end_run();
+    } else if (c == '|') {
+      if (depth == 0) return "";
+      end_run();
+    } else if (depth > 0) {
+      continue;
+    } else if (c == '{') {
+      while (i < regex.size() && regex[i] != '}') ++i;  // a {m,n} quantifier
+      end_run();
+    } else if (c == '.' || c == '^' || c == '$' || c == '+' || c == '?' || c == '*' || optional_at(i + 1)) {
+      end_run();
+    } else {
+      run.push_back(c);
+    }
+  }
+  end_run();
+  return best;
+}
+
+// A table row ready to match: a lowercase literal, plus a regex when the row needs one.
 struct CompiledPattern {
   std::string source;
   FailureKind kind;
-  std::string literal;
+  std::string literal;  // must occur in the message (the whole pattern when there is no regex)
   std::optional<std::regex> regex;
 
   bool matches(const std::string& lower_message) const {
-    if (regex) return std::regex_search(lower_message, *regex);
-    return lower_message.find(literal) != std::string::npos;
+    if (!literal.empty() && lower_message.find(literal) == std::string::npos) return false;
+    return !regex || std::regex_search(lower_message, *regex);
   }
 };
 
@@ -43,6 +91,7 @@ CompiledPattern compile(const FailurePattern& p) {
   if (literal) {
     out.literal = lowercase(p.regex);
   } else {
+    out.literal = lowercase(required_literal(p.regex));
     try {
       out.regex.emplace(lowercase(p.regex), std::regex::ECMAScript | std::regex::icase | std::regex::optimize);
     } catch (const std::regex_error& e) {

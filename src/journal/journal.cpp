@@ -188,6 +188,11 @@ void Journal::write_report(std::filesystem::path path, nlohmann::json report, Ra
   report_cv_.notify_one();
 }
 
+void Journal::start_report_writer() {
+  std::lock_guard<std::mutex> lock(report_mutex_);
+  if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
+}
+
 void Journal::writer_loop() {
   std::unique_lock<std::mutex> lock(report_mutex_);
   for (;;) {

@@ -46,6 +46,9 @@ class Journal {
   void write_report(std::filesystem::path path, nlohmann::json report, RawStack stack,
                     bool synchronous) noexcept;
   void flush_reports() noexcept;
+  /// Starts the report thread now rather than at the first failure, keeping its start-up
+  /// (tens of microseconds) off the first recovery.
+  void start_report_writer();
 
   /// The JSON form of a failure, as used on journal lines and in reports.
   static nlohmann::json to_json(const Failure& failure);

@@ -105,6 +105,7 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
   impl_->surgeries.add(std::make_unique<detail::TransientRetry>(o.transient_retries(), o.transient_backoff(),
                                                                 o.max_backoff()));
   if (o.fast_throws()) detail::acquire_fast_throws();
+  impl_->journal.start_report_writer();
   nlohmann::json inject = nlohmann::json::array();
   for (const auto& i : impl_->injections) {
     inject.push_back(i.fault + "@" + std::to_string(i.step) + (i.every_attempt ? "*" : ""));

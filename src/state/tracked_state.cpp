@@ -2,6 +2,7 @@
 
 #include <daifu/errors.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/torch.h>
 
@@ -25,7 +26,14 @@ struct Entry {
 struct TrackedState::Impl {
   std::vector<Entry> entries;
   std::vector<int64_t> cuda_devices;
-  at::Tensor rng_state;
+  // The CPU generator's whole state, copied without allocating (get_state() would allocate
+  // and serialize a 5 KB tensor every step).
+  struct CpuRng {
+    at::mt19937 engine;
+    c10::optional<float> next_float_normal;
+    c10::optional<double> next_double_normal;
+  };
+  CpuRng rng;
   bool rng_saved = false;
 
   void add(Entry entry) {
@@ -89,7 +97,8 @@ void TrackedState::begin_step() {
   }
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
-  impl_->rng_state = gen.get_state();
+  auto* cpu = at::check_generator<at::CPUGeneratorImpl>(gen);
+  impl_->rng = {cpu->engine(), cpu->next_float_normal_sample(), cpu->next_double_normal_sample()};
   impl_->rng_saved = true;
 }
 
@@ -109,7 +118,10 @@ void TrackedState::restore_rng() const {
   if (!impl_->rng_saved) return;
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(impl_->rng_state);
+  auto* cpu = at::check_generator<at::CPUGeneratorImpl>(gen);
+  cpu->set_engine(impl_->rng.engine);
+  cpu->set_next_float_normal_sample(impl_->rng.next_float_normal);
+  cpu->set_next_double_normal_sample(impl_->rng.next_double_normal);
 }
 
 const std::vector<int64_t>& TrackedState::cuda_devices() const noexcept { return impl_->cuda_devices; }
