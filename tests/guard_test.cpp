@@ -7,6 +7,8 @@
 #include <fstream>
 #include <system_error>
 
+#include <c10/util/string_utils.h>
+
 #include "test_util.h"
 
 namespace {
@@ -152,25 +154,72 @@ TEST(Guard, RealShapeMismatchWithNoSurgeryEscalatesAtOnceWithAReport) {
   EXPECT_EQ(calls, 1);
 }
 
-TEST(Guard, StateModifiedBeforeTheFailureIsNotRetriedBlindly) {
+TEST(Guard, StateModifiedBeforeTheFailureIsRolledBackNotRetriedBlindly) {
+  Problem plain;
+  for (int64_t i = 0; i < 6; ++i) plain.train_step(i, [] {});
   Problem p;
   const auto wp = fresh_dir();
   daifu::Session session(daifu::Options().workplace(wp.string()));
   session.track("model", *p.net);
   session.track("optimizer", *p.optimizer);
   int64_t calls = 0;
+  DAIFU_GUARD(session, step, 0, 6) {
+    ++calls;
+    p.train_step(step.index(), [] {});
+    if (step.index() == 3 && step.attempt() == 0) {
+      throw std::system_error(std::make_error_code(std::errc::io_error), "after step()");
+    }
+  };
+  expect_bitwise_equal(plain.params(), p.params());
+  EXPECT_GE(calls, 7);
+  EXPECT_EQ(events(wp, "rollback").size(), 1u);
+}
+
+// An optimizer whose per-parameter state daifu does not know how to copy.
+struct OpaqueState : torch::optim::OptimizerCloneableParamState<OpaqueState> {
+  TORCH_ARG(int64_t, count) = 0;
+};
+class OpaqueOptimizer : public torch::optim::Optimizer {
+ public:
+  explicit OpaqueOptimizer(std::vector<torch::Tensor> params)
+      : Optimizer({torch::optim::OptimizerParamGroup(std::move(params))},
+                  std::make_unique<torch::optim::AdamOptions>(0.1)) {}
+  torch::Tensor step(LossClosure) override {
+    torch::NoGradGuard no_grad;
+    for (auto& p : param_groups_.at(0).params()) {
+      auto& state = state_[c10::guts::to_string(p.unsafeGetTensorImpl())];
+      if (!state) state = std::make_unique<OpaqueState>();
+      p.add_(p.grad(), -0.1);
+    }
+    return {};
+  }
+};
+
+TEST(Guard, WithoutASnapshotAFailureAfterAnUpdateEscalates) {
+  Problem p;
+  OpaqueOptimizer optimizer(p.net->parameters());
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).snapshot_every(2));
+  session.track("model", *p.net);
+  session.track("optimizer", optimizer);
+  int64_t calls = 0;
   try {
     DAIFU_GUARD(session, step, 0, 5) {
       ++calls;
-      p.train_step(step.index(), [] {});
+      optimizer.zero_grad();
+      torch::nn::functional::cross_entropy(p.net->forward(p.x.narrow(0, 0, 16)), p.y.narrow(0, 0, 16)).backward();
+      optimizer.step(nullptr);
       if (step.index() == 3) throw std::system_error(std::make_error_code(std::errc::io_error), "after step()");
     };
     FAIL() << "expected daifu::Unrecovered";
   } catch (const daifu::Unrecovered& e) {
-    EXPECT_NE(std::string(e.what()).find("modified in place"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no snapshot"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("model"), std::string::npos) << e.what();
   }
   EXPECT_EQ(calls, 4);
+  EXPECT_FALSE(events(wp, "snapshot_failed").empty());
+  EXPECT_NE(events(wp, "snapshot_failed").back()["message"].get<std::string>().find("cannot snapshot"),
+            std::string::npos);
 }
 
 TEST(Guard, StepOnceKeepsTheSameDataAcrossAttempts) {

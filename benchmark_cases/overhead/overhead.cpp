@@ -1,13 +1,20 @@
-// The steady-state cost of DAIFU_GUARD when nothing fails. For each workload the same training
-// step runs in blocks of N steps, plain (a for loop) and guarded (DAIFU_GUARD, the model and the
-// optimizer tracked, report("loss") every step), alternating plain/guarded, guarded/plain, ...
-// in one process after a warm-up of both. A step's time runs from the start of its body to the
-// start of the next one, so it includes everything the guard does between two bodies.
+// The steady-state cost of DAIFU_GUARD when nothing fails, for two workloads.
 //
-//   bench_overhead [--reps N] [--cnn-steps N] [--mlp-steps N] [--warmup N] [--threads N]
-//                  [--only cnn|mlp] [--json PATH] [--workplace DIR] [--data DIR]
+// Direct: the same training step runs in blocks of N steps, plain (a for loop) and guarded
+// (DAIFU_GUARD, the model and the optimizer tracked, report("loss") every step), in the order
+// plain/guarded, guarded/plain, ... in one process after a warm-up of both. A step's time runs
+// from the start of its body to the start of the next one, so it includes everything the guard
+// does between two bodies. The spread between plain blocks is the noise floor.
+// Fixed cost: the same, around an empty body with the same session and tracked state; the
+// difference of the mean step times is what the guard adds to every step.
+//
+//   bench_overhead [--reps N] [--cnn-steps N] [--mlp-steps N] [--empty-steps N] [--warmup N]
+//                  [--threads N] [--only cnn|mlp] [--json PATH] [--workplace DIR] [--data DIR]
 #include "fashion_mnist_data.h"
 #include "fashion_net.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <daifu/daifu.h>
 #include <nlohmann/json.hpp>
@@ -32,14 +39,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUsage =
-    "usage: bench_overhead [--reps N] [--cnn-steps N] [--mlp-steps N] [--warmup N] [--threads N]\n"
-    "                      [--only cnn|mlp] [--json PATH] [--workplace DIR] [--data DIR]\n";
+    "usage: bench_overhead [--reps N] [--cnn-steps N] [--mlp-steps N] [--empty-steps N] [--warmup N]\n"
+    "                      [--threads N] [--only cnn|mlp] [--json PATH] [--workplace DIR] [--data DIR]\n";
 
 struct Args {
-  int64_t reps = 5;
+  int64_t reps = 8;
   int64_t cnn_steps = 100;
-  int64_t mlp_steps = 400;
+  int64_t mlp_steps = 500;
   int64_t warmup = 30;
+  int64_t empty_steps = 2000;
   int64_t threads = 2;
   std::string only;
   std::string json;
@@ -120,10 +128,35 @@ class MlpWorkload final : public Workload {
   torch::optim::Adam optimizer_;
 };
 
-// Step times (seconds) and wall time of one block.
+// CPU seconds used by the whole machine and by this process since construction; their
+// difference is what other processes took while a block ran (10 ms resolution).
+class CpuProbe {
+ public:
+  CpuProbe() : machine_(machine_busy()), self_(self_cpu()) {}
+  double foreign_seconds() const { return std::max(0.0, (machine_busy() - machine_) - (self_cpu() - self_)); }
+
+ private:
+  static double machine_busy() {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+    return (user + nice + system + irq + softirq + steal) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  static double self_cpu() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  }
+  double machine_, self_;
+};
+
+// Step times (seconds), wall time and CPU taken by other processes of one block.
 struct Block {
   std::vector<double> steps;
   double wall = 0;
+  double foreign_cpu = 0;
 };
 
 std::vector<double> step_times(const std::vector<Clock::time_point>& stamps) {
@@ -132,30 +165,55 @@ std::vector<double> step_times(const std::vector<Clock::time_point>& stamps) {
   return times;
 }
 
-Block run_plain(Workload& w, int64_t first, int64_t count) {
+// `step(i)` trains on step i and returns its loss.
+template <class StepFn>
+Block run_plain(StepFn& step, int64_t first, int64_t count) {
   std::vector<Clock::time_point> stamps;
   stamps.reserve(static_cast<size_t>(count) + 1);
   double sink = 0;
+  const CpuProbe probe;
   const auto begin = Clock::now();
   for (int64_t i = first; i < first + count; ++i) {
     stamps.push_back(Clock::now());
-    sink += w.step(i);
+    sink += step(i);
   }
   stamps.push_back(Clock::now());
-  if (!std::isfinite(sink)) std::fprintf(stderr, "warning: %s: non-finite loss\n", w.name().c_str());
-  return {step_times(stamps), std::chrono::duration<double>(stamps.back() - begin).count()};
+  if (!std::isfinite(sink)) std::fprintf(stderr, "warning: non-finite loss in a plain block\n");
+  return {step_times(stamps), std::chrono::duration<double>(stamps.back() - begin).count(),
+          probe.foreign_seconds()};
 }
 
-Block run_guarded(Workload& w, daifu::Session& session, int64_t first, int64_t count) {
+template <class StepFn>
+Block run_guarded(daifu::Session& session, StepFn& step, int64_t first, int64_t count) {
   std::vector<Clock::time_point> stamps;
   stamps.reserve(static_cast<size_t>(count) + 1);
+  const CpuProbe probe;
   const auto begin = Clock::now();
-  DAIFU_GUARD(session, step, first, first + count) {
+  DAIFU_GUARD(session, s, first, first + count) {
     stamps.push_back(Clock::now());
-    session.report("loss", w.step(step.index()));
+    session.report("loss", step(s.index()));
   };
   stamps.push_back(Clock::now());
-  return {step_times(stamps), std::chrono::duration<double>(stamps.back() - begin).count()};
+  return {step_times(stamps), std::chrono::duration<double>(stamps.back() - begin).count(),
+          probe.foreign_seconds()};
+}
+
+// Blocks in the order plain, guarded | guarded, plain | plain, guarded | ...
+struct Series {
+  std::vector<Block> plain, guarded;
+};
+
+template <class StepFn>
+Series interleave(daifu::Session& session, StepFn& step, int64_t& next, int64_t steps, int64_t reps) {
+  Series series;
+  for (int64_t rep = 0; rep < reps; ++rep) {
+    for (int half = 0; half < 2; ++half) {
+      if ((rep + half) % 2 == 0) series.plain.push_back(run_plain(step, next, steps));
+      else series.guarded.push_back(run_guarded(session, step, next, steps));
+      next += steps;
+    }
+  }
+  return series;
 }
 
 double median(std::vector<double> v) {
@@ -169,56 +227,80 @@ double median(std::vector<double> v) {
 
 double percent(double ratio) { return 100.0 * (ratio - 1.0); }
 
+// Step times in seconds: median over all steps, mean (wall time / steps), and per-block medians.
+struct Timing {
+  double median = 0, mean = 0;
+  std::vector<double> block_medians;
+  double foreign_cpu = 0, wall = 0;
+};
+
+Timing timing(const std::vector<Block>& blocks) {
+  Timing t;
+  std::vector<double> all;
+  for (const Block& b : blocks) {
+    all.insert(all.end(), b.steps.begin(), b.steps.end());
+    t.block_medians.push_back(median(b.steps));
+    t.wall += b.wall;
+    t.foreign_cpu += b.foreign_cpu;
+  }
+  t.median = median(all);
+  t.mean = all.empty() ? 0 : t.wall / static_cast<double>(all.size());
+  return t;
+}
+
+std::vector<double> scaled(std::vector<double> v, double factor) {
+  for (double& x : v) x *= factor;
+  return v;
+}
+
 nlohmann::json measure(Workload& w, daifu::Session& session, const Args& args, int64_t steps) {
+  auto train = [&w](int64_t i) { return w.step(i); };
+  auto empty = [](int64_t) { return 0.0; };
   int64_t next = 0;
-  run_plain(w, next, args.warmup);
+  run_plain(train, next, args.warmup);
   next += args.warmup;
-  run_guarded(w, session, next, args.warmup);
+  run_guarded(session, train, next, args.warmup);
   next += args.warmup;
 
-  std::vector<Block> plain, guarded;
-  for (int64_t rep = 0; rep < args.reps; ++rep) {
-    for (int half = 0; half < 2; ++half) {
-      if ((rep + half) % 2 == 0) plain.push_back(run_plain(w, next, steps));
-      else guarded.push_back(run_guarded(w, session, next, steps));
-      next += steps;
-    }
-    std::fprintf(stderr, "  %s: repetition %lld/%lld done\n", w.name().c_str(),
-                 static_cast<long long>(rep + 1), static_cast<long long>(args.reps));
+  const Series series = interleave(session, train, next, steps, args.reps);
+  const Timing plain = timing(series.plain), guarded = timing(series.guarded);
+  std::vector<double> paired;
+  for (size_t r = 0; r < plain.block_medians.size(); ++r) {
+    paired.push_back(percent(guarded.block_medians[r] / plain.block_medians[r]));
   }
-
-  std::vector<double> all_plain, all_guarded, plain_medians, guarded_medians, paired;
-  double plain_wall = 0, guarded_wall = 0;
-  for (size_t r = 0; r < plain.size(); ++r) {
-    all_plain.insert(all_plain.end(), plain[r].steps.begin(), plain[r].steps.end());
-    all_guarded.insert(all_guarded.end(), guarded[r].steps.begin(), guarded[r].steps.end());
-    plain_medians.push_back(median(plain[r].steps));
-    guarded_medians.push_back(median(guarded[r].steps));
-    paired.push_back(percent(guarded_medians.back() / plain_medians.back()));
-    plain_wall += plain[r].wall;
-    guarded_wall += guarded[r].wall;
-  }
-  const double plain_median = median(all_plain), guarded_median = median(all_guarded);
-  const auto [lo, hi] = std::minmax_element(plain_medians.begin(), plain_medians.end());
+  const auto [lo, hi] = std::minmax_element(plain.block_medians.begin(), plain.block_medians.end());
   const auto [paired_lo, paired_hi] = std::minmax_element(paired.begin(), paired.end());
-  const daifu::SessionStats stats = session.stats();
 
+  // The guard's own cost per step: the same session and tracked state around an empty body.
+  const Series fixed = interleave(session, empty, next, args.empty_steps, args.reps);
+  const Timing empty_plain = timing(fixed.plain), empty_guarded = timing(fixed.guarded);
+  const double cost_mean = empty_guarded.mean - empty_plain.mean;
+  const double cost_median = empty_guarded.median - empty_plain.median;
+
+  const double cpus = std::thread::hardware_concurrency();
+  const daifu::SessionStats stats = session.stats();
   return {
       {"workload", w.name()},
       {"description", w.description()},
       {"steps_per_block", steps},
       {"repetitions", args.reps},
-      {"plain_median_ms", 1e3 * plain_median},
-      {"guarded_median_ms", 1e3 * guarded_median},
-      {"overhead_median_pct", percent(guarded_median / plain_median)},
-      {"plain_mean_ms", 1e3 * plain_wall / static_cast<double>(all_plain.size())},
-      {"guarded_mean_ms", 1e3 * guarded_wall / static_cast<double>(all_guarded.size())},
-      {"overhead_mean_pct", percent(guarded_wall / plain_wall)},
+      {"plain_median_ms", 1e3 * plain.median},
+      {"guarded_median_ms", 1e3 * guarded.median},
+      {"overhead_median_pct", percent(guarded.median / plain.median)},
+      {"plain_mean_ms", 1e3 * plain.mean},
+      {"guarded_mean_ms", 1e3 * guarded.mean},
+      {"overhead_mean_pct", percent(guarded.mean / plain.mean)},
+      {"paired_overhead_pct_median", median(paired)},
       {"paired_overhead_pct_min", *paired_lo},
       {"paired_overhead_pct_max", *paired_hi},
-      {"plain_block_spread_pct", 100.0 * (*hi - *lo) / median(plain_medians)},
-      {"plain_block_medians_ms", [&] { auto v = plain_medians; for (auto& x : v) x *= 1e3; return v; }()},
-      {"guarded_block_medians_ms", [&] { auto v = guarded_medians; for (auto& x : v) x *= 1e3; return v; }()},
+      {"plain_block_spread_pct", 100.0 * (*hi - *lo) / median(plain.block_medians)},
+      {"plain_block_medians_ms", scaled(plain.block_medians, 1e3)},
+      {"guarded_block_medians_ms", scaled(guarded.block_medians, 1e3)},
+      {"foreign_cpu_pct", 100.0 * (plain.foreign_cpu + guarded.foreign_cpu) / ((plain.wall + guarded.wall) * cpus)},
+      {"empty_steps_per_block", args.empty_steps},
+      {"guard_cost_mean_us", 1e6 * cost_mean},
+      {"guard_cost_median_us", 1e6 * cost_median},
+      {"guard_cost_pct_of_plain_step", 100.0 * cost_mean / plain.median},
       {"guard_failures", stats.failures},
       {"guard_committed_steps", stats.committed_steps},
   };
@@ -237,15 +319,26 @@ std::string cpu_model() {
 
 void print_table(const nlohmann::json& results) {
   std::printf("\n| workload | steps x reps | plain median | guarded median | overhead (median) "
-              "| overhead (mean) | per-rep overhead | plain block spread |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+              "| overhead (mean) | per-rep overhead: median [min, max] | plain block spread "
+              "| other processes' CPU |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : results) {
-    std::printf("| %s | %lld x %lld | %.3f ms | %.3f ms | %+.2f%% | %+.2f%% | %+.2f%% .. %+.2f%% | %.2f%% |\n",
+    std::printf("| %s | %lld x %lld | %.3f ms | %.3f ms | %+.2f%% | %+.2f%% | %+.2f%% [%+.2f%%, %+.2f%%] "
+                "| %.2f%% | %.1f%% |\n",
                 r["workload"].get<std::string>().c_str(), r["steps_per_block"].get<long long>(),
                 r["repetitions"].get<long long>(), r["plain_median_ms"].get<double>(),
                 r["guarded_median_ms"].get<double>(), r["overhead_median_pct"].get<double>(),
-                r["overhead_mean_pct"].get<double>(), r["paired_overhead_pct_min"].get<double>(),
-                r["paired_overhead_pct_max"].get<double>(), r["plain_block_spread_pct"].get<double>());
+                r["overhead_mean_pct"].get<double>(), r["paired_overhead_pct_median"].get<double>(),
+                r["paired_overhead_pct_min"].get<double>(), r["paired_overhead_pct_max"].get<double>(),
+                r["plain_block_spread_pct"].get<double>(), r["foreign_cpu_pct"].get<double>());
+  }
+  std::printf("\n| workload | empty steps x reps | guard cost per step: mean (median) | as share of a plain step |\n");
+  std::printf("|---|---|---|---|\n");
+  for (const auto& r : results) {
+    std::printf("| %s | %lld x %lld | %.2f us (%.2f us) | %.4f%% |\n", r["workload"].get<std::string>().c_str(),
+                r["empty_steps_per_block"].get<long long>(), r["repetitions"].get<long long>(),
+                r["guard_cost_mean_us"].get<double>(), r["guard_cost_median_us"].get<double>(),
+                r["guard_cost_pct_of_plain_step"].get<double>());
   }
 }
 
@@ -279,6 +372,7 @@ std::optional<Args> parse_args(int argc, char** argv) {
       else if (name == "--cnn-steps") args.cnn_steps = positive(name, value);
       else if (name == "--mlp-steps") args.mlp_steps = positive(name, value);
       else if (name == "--warmup") args.warmup = positive(name, value);
+      else if (name == "--empty-steps") args.empty_steps = positive(name, value);
       else if (name == "--threads") args.threads = positive(name, value);
       else if (name == "--json") args.json = value;
       else if (name == "--workplace") args.workplace = value;

@@ -48,6 +48,20 @@ class DAIFU_API Options {
   Options& fast_throws(bool on) { fast_throws_ = on; return *this; }
   bool fast_throws() const noexcept { return fast_throws_; }
 
+  /// Take a snapshot of the tracked state every `k` steps; 0 (the default) chooses k from the
+  /// measured snapshot and step times so that snapshots cost at most overhead_budget().
+  Options& snapshot_every(int64_t k) { snapshot_every_ = k; return *this; }
+  int64_t snapshot_every() const noexcept { return snapshot_every_; }
+
+  /// Fraction of training time automatic snapshots may take (default 0.004 = 0.4%).
+  Options& overhead_budget(double fraction) { overhead_budget_ = fraction; return *this; }
+  double overhead_budget() const noexcept { return overhead_budget_; }
+
+  /// Upper bound of the automatic k: the steps a rollback may have to re-run, and the steps
+  /// whose Step::once values are kept for that.
+  Options& max_rollback_steps(int64_t n) { max_rollback_steps_ = n; return *this; }
+  int64_t max_rollback_steps() const noexcept { return max_rollback_steps_; }
+
   /// Fault-injection plan (docs/injection.md). Unset: taken from $DAIFU_INJECT.
   Options& inject(std::string plan) { inject_ = std::move(plan); return *this; }
   const std::optional<std::string>& inject() const noexcept { return inject_; }
@@ -68,6 +82,9 @@ class DAIFU_API Options {
   std::chrono::microseconds transient_backoff_{1000};
   std::chrono::microseconds max_backoff_{2'000'000};
   bool fast_throws_ = true;
+  int64_t snapshot_every_ = 0;
+  double overhead_budget_ = 0.004;
+  int64_t max_rollback_steps_ = 100;
   std::optional<std::string> inject_;
   bool echo_ = false;
   int64_t metrics_every_ = 50;

@@ -46,11 +46,23 @@ struct DAIFU_API Incident {
 
 /// Counters over the session's life.
 struct DAIFU_API SessionStats {
-  int64_t committed_steps = 0;
+  int64_t committed_steps = 0;  ///< distinct steps committed (a re-run after a rollback counts once)
   int64_t failures = 0;
   int64_t retries = 0;
   int64_t skipped_steps = 0;
   int64_t unrecovered = 0;
+  int64_t rollbacks = 0;
+  int64_t rerun_steps = 0;      ///< committed steps run again after rollbacks
+};
+
+/// What the snapshots cost and hold.
+struct DAIFU_API SnapshotStats {
+  int64_t captures = 0;
+  uint64_t bytes = 0;            ///< host memory held by the snapshot buffers
+  double last_capture_ms = 0;
+  double last_restore_ms = 0;
+  int64_t last_step = -1;        ///< step index the newest snapshot was taken at
+  int64_t every = 0;             ///< k in use: a snapshot every k steps
 };
 
 /// Example:
@@ -108,14 +120,16 @@ class DAIFU_API Session : private detail::KnobObserver {
   const Options& options() const noexcept;
   const std::filesystem::path& workplace() const noexcept;
   SessionStats stats() const;
+  SnapshotStats snapshot_stats() const;
+  /// Takes a snapshot at the start of the next step, whatever the policy says.
+  void snapshot_now();
   const std::vector<Incident>& incidents() const noexcept;
   /// A human-readable table of every failure and what was done about it.
   std::string summary() const;
 
-  detail::SessionImpl& impl() noexcept { return *impl_; }
-
  private:
   friend class detail::StepLoop;
+  detail::SessionImpl& impl() noexcept { return *impl_; }
   void add_knob(std::unique_ptr<detail::KnobBase> knob);
   void knob_changed(const std::string& name, const std::string& old_json,
                     const std::string& new_json, const std::string& reason) override;

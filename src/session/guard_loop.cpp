@@ -5,9 +5,13 @@
 
 #include "session/session_impl.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <set>
 #include <sstream>
+#include <unordered_map>
 
 namespace daifu {
 namespace detail {
@@ -28,29 +32,57 @@ class StepLoop {
  private:
   struct Decision {
     Action action = Action::Escalate;
+    bool rollback = false;  // restore the snapshot and re-run the steps since it first
     Clock::time_point caught;
   };
 
   Decision handle_failure(Step& step, Clock::time_point caught);
   [[noreturn]] void escalate(Failure failure, const std::string& report, const std::string& why,
                              std::vector<std::string> tried);
-  void commit(const Step& step);
+  void maybe_snapshot(int64_t index);
+  void restore_snapshot(const Step& failed, const std::vector<std::string>& mutated);
+  void commit(const Step& step, bool rerun);
   void skip(const Step& step);
 
   Session& session_;
   SessionImpl& impl_;
   std::string where_;
+
+  // The rollback window: the step the newest snapshot of this loop was taken at (-1: none
+  // yet), and the Step::once values of the steps committed since, so a re-run sees the
+  // same data.
+  int64_t window_start_ = -1;
+  std::map<int64_t, std::unordered_map<std::string, Step::Memo>> memos_;
+  // Steps below this index were committed once; running them again is a re-run.
+  int64_t high_water_ = 0;
+  // Failed steps awaiting their retry after a rollback, with the attempt to resume at, and
+  // those a surgery chose to skip.
+  std::map<int64_t, int64_t> pending_attempt_;
+  std::set<int64_t> pending_skip_;
 };
 
 void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
   impl_.journal.write({{"event", "loop_start"}, {"step", first}, {"first", first}, {"last", last}, {"where", where_}});
-  for (int64_t index = first; index < last; ++index) {
+  high_water_ = first;
+  for (int64_t index = first; index < last;) {
+    if (pending_skip_.erase(index) > 0) {
+      Step skipped;
+      skipped.index_ = index;
+      skip(skipped);
+      ++index;
+      continue;
+    }
     Step step;
     step.index_ = index;
+    if (auto it = pending_attempt_.find(index); it != pending_attempt_.end()) step.attempt_ = it->second;
+    if (auto it = memos_.find(index); it != memos_.end()) step.memo_ = it->second;
+    const bool rerun = index < high_water_;
+    if (!rerun && step.attempt_ == 0) maybe_snapshot(index);
     impl_.current_step = index;
     for (;;) {
       impl_.state.begin_step();
       impl_.step_metrics.clear();
+      const auto started = Clock::now();
       Decision decision;
       bool committed = false;
       try {
@@ -64,28 +96,101 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         decision = handle_failure(step, Clock::now());  // throws daifu::Unrecovered to escalate
       }
       if (committed) {
-        commit(step);
+        impl_.policy.record_step(std::chrono::duration<double>(Clock::now() - started).count());
+        commit(step, rerun);
+        ++index;
         break;
       }
-      if (decision.action == Action::Skip) {
+      if (decision.action == Action::Skip && !decision.rollback) {
         skip(step);
+        ++index;
         break;
       }
-      ++step.attempt_;
+      if (decision.rollback && !step.memo_.empty()) memos_[index] = step.memo_;  // same data on the retry
+      if (decision.action == Action::Skip) {  // skipped once the steps before it are re-run
+        pending_skip_.insert(index);
+        index = window_start_;
+        break;
+      }
       ++impl_.stats.retries;
       const double recovery_us =
           std::chrono::duration<double, std::micro>(Clock::now() - decision.caught).count();
       impl_.incidents.back().recovery_us = recovery_us;
-      impl_.journal.write({{"event", "resume"}, {"step", index}, {"attempt", step.attempt_}, {"recovery_us", recovery_us}});
+      nlohmann::json resume = {{"event", "resume"}, {"step", index}, {"attempt", step.attempt_ + 1},
+                                {"recovery_us", recovery_us}};
+      if (decision.rollback) resume["rerun_from"] = window_start_;
+      impl_.journal.write(resume);
+      if (decision.rollback) {
+        pending_attempt_[index] = step.attempt_ + 1;
+        index = window_start_;
+        break;
+      }
+      ++step.attempt_;
     }
   }
   impl_.current_step = -1;
   impl_.journal.write({{"event", "loop_end"}, {"step", last}, {"where", where_}, {"global_step", impl_.global_step}});
 }
 
-void StepLoop::commit(const Step& step) {
+void StepLoop::maybe_snapshot(int64_t index) {
+  if (impl_.state.objects().empty()) return;
+  const bool due = window_start_ < 0 || impl_.snapshot_requested || index - window_start_ >= impl_.policy.every();
+  if (!due) return;
+  const int64_t every_before = impl_.policy.every();
+  const auto started = Clock::now();
+  try {
+    impl_.snapshot.capture(impl_.state, index, impl_.global_step);
+  } catch (const std::exception& e) {
+    // Without a snapshot a failure after a mutation escalates; training itself goes on.
+    window_start_ = -1;
+    memos_.clear();
+    impl_.journal.write({{"event", "snapshot_failed"}, {"step", index}, {"message", e.what()}});
+    impl_.journal.record_warning(std::string("Snapshot at step ") + std::to_string(index) + " failed: " + e.what());
+    return;
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  impl_.policy.record_capture(seconds);
+  impl_.snapshot_requested = false;
+  window_start_ = index;
+  memos_.clear();
+  auto& stats = impl_.snapshot_stats;
+  ++stats.captures;
+  stats.last_capture_ms = seconds * 1e3;
+  stats.last_step = index;
+  if (stats.captures == 1 || impl_.policy.every() != every_before) {
+    impl_.journal.write({{"event", "snapshot"}, {"step", index}, {"bytes", impl_.snapshot.bytes()},
+                         {"capture_ms", seconds * 1e3}, {"every", impl_.policy.every()},
+                         {"step_ms", impl_.policy.step_seconds() * 1e3}});
+  }
+}
+
+void StepLoop::restore_snapshot(const Step& failed, const std::vector<std::string>& mutated) {
+  const auto started = Clock::now();
+  impl_.snapshot.restore(impl_.state);
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  impl_.snapshot_stats.last_restore_ms = ms;
+  impl_.global_step = impl_.snapshot.global_step();
+  ++impl_.stats.rollbacks;
+  // Metrics of the steps to be re-run are reported again.
+  auto& rows = impl_.metric_rows;
+  rows.erase(std::remove_if(rows.begin(), rows.end(), [&](const auto& r) { return r.step >= window_start_; }), rows.end());
+  impl_.journal.write({{"event", "rollback"}, {"step", failed.index_}, {"to_step", window_start_},
+                       {"rerun_steps", failed.index_ - window_start_}, {"restore_ms", ms}, {"mutated", mutated}});
+  impl_.journal.record("Rollback from step " + std::to_string(failed.index_) + " to the snapshot of step " +
+                       std::to_string(window_start_) + " (" + std::to_string(failed.index_ - window_start_) +
+                       " steps to re-run)");
+}
+
+void StepLoop::commit(const Step& step, bool rerun) {
   ++impl_.global_step;
-  ++impl_.stats.committed_steps;
+  if (rerun) {
+    ++impl_.stats.rerun_steps;
+  } else {
+    ++impl_.stats.committed_steps;
+  }
+  high_water_ = std::max(high_water_, step.index_ + 1);
+  pending_attempt_.erase(step.index_);
+  if (window_start_ >= 0 && !step.memo_.empty()) memos_[step.index_] = step.memo_;
   if (step.attempt_ > 0) impl_.surgeries.reset_step();
   if (!impl_.step_metrics.empty()) {
     impl_.metric_rows.push_back({step.index_, std::move(impl_.step_metrics)});
@@ -96,6 +201,8 @@ void StepLoop::commit(const Step& step) {
 
 void StepLoop::skip(const Step& step) {
   ++impl_.stats.skipped_steps;
+  high_water_ = std::max(high_water_, step.index_ + 1);
+  pending_attempt_.erase(step.index_);
   impl_.surgeries.reset_step();
   impl_.journal.write({{"event", "skip"}, {"step", step.index_}, {"attempt", step.attempt_}});
   impl_.journal.record("Step " + std::to_string(step.index_) + " skipped");
@@ -133,16 +240,18 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   if (failure.kind == FailureKind::Fatal) {
     escalate(failure, report, "a fatal error (the CUDA context may be gone); not retried in place", {});
   }
+  if (step.attempt_ + 1 >= impl_.options.max_attempts()) {
+    escalate(failure, report, "the step failed " + std::to_string(step.attempt_ + 1) + " times (max_attempts)", {});
+  }
   if (!mutated.empty()) {
     std::string names;
     for (const auto& n : mutated) names += (names.empty() ? "" : ", ") + n;
-    escalate(failure, report,
-             "tracked state (" + names + ") was modified in place before the failure and there is no snapshot "
-             "to restore it from; running the step again would apply part of it twice",
-             {});
-  }
-  if (step.attempt_ + 1 >= impl_.options.max_attempts()) {
-    escalate(failure, report, "the step failed " + std::to_string(step.attempt_ + 1) + " times (max_attempts)", {});
+    if (window_start_ < 0 || !impl_.snapshot.valid()) {
+      escalate(failure, report,
+               "tracked state (" + names + ") was modified in place before the failure and there is no snapshot "
+               "to restore it from; running the step again would apply part of it twice",
+               {});
+    }
   }
 
   std::vector<std::string> tried;
@@ -179,6 +288,14 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
     if (action == Action::Escalate) escalate(failure, report, "surgery " + surgery->name() + " escalated", tried);
     incident.outcome = action == Action::Skip ? "skip" : "retry";
     decision.action = action;
+    if (!mutated.empty()) {
+      try {
+        restore_snapshot(step, mutated);
+      } catch (const std::exception& e) {
+        escalate(failure, report, std::string("restoring the snapshot failed: ") + e.what(), tried);
+      }
+      decision.rollback = true;
+    }
     return decision;
   }
   escalate(failure, report, "no surgery repairs " + std::string(to_string(failure.kind)) + " failures", tried);

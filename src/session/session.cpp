@@ -29,6 +29,17 @@ void validate(const Options& o) {
   if (o.transient_backoff().count() < 0 || o.max_backoff().count() < 0) {
     throw Error("daifu: backoff durations must not be negative");
   }
+  if (o.snapshot_every() < 0) {
+    throw Error("daifu: Options::snapshot_every(" + std::to_string(o.snapshot_every()) +
+                ") must be >= 0 (0 chooses it automatically)");
+  }
+  if (!(o.overhead_budget() > 0 && o.overhead_budget() <= 1)) {
+    throw Error("daifu: Options::overhead_budget(" + std::to_string(o.overhead_budget()) +
+                ") must be a fraction in (0, 1], e.g. 0.004 for 0.4%");
+  }
+  if (o.max_rollback_steps() < 1) {
+    throw Error("daifu: Options::max_rollback_steps(" + std::to_string(o.max_rollback_steps()) + ") must be at least 1");
+  }
   if (o.metrics_every() < 1) {
     throw Error("daifu: Options::metrics_every(" + std::to_string(o.metrics_every()) + ") must be at least 1");
   }
@@ -66,6 +77,7 @@ SessionImpl::SessionImpl(Options opts)
     : options(validated(std::move(opts))),
       workplace(prepare_workplace(options.workplace())),
       journal(workplace, options.echo()),
+      policy(options.snapshot_every(), options.overhead_budget(), options.max_rollback_steps()),
       injections(parse_injections(injection_plan(options))) {}
 
 void SessionImpl::flush_metrics() noexcept {
@@ -91,9 +103,12 @@ void SessionImpl::flush_metrics() noexcept {
   metric_rows.clear();
 }
 
-const Injection* SessionImpl::injection_for(int64_t step, int64_t attempt) const noexcept {
-  for (const auto& inj : injections) {
-    if (inj.step == step && (inj.every_attempt || attempt == 0)) return &inj;
+const Injection* SessionImpl::injection_for(int64_t step, int64_t attempt) noexcept {
+  for (std::size_t i = 0; i < injections.size(); ++i) {
+    const Injection& inj = injections[i];
+    if (inj.step != step) continue;
+    if (inj.every_attempt) return &inj;
+    if (attempt == 0 && injections_fired.insert(i).second) return &inj;
   }
   return nullptr;
 }
@@ -192,6 +207,13 @@ int64_t Session::global_step() const noexcept { return impl_->global_step; }
 const Options& Session::options() const noexcept { return impl_->options; }
 const std::filesystem::path& Session::workplace() const noexcept { return impl_->workplace; }
 SessionStats Session::stats() const { return impl_->stats; }
+SnapshotStats Session::snapshot_stats() const {
+  SnapshotStats s = impl_->snapshot_stats;
+  s.bytes = impl_->snapshot.bytes();
+  s.every = impl_->policy.every();
+  return s;
+}
+void Session::snapshot_now() { impl_->snapshot_requested = true; }
 const std::vector<Incident>& Session::incidents() const noexcept { return impl_->incidents; }
 
 std::string Session::summary() const {

@@ -9,11 +9,14 @@
 #include <daifu/surgery.h>
 
 #include "journal/journal.h"
+#include "snapshot/policy.h"
+#include "snapshot/snapshot.h"
 #include "state/tracked_state.h"
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,10 @@ class SessionImpl {
   Classifier classifier;
   SurgeryRegistry surgeries;
   TrackedState state;
+  Snapshot snapshot;
+  SnapshotPolicy policy;
+  SnapshotStats snapshot_stats;
+  bool snapshot_requested = false;
   std::map<std::string, std::unique_ptr<KnobBase>> knobs;
   std::vector<Injection> injections;
 
@@ -51,8 +58,10 @@ class SessionImpl {
   std::vector<MetricRow> metric_rows;
   void flush_metrics() noexcept;
 
-  /// The injection planned for (step, attempt), if any.
-  const Injection* injection_for(int64_t step, int64_t attempt) const noexcept;
+  /// The injection planned for (step, attempt), if any. A first-attempt fault fires once,
+  /// also when a rollback runs its step again.
+  const Injection* injection_for(int64_t step, int64_t attempt) noexcept;
+  std::set<std::size_t> injections_fired;
 };
 
 }  // namespace daifu::detail

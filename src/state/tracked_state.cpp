@@ -2,52 +2,74 @@
 
 #include <daifu/errors.h>
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/detail/CUDAHooksInterface.h>
+#include "state/cpu_rng.h"
+#include "state/optimizer_state.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <functional>
-#include <mutex>
 
 namespace daifu::detail {
+namespace {
 
-// One tracked object. `tensors` lists what may change in place; `extra_version` adds a
-// count that changes when the object grows state (an optimizer's first step).
-struct Entry {
-  std::string name;
-  std::function<std::vector<at::Tensor>()> gather;
-  std::function<int64_t()> extra_version;
-  std::vector<at::Tensor> tensors;
-  std::vector<int64_t> versions;
-  int64_t extra = 0;
-};
+// The tensors of an object that may change in place during a step: a module's parameters and
+// buffers, an optimizer's parameters and the tensors of its per-parameter state.
+std::vector<at::Tensor> tensors_of(const TrackedObject& o) {
+  if (o.module != nullptr) {
+    auto tensors = o.module->parameters(/*recurse=*/true);
+    auto buffers = o.module->buffers(/*recurse=*/true);
+    tensors.insert(tensors.end(), buffers.begin(), buffers.end());
+    return tensors;
+  }
+  if (o.optimizer != nullptr) {
+    std::vector<at::Tensor> tensors;
+    for (const auto& group : o.optimizer->param_groups()) {
+      tensors.insert(tensors.end(), group.params().begin(), group.params().end());
+    }
+    for (const auto& [key, state] : o.optimizer->state()) {
+      auto held = state_tensors(*state);
+      tensors.insert(tensors.end(), held.begin(), held.end());
+    }
+    return tensors;
+  }
+  return {*o.tensor};
+}
+
+// A count that changes when the object grows state: an optimizer's first step() creates its
+// per-parameter entries without touching the parameters' versions yet.
+int64_t extra_version_of(const TrackedObject& o) {
+  return o.optimizer != nullptr ? static_cast<int64_t>(o.optimizer->state().size()) : 0;
+}
+
+}  // namespace
 
 struct TrackedState::Impl {
-  std::vector<Entry> entries;
-  std::vector<int64_t> cuda_devices;
-  // The CPU generator's whole state, copied without allocating (get_state() would allocate
-  // and serialize a 5 KB tensor every step).
-  struct CpuRng {
-    at::mt19937 engine;
-    c10::optional<float> next_float_normal;
-    c10::optional<double> next_double_normal;
+  std::vector<TrackedObject> objects;
+  // Per object: its tensors, their versions and extra version at the step start.
+  struct Watch {
+    std::vector<at::Tensor> tensors;
+    std::vector<int64_t> versions;
+    int64_t extra = 0;
   };
-  CpuRng rng;
+  std::vector<Watch> watches;
+  std::vector<int64_t> cuda_devices;
+  CpuRngState rng;
   bool rng_saved = false;
 
-  void add(Entry entry) {
-    for (const auto& e : entries) {
-      if (e.name == entry.name) throw Error("daifu: \"" + entry.name + "\" is already tracked");
+  void add(TrackedObject object) {
+    for (const auto& o : objects) {
+      if (o.name == object.name) throw Error("daifu: \"" + object.name + "\" is already tracked");
     }
-    entry.tensors = entry.gather();
-    for (const auto& t : entry.tensors) {
+    Watch watch;
+    watch.tensors = tensors_of(object);
+    for (const auto& t : watch.tensors) {
       if (t.defined() && t.is_cuda() &&
           std::find(cuda_devices.begin(), cuda_devices.end(), t.get_device()) == cuda_devices.end()) {
         cuda_devices.push_back(t.get_device());
       }
     }
-    entries.push_back(std::move(entry));
+    objects.push_back(std::move(object));
+    watches.push_back(std::move(watch));
   }
 };
 
@@ -55,73 +77,56 @@ TrackedState::TrackedState() : impl_(std::make_unique<Impl>()) {}
 TrackedState::~TrackedState() = default;
 
 void TrackedState::add_module(const std::string& name, torch::nn::Module& module) {
-  impl_->add(Entry{name,
-                   [&module] {
-                     auto tensors = module.parameters(/*recurse=*/true);
-                     auto buffers = module.buffers(/*recurse=*/true);
-                     tensors.insert(tensors.end(), buffers.begin(), buffers.end());
-                     return tensors;
-                   },
-                   nullptr, {}, {}, 0});
+  impl_->add(TrackedObject{name, &module, nullptr, nullptr});
 }
 
 void TrackedState::add_optimizer(const std::string& name, torch::optim::Optimizer& optimizer) {
-  impl_->add(Entry{name,
-                   [&optimizer] {
-                     std::vector<at::Tensor> tensors;
-                     for (const auto& group : optimizer.param_groups()) {
-                       tensors.insert(tensors.end(), group.params().begin(), group.params().end());
-                     }
-                     return tensors;
-                   },
-                   [&optimizer] { return static_cast<int64_t>(optimizer.state().size()); }, {}, {}, 0});
+  impl_->add(TrackedObject{name, nullptr, &optimizer, nullptr});
 }
 
 void TrackedState::add_tensor(const std::string& name, at::Tensor& tensor) {
-  impl_->add(Entry{name, [&tensor] { return std::vector<at::Tensor>{tensor}; }, nullptr, {}, {}, 0});
+  impl_->add(TrackedObject{name, nullptr, nullptr, &tensor});
 }
+
+const std::vector<TrackedObject>& TrackedState::objects() const noexcept { return impl_->objects; }
 
 std::vector<std::string> TrackedState::names() const {
   std::vector<std::string> out;
-  for (const auto& e : impl_->entries) out.push_back(e.name);
+  for (const auto& o : impl_->objects) out.push_back(o.name);
   return out;
 }
 
 void TrackedState::begin_step() {
-  for (auto& e : impl_->entries) {
-    e.versions.resize(e.tensors.size());
-    for (std::size_t i = 0; i < e.tensors.size(); ++i) {
-      e.versions[i] = e.tensors[i].defined() ? static_cast<int64_t>(e.tensors[i]._version()) : 0;
+  for (std::size_t i = 0; i < impl_->objects.size(); ++i) {
+    auto& w = impl_->watches[i];
+    // An optimizer's state tensors are created by its first step and replaced by a rollback.
+    if (impl_->objects[i].optimizer != nullptr) w.tensors = tensors_of(impl_->objects[i]);
+    w.versions.resize(w.tensors.size());
+    for (std::size_t j = 0; j < w.tensors.size(); ++j) {
+      w.versions[j] = w.tensors[j].defined() ? static_cast<int64_t>(w.tensors[j]._version()) : 0;
     }
-    if (e.extra_version) e.extra = e.extra_version();
+    w.extra = extra_version_of(impl_->objects[i]);
   }
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  auto* cpu = at::check_generator<at::CPUGeneratorImpl>(gen);
-  impl_->rng = {cpu->engine(), cpu->next_float_normal_sample(), cpu->next_double_normal_sample()};
+  impl_->rng = CpuRngState::capture();
   impl_->rng_saved = true;
 }
 
 std::vector<std::string> TrackedState::mutated_since_begin() const {
   std::vector<std::string> out;
-  for (const auto& e : impl_->entries) {
-    bool mutated = e.extra_version && e.extra_version() != e.extra;
-    for (std::size_t i = 0; !mutated && i < e.tensors.size(); ++i) {
-      mutated = e.tensors[i].defined() && static_cast<int64_t>(e.tensors[i]._version()) != e.versions[i];
+  for (std::size_t i = 0; i < impl_->objects.size(); ++i) {
+    const auto& w = impl_->watches[i];
+    const TrackedObject& o = impl_->objects[i];
+    bool mutated = extra_version_of(o) != w.extra || (o.optimizer != nullptr && updates_untraceably(*o.optimizer));
+    for (std::size_t j = 0; !mutated && j < w.tensors.size(); ++j) {
+      mutated = w.tensors[j].defined() && static_cast<int64_t>(w.tensors[j]._version()) != w.versions[j];
     }
-    if (mutated) out.push_back(e.name);
+    if (mutated) out.push_back(impl_->objects[i].name);
   }
   return out;
 }
 
 void TrackedState::restore_rng() const {
-  if (!impl_->rng_saved) return;
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  auto* cpu = at::check_generator<at::CPUGeneratorImpl>(gen);
-  cpu->set_engine(impl_->rng.engine);
-  cpu->set_next_float_normal_sample(impl_->rng.next_float_normal);
-  cpu->set_next_double_normal_sample(impl_->rng.next_double_normal);
+  if (impl_->rng_saved) impl_->rng.restore();
 }
 
 const std::vector<int64_t>& TrackedState::cuda_devices() const noexcept { return impl_->cuda_devices; }

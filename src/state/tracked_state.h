@@ -20,6 +20,14 @@ class Optimizer;
 
 namespace daifu::detail {
 
+/// One tracked object; exactly one of the pointers is set. The objects outlive the session.
+struct TrackedObject {
+  std::string name;
+  torch::nn::Module* module = nullptr;
+  torch::optim::Optimizer* optimizer = nullptr;
+  at::Tensor* tensor = nullptr;
+};
+
 class TrackedState {
  public:
   TrackedState();
@@ -29,6 +37,7 @@ class TrackedState {
   void add_module(const std::string& name, torch::nn::Module& module);
   void add_optimizer(const std::string& name, torch::optim::Optimizer& optimizer);
   void add_tensor(const std::string& name, at::Tensor& tensor);
+  const std::vector<TrackedObject>& objects() const noexcept;
   std::vector<std::string> names() const;
 
   /// Records version counters and the CPU RNG state. Cheap: no tensor data is copied.

@@ -1,0 +1,379 @@
+// Snapshots and rollback: a failure after the tracked state was modified is rolled back to the
+// newest snapshot, the steps since are re-run, and training ends bitwise equal to a fault-free
+// run.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <c10/util/string_utils.h>
+
+#include "test_util.h"
+
+namespace {
+
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+enum class Opt { SGD, Adam, AdamW, RMSprop, Adagrad };
+
+const char* name_of(Opt o) {
+  switch (o) {
+    case Opt::SGD: return "SGD";
+    case Opt::Adam: return "Adam";
+    case Opt::AdamW: return "AdamW";
+    case Opt::RMSprop: return "RMSprop";
+    case Opt::Adagrad: return "Adagrad";
+  }
+  return "?";
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(Opt o, const std::vector<torch::Tensor>& params) {
+  using namespace torch::optim;
+  switch (o) {
+    case Opt::SGD: return std::make_unique<SGD>(params, SGDOptions(0.05).momentum(0.9));
+    case Opt::Adam: return std::make_unique<Adam>(params, AdamOptions(1e-2));
+    case Opt::AdamW: return std::make_unique<AdamW>(params, AdamWOptions(1e-2).amsgrad(true));
+    case Opt::RMSprop: return std::make_unique<RMSprop>(params, RMSpropOptions(1e-3).momentum(0.5).centered(true));
+    case Opt::Adagrad: return std::make_unique<Adagrad>(params, AdagradOptions(1e-2));
+  }
+  return nullptr;
+}
+
+// A classifier with dropout and batch norm (a buffer that changes every step), on data fixed
+// up front so any step's batch is a function of its index.
+struct Trainer {
+  explicit Trainer(Opt o, double dropout = 0.2) {
+    torch::manual_seed(11);
+    net = torch::nn::Sequential(torch::nn::Linear(6, 24), torch::nn::BatchNorm1d(24), torch::nn::ReLU(),
+                                torch::nn::Dropout(dropout), torch::nn::Linear(24, 3));
+    x = torch::randn({64 * 8, 6});
+    y = torch::randint(0, 3, {64 * 8});
+    optimizer = make_optimizer(o, net->parameters());
+  }
+  torch::Tensor forward_backward(int64_t i) {
+    for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
+    auto loss = torch::nn::functional::cross_entropy(net->forward(x.narrow(0, (i % 64) * 8, 8)),
+                                                     y.narrow(0, (i % 64) * 8, 8));
+    loss.backward();
+    return loss;
+  }
+  // optimizer.step() that fails half-way: every parameter but the last is updated, then it
+  // throws (each LibTorch optimizer skips parameters without a gradient).
+  void step_failing_halfway() {
+    auto last = net->parameters().back();
+    auto grad = last.grad();
+    last.mutable_grad() = torch::Tensor();
+    optimizer->step();
+    last.mutable_grad() = grad;
+    throw std::runtime_error("lost the device in the middle of optimizer.step()");
+  }
+  std::vector<torch::Tensor> state() const {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : net->parameters()) out.push_back(p.detach().clone());
+    for (const auto& b : net->buffers()) out.push_back(b.detach().clone());
+    return out;
+  }
+  torch::nn::Sequential net{nullptr};
+  torch::Tensor x, y;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+};
+
+void expect_bitwise_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "tensor " << i;
+}
+
+// Each parameter's optimizer state (step counters and buffers), serialized in parameter order,
+// to compare two optimizers bitwise (their state keys are addresses, so whole-optimizer
+// archives of two instances always differ).
+std::vector<std::string> optimizer_bytes(torch::optim::Optimizer& o) {
+  std::vector<std::string> out;
+  for (const auto& group : o.param_groups()) {
+    for (const auto& p : group.params()) {
+      auto it = o.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      if (it == o.state().end()) {
+        out.emplace_back("(none)");
+        continue;
+      }
+      torch::serialize::OutputArchive archive;
+      it->second->serialize(archive);
+      std::ostringstream bytes;
+      archive.save_to(bytes);
+      out.push_back(bytes.str());
+    }
+  }
+  return out;
+}
+
+daifu::Options options_for(const std::filesystem::path& wp) {
+  return daifu::Options().workplace(wp.string()).inject("");
+}
+
+// Retries failures of the kind the fault raises (a user surgery: the built-ins do not retry
+// unknown errors).
+void retry_everything(daifu::Session& session) {
+  session.surgeries().add("retry", [](const daifu::Failure&) { return true; },
+                          [](daifu::RepairContext&) { return daifu::Action::Retry; });
+}
+
+class EveryOptimizer : public ::testing::TestWithParam<Opt> {};
+
+TEST_P(EveryOptimizer, FailureInsideOptimizerStepAtStep37EndsBitwiseEqualToAFaultFreeRun) {
+  Trainer plain(GetParam());
+  for (int64_t i = 0; i < 50; ++i) {
+    plain.forward_backward(i);
+    plain.optimizer->step();
+  }
+
+  Trainer guarded(GetParam());
+  const auto wp = fresh_dir();
+  daifu::Session session(options_for(wp).snapshot_every(10));
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  retry_everything(session);
+  DAIFU_GUARD(session, step, 0, 50) {
+    guarded.forward_backward(step.index());
+    if (step.index() == 37 && step.attempt() == 0) guarded.step_failing_halfway();
+    guarded.optimizer->step();
+  };
+
+  expect_bitwise_equal(plain.state(), guarded.state());
+  EXPECT_TRUE(optimizer_bytes(*plain.optimizer) == optimizer_bytes(*guarded.optimizer)) << "optimizer state differs";
+  EXPECT_EQ(session.global_step(), 50);
+  EXPECT_EQ(session.stats().rollbacks, 1);
+  EXPECT_EQ(session.stats().rerun_steps, 7);
+  const auto rollback = events(wp, "rollback");
+  ASSERT_EQ(rollback.size(), 1u);
+  EXPECT_EQ(rollback[0]["step"], 37);
+  EXPECT_EQ(rollback[0]["to_step"], 30);
+  EXPECT_EQ(rollback[0]["rerun_steps"], 7);
+  EXPECT_EQ(rollback[0]["mutated"], nlohmann::json::array({"model", "optimizer"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Snapshot, EveryOptimizer,
+                         ::testing::Values(Opt::SGD, Opt::Adam, Opt::AdamW, Opt::RMSprop, Opt::Adagrad),
+                         [](const auto& info) { return std::string(name_of(info.param)); });
+
+TEST(Snapshot, RealAdamErrorAfterSomeParametersWereUpdated) {
+  Trainer plain(Opt::Adam, 0.0);
+  for (int64_t i = 0; i < 45; ++i) {
+    plain.forward_backward(i);
+    plain.optimizer->step();
+  }
+  Trainer guarded(Opt::Adam, 0.0);
+  daifu::Session session(options_for(fresh_dir()));  // automatic snapshot interval
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  session.classifier().add_pattern("does not support sparse gradients", daifu::FailureKind::TransientRuntime);
+  DAIFU_GUARD(session, step, 0, 45) {
+    guarded.forward_backward(step.index());
+    if (step.index() == 37 && step.attempt() == 0) {
+      // Adam updates the parameters in order and checks each gradient as it goes: a sparse
+      // gradient on the last one fails after the others were updated.
+      auto last = guarded.net->parameters().back();
+      last.mutable_grad() = last.grad().to_sparse();
+    }
+    guarded.optimizer->step();
+  };
+  expect_bitwise_equal(plain.state(), guarded.state());
+  EXPECT_TRUE(optimizer_bytes(*plain.optimizer) == optimizer_bytes(*guarded.optimizer)) << "optimizer state differs";
+  EXPECT_EQ(session.incidents().at(0).failure.exception_type, "c10::Error");
+  EXPECT_GE(session.stats().rollbacks, 1);
+}
+
+TEST(Snapshot, NanThatReachedTheWeightsIsRolledBack) {
+  Trainer plain(Opt::Adam);
+  for (int64_t i = 0; i < 50; ++i) {
+    plain.forward_backward(i);
+    plain.optimizer->step();
+  }
+  Trainer guarded(Opt::Adam);
+  const auto wp = fresh_dir();
+  daifu::Session session(options_for(wp).snapshot_every(8));
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  retry_everything(session);
+  DAIFU_GUARD(session, step, 0, 50) {
+    if (step.index() == 37 && step.attempt() == 0) {
+      guarded.x[(37 % 64) * 8][2] = std::numeric_limits<float>::quiet_NaN();  // a corrupt sample
+    }
+    guarded.forward_backward(step.index());
+    guarded.optimizer->step();
+    if (step.index() == 37 && step.attempt() == 0) guarded.x[(37 % 64) * 8][2] = plain.x[(37 % 64) * 8][2];
+    for (const auto& p : guarded.net->parameters()) {
+      TORCH_CHECK(torch::isfinite(p).all().item<bool>(), "non-finite gradient reached the weights");
+    }
+  };
+  expect_bitwise_equal(plain.state(), guarded.state());
+  EXPECT_TRUE(optimizer_bytes(*plain.optimizer) == optimizer_bytes(*guarded.optimizer)) << "optimizer state differs";
+  EXPECT_EQ(events(wp, "failure").at(0)["kind"], "numeric_fault");
+  EXPECT_EQ(events(wp, "rollback").at(0)["to_step"], 32);
+}
+
+TEST(Snapshot, FailureInTheVeryFirstOptimizerStepRemovesTheNewStateEntries) {
+  Trainer plain(Opt::Adam);
+  for (int64_t i = 0; i < 5; ++i) {
+    plain.forward_backward(i);
+    plain.optimizer->step();
+  }
+  Trainer guarded(Opt::Adam);
+  daifu::Session session(options_for(fresh_dir()));
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  retry_everything(session);
+  DAIFU_GUARD(session, step, 0, 5) {
+    guarded.forward_backward(step.index());
+    if (step.index() == 0 && step.attempt() == 0) guarded.step_failing_halfway();
+    guarded.optimizer->step();
+  };
+  expect_bitwise_equal(plain.state(), guarded.state());
+  EXPECT_TRUE(optimizer_bytes(*plain.optimizer) == optimizer_bytes(*guarded.optimizer)) << "optimizer state differs";
+}
+
+TEST(Snapshot, RerunStepsSeeTheirMemoizedDataAndInjectionsFireOnce) {
+  Trainer guarded(Opt::SGD);
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).snapshot_every(10).inject("io@33"));
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  retry_everything(session);
+  int64_t pulled = 0;
+  std::vector<int64_t> executed;
+  DAIFU_GUARD(session, step, 0, 40) {
+    const int64_t batch = step.once("batch", [&] { return pulled++; });
+    EXPECT_EQ(batch, step.index());
+    executed.push_back(step.index());
+    guarded.forward_backward(batch);
+    if (step.index() == 36 && step.attempt() == 0) guarded.step_failing_halfway();
+    guarded.optimizer->step();
+  };
+  EXPECT_EQ(pulled, 40);  // no batch pulled twice
+  EXPECT_EQ(events(wp, "failure").size(), 2u);  // io@33 once, the optimizer fault once
+  EXPECT_EQ(std::count(executed.begin(), executed.end(), 33), 2);  // first run, re-run
+  EXPECT_EQ(std::count(executed.begin(), executed.end(), 36), 2);  // failed attempt, retry
+  EXPECT_EQ(std::count(executed.begin(), executed.end(), 37), 1);
+}
+
+TEST(Snapshot, SkipAfterRollbackReRunsTheStepsBeforeAndDropsOnlyTheFailedOne) {
+  Trainer plain(Opt::Adam, 0.0);
+  for (int64_t i = 0; i < 20; ++i) {
+    if (i == 13) continue;
+    plain.forward_backward(i);
+    plain.optimizer->step();
+  }
+  Trainer guarded(Opt::Adam, 0.0);
+  daifu::Session session(options_for(fresh_dir()).snapshot_every(5));
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  session.surgeries().add("skip", [](const daifu::Failure&) { return true; },
+                          [](daifu::RepairContext&) { return daifu::Action::Skip; });
+  DAIFU_GUARD(session, step, 0, 20) {
+    guarded.forward_backward(step.index());
+    if (step.index() == 13) guarded.step_failing_halfway();
+    guarded.optimizer->step();
+  };
+  expect_bitwise_equal(plain.state(), guarded.state());
+  EXPECT_EQ(session.stats().skipped_steps, 1);
+  EXPECT_EQ(session.global_step(), 19);
+}
+
+TEST(Snapshot, PermanentFaultAfterTheUpdateIsStillBounded) {
+  Trainer guarded(Opt::SGD);
+  daifu::Session session(options_for(fresh_dir()).snapshot_every(4).max_attempts(3));
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  retry_everything(session);
+  int64_t attempts_at_6 = 0;
+  EXPECT_THROW(
+      {
+        DAIFU_GUARD(session, step, 0, 10) {
+          guarded.forward_backward(step.index());
+          guarded.optimizer->step();
+          if (step.index() == 6) {
+            ++attempts_at_6;
+            throw std::runtime_error("checkpoint hook failed");
+          }
+        };
+      },
+      daifu::Unrecovered);
+  EXPECT_EQ(attempts_at_6, 3);
+  EXPECT_EQ(session.stats().rollbacks, 2);
+}
+
+TEST(Snapshot, LbfgsStateIsRestored) {
+  auto run = [](bool fault) {
+    torch::manual_seed(3);
+    torch::nn::Linear model(4, 1);
+    torch::optim::LBFGS lbfgs(model->parameters(), torch::optim::LBFGSOptions(0.5).max_iter(4));
+    const auto x = torch::randn({32, 4});
+    const auto y = x.sum(1, true);
+    daifu::Session session(daifu::Options().workplace(fresh_dir(fault ? "f" : "p").string()).inject(""));
+    session.track("model", *model);
+    session.track("optimizer", lbfgs);
+    retry_everything(session);
+    DAIFU_GUARD(session, step, 0, 8) {
+      lbfgs.step([&] {
+        lbfgs.zero_grad();
+        auto loss = torch::mse_loss(model->forward(x), y);
+        loss.backward();
+        return loss;
+      });
+      if (fault && step.index() == 5 && step.attempt() == 0) throw std::runtime_error("after the update");
+    };
+    // LibTorch cannot serialize an LBFGS state with undefined tensors: compare field by field.
+    const auto& state = static_cast<const torch::optim::LBFGSParamState&>(*lbfgs.state().begin()->second);
+    std::vector<torch::Tensor> tensors = {model->weight.detach().clone(), state.d(), state.H_diag(),
+                                          state.prev_flat_grad()};
+    for (const auto* deque : {&state.old_dirs(), &state.old_stps(), &state.ro()}) {
+      tensors.insert(tensors.end(), deque->begin(), deque->end());
+    }
+    const std::vector<double> scalars = {static_cast<double>(state.func_evals()), static_cast<double>(state.n_iter()),
+                                         state.t(), state.prev_loss()};
+    return std::make_pair(tensors, scalars);
+  };
+  const auto plain = run(false);
+  const auto guarded = run(true);
+  ASSERT_EQ(plain.first.size(), guarded.first.size());
+  EXPECT_GT(plain.first.size(), 4u);
+  for (std::size_t i = 0; i < plain.first.size(); ++i) {
+    EXPECT_EQ(plain.first[i].defined(), guarded.first[i].defined()) << i;
+    if (plain.first[i].defined()) EXPECT_TRUE(torch::equal(plain.first[i], guarded.first[i])) << i;
+  }
+  EXPECT_EQ(plain.second, guarded.second);
+}
+
+TEST(Snapshot, TrackedTensorsAreRestoredAndStatsAreReported) {
+  torch::Tensor ema = torch::zeros({3});
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  session.track("ema", ema);
+  retry_everything(session);
+  DAIFU_GUARD(session, step, 0, 6) {
+    ema.add_(1);
+    if (step.index() == 4 && step.attempt() == 0) throw std::runtime_error("after the update");
+  };
+  EXPECT_TRUE(torch::equal(ema, torch::full({3}, 6.0)));
+  const auto stats = session.snapshot_stats();
+  EXPECT_GE(stats.captures, 1);
+  EXPECT_EQ(stats.bytes, 3 * sizeof(float));
+  EXPECT_GE(stats.every, 1);
+  EXPECT_EQ(events(wp, "snapshot").at(0)["bytes"], 12);
+}
+
+TEST(Snapshot, SnapshotNowIsTakenAtTheNextStep) {
+  torch::Tensor counter = torch::zeros({1});
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()).snapshot_every(1000).inject(""));
+  session.track("counter", counter);
+  retry_everything(session);
+  DAIFU_GUARD(session, step, 0, 10) {
+    if (step.index() == 5 && step.attempt() == 0) session.snapshot_now();
+    counter.add_(1);
+    if (step.index() == 8 && step.attempt() == 0) throw std::runtime_error("after the update");
+  };
+  EXPECT_EQ(session.snapshot_stats().last_step, 6);
+  EXPECT_EQ(session.stats().rerun_steps, 2);  // steps 6 and 7
+  EXPECT_TRUE(torch::equal(counter, torch::full({1}, 10.0)));
+}
+
+}  // namespace
