@@ -7,6 +7,14 @@
 #include <torch/torch.h>
 
 #include <c10/util/string_utils.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <thread>
 
 #include "test_util.h"
 
@@ -374,6 +382,171 @@ TEST(Snapshot, SnapshotNowIsTakenAtTheNextStep) {
   EXPECT_EQ(session.snapshot_stats().last_step, 6);
   EXPECT_EQ(session.stats().rerun_steps, 2);  // steps 6 and 7
   EXPECT_TRUE(torch::equal(counter, torch::full({1}, 10.0)));
+}
+
+// --- Persistent snapshots -----------------------------------------------------------------
+
+// Runs kill_target to completion (status 0) or kills it with SIGKILL after `kill_after`.
+// Returns true when it finished.
+bool run_kill_target(const std::filesystem::path& wp, int64_t steps, const std::filesystem::path& out,
+                     std::optional<std::chrono::milliseconds> kill_after) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string steps_text = std::to_string(steps);
+    ::execl(DAIFU_KILL_TARGET, DAIFU_KILL_TARGET, wp.c_str(), steps_text.c_str(), out.c_str(), nullptr);
+    ::_exit(127);
+  }
+  int status = 0;
+  if (kill_after) {
+    const auto deadline = std::chrono::steady_clock::now() + *kill_after;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ::kill(pid, SIGKILL);
+  }
+  ::waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0) ADD_FAILURE() << "kill_target exited with " << WEXITSTATUS(status);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+std::vector<torch::Tensor> load_params(const std::filesystem::path& file) {
+  std::vector<torch::Tensor> params;
+  torch::load(params, file.string());
+  return params;
+}
+
+TEST(PersistentSnapshot, KilledAt20RandomInstantsAndRestartedEndsBitwiseEqual) {
+  const int64_t steps = 4000;
+  const auto dir = fresh_dir();
+  std::filesystem::create_directories(dir);
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(run_kill_target(dir / "uninterrupted", steps, dir / "uninterrupted.pt", std::nullopt));
+  const auto run_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+
+  // Each restart lives 3-15% of a whole run (start-up included), so that 20 kills fit in one
+  // training and land in every phase: loading, training, capturing, committing.
+  std::mt19937 rng(20261122);
+  std::uniform_int_distribution<int64_t> delay_ms(run_ms.count() * 3 / 100, run_ms.count() * 15 / 100);
+  int kills = 0;
+  bool finished = false;
+  for (int i = 0; i < 20 && !finished; ++i) {
+    finished = run_kill_target(dir / "killed", steps, dir / "killed.pt", std::chrono::milliseconds(delay_ms(rng)));
+    kills += finished ? 0 : 1;
+  }
+  if (!finished) finished = run_kill_target(dir / "killed", steps, dir / "killed.pt", std::nullopt);
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(kills, 20);
+  expect_bitwise_equal(load_params(dir / "uninterrupted.pt"), load_params(dir / "killed.pt"));
+  EXPECT_GE(events(dir / "killed", "resumed").size(), 1u);
+}
+
+struct SmallRun {
+  explicit SmallRun(int64_t width) : net(torch::nn::Linear(4, width)), optimizer(net->parameters(), 0.01) {}
+  torch::nn::Linear net;
+  torch::optim::Adam optimizer;
+  void train(daifu::Session& session, int64_t steps) {
+    session.track("model", *net);
+    session.track("optimizer", optimizer);
+    DAIFU_GUARD(session, step, 0, steps) {
+      optimizer.zero_grad();
+      net->forward(torch::ones({2, 4}) * static_cast<double>(step.index())).pow(2).mean().backward();
+      optimizer.step();
+    };
+  }
+};
+
+TEST(PersistentSnapshot, ResumesAtTheStepOfTheNewestSnapshot) {
+  const auto wp = fresh_dir();
+  {
+    SmallRun run(3);
+    daifu::Session session(daifu::Options().workplace(wp.string()).persist(true).snapshot_every(4).inject(""));
+    run.train(session, 10);  // snapshots at steps 0, 4, 8
+  }
+  SmallRun resumed(3);
+  daifu::Session session(daifu::Options().workplace(wp.string()).persist(true).resume(true).inject(""));
+  int64_t first_index = -1;
+  session.track("model", *resumed.net);
+  session.track("optimizer", resumed.optimizer);
+  DAIFU_GUARD(session, step, 0, 10) {
+    if (first_index < 0) first_index = step.index();
+  };
+  EXPECT_EQ(first_index, 8);
+  EXPECT_EQ(session.global_step(), 10);
+  EXPECT_EQ(events(wp, "resumed").at(0)["step"], 8);
+  EXPECT_EQ(resumed.optimizer.state().size(), 2u);  // Adam state came back from disk
+}
+
+TEST(PersistentSnapshot, AMismatchingModelIsRefusedAndNothingIsLoaded) {
+  const auto wp = fresh_dir();
+  {
+    SmallRun run(3);
+    daifu::Session session(daifu::Options().workplace(wp.string()).persist(true).inject(""));
+    run.train(session, 3);
+  }
+  SmallRun other(5);
+  const auto before = other.net->weight.detach().clone();
+  daifu::Session session(daifu::Options().workplace(wp.string()).resume(true).inject(""));
+  try {
+    other.train(session, 3);
+    FAIL() << "expected daifu::Error";
+  } catch (const daifu::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("does not fit this program"), std::string::npos) << what;
+    EXPECT_NE(what.find("weight is [5,4] here, [3,4] in the snapshot"), std::string::npos) << what;
+  }
+  EXPECT_TRUE(torch::equal(before, other.net->weight));
+  EXPECT_TRUE(other.optimizer.state().empty());
+}
+
+TEST(PersistentSnapshot, ATruncatedSnapshotFileIsRefusedWithAReasonAndTrainingStartsFresh) {
+  const auto wp = fresh_dir();
+  {
+    SmallRun run(3);
+    daifu::Session session(daifu::Options().workplace(wp.string()).persist(true).inject(""));
+    run.train(session, 3);
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(wp / "snapshots")) {
+    if (entry.path().extension() == ".bin") std::filesystem::resize_file(entry.path(), 100);
+  }
+  SmallRun fresh(3);
+  daifu::Session session(daifu::Options().workplace(wp.string()).resume(true).inject(""));
+  fresh.train(session, 3);
+  EXPECT_EQ(session.global_step(), 3);
+  const auto skipped = events(wp, "resume_skipped");
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0]["reason"].get<std::string>().find("truncated"), std::string::npos) << skipped[0]["reason"];
+}
+
+TEST(PersistentSnapshot, ACorruptNewestSlotFallsBackToTheOlderOne) {
+  const auto wp = fresh_dir();
+  {
+    SmallRun run(3);
+    daifu::Session session(daifu::Options().workplace(wp.string()).persist(true).snapshot_every(2).inject(""));
+    run.train(session, 6);  // snapshots at 0, 2, 4: the slots hold 2 and 4
+  }
+  std::filesystem::path bin;
+  for (const auto& entry : std::filesystem::directory_iterator(wp / "snapshots")) {
+    if (entry.path().extension() == ".bin") bin = entry.path();
+  }
+  ASSERT_FALSE(bin.empty());
+  // Flip every byte of the last quarter of the file: the payload of the second slot.
+  {
+    std::fstream f(bin, std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = std::filesystem::file_size(bin);
+    for (auto pos = size - size / 4; pos < size; pos += 8) {
+      f.seekg(static_cast<std::streamoff>(pos));
+      const char c = static_cast<char>(f.get());
+      f.seekp(static_cast<std::streamoff>(pos));
+      f.put(static_cast<char>(~c));
+    }
+  }
+  SmallRun resumed(3);
+  daifu::Session session(daifu::Options().workplace(wp.string()).resume(true).inject(""));
+  resumed.train(session, 6);
+  const auto step = events(wp, "resumed").at(0)["step"].get<int64_t>();
+  EXPECT_TRUE(step == 2 || step == 4) << step;
+  EXPECT_EQ(session.global_step(), 6);
 }
 
 }  // namespace

@@ -62,6 +62,16 @@ class DAIFU_API Options {
   Options& max_rollback_steps(int64_t n) { max_rollback_steps_ = n; return *this; }
   int64_t max_rollback_steps() const noexcept { return max_rollback_steps_; }
 
+  /// Keep the newest snapshot in <workplace>/snapshots, in a file that a process killed at any
+  /// instant leaves valid (two slots, checksummed).
+  Options& persist(bool on) { persist_ = on; return *this; }
+  bool persist() const noexcept { return persist_; }
+
+  /// At the first guarded loop, restore the tracked state from the newest valid persisted
+  /// snapshot (if there is one) and continue from the step it was taken at.
+  Options& resume(bool on) { resume_ = on; return *this; }
+  bool resume() const noexcept { return resume_; }
+
   /// Fault-injection plan (docs/injection.md). Unset: taken from $DAIFU_INJECT.
   Options& inject(std::string plan) { inject_ = std::move(plan); return *this; }
   const std::optional<std::string>& inject() const noexcept { return inject_; }
@@ -85,6 +95,8 @@ class DAIFU_API Options {
   int64_t snapshot_every_ = 0;
   double overhead_budget_ = 0.004;
   int64_t max_rollback_steps_ = 100;
+  bool persist_ = false;
+  bool resume_ = false;
   std::optional<std::string> inject_;
   bool echo_ = false;
   int64_t metrics_every_ = 50;

@@ -47,6 +47,7 @@ class StepLoop {
   Session& session_;
   SessionImpl& impl_;
   std::string where_;
+  int64_t loop_ = 0;  // this loop's place among the session's loops, in order of start
 
   // The rollback window: the step the newest snapshot of this loop was taken at (-1: none
   // yet), and the Step::once values of the steps committed since, so a re-run sees the
@@ -62,9 +63,20 @@ class StepLoop {
 };
 
 void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
-  impl_.journal.write({{"event", "loop_start"}, {"step", first}, {"first", first}, {"last", last}, {"where", where_}});
-  high_water_ = first;
-  for (int64_t index = first; index < last;) {
+  loop_ = impl_.loops_started++;
+  if (impl_.options.resume() && !impl_.resume_checked) impl_.resume_from_disk();
+  int64_t start = first;
+  if (impl_.resume_point) {
+    if (loop_ < impl_.resume_point->loop) {  // finished before the snapshot was taken
+      impl_.journal.write({{"event", "loop_skipped"}, {"step", first}, {"where", where_}, {"reason", "resumed"}});
+      return;
+    }
+    if (loop_ == impl_.resume_point->loop) start = std::clamp(impl_.resume_point->step, first, last);
+    impl_.resume_point.reset();
+  }
+  impl_.journal.write({{"event", "loop_start"}, {"step", start}, {"first", first}, {"last", last}, {"where", where_}});
+  high_water_ = start;
+  for (int64_t index = start; index < last;) {
     if (pending_skip_.erase(index) > 0) {
       Step skipped;
       skipped.index_ = index;
@@ -147,6 +159,17 @@ void StepLoop::maybe_snapshot(int64_t index) {
     impl_.journal.write({{"event", "snapshot_failed"}, {"step", index}, {"message", e.what()}});
     impl_.journal.record_warning(std::string("Snapshot at step ") + std::to_string(index) + " failed: " + e.what());
     return;
+  }
+  if (impl_.store) {
+    nlohmann::json knobs = nlohmann::json::object();
+    for (const auto& [name, knob] : impl_.knobs) knobs[name] = nlohmann::json::parse(knob->json());
+    try {
+      impl_.snapshot.persist(*impl_.store, nlohmann::json{{"loop", loop_}, {"knobs", knobs}}.dump(), /*durable=*/false);
+    } catch (const std::exception& e) {
+      impl_.journal.write({{"event", "persist_failed"}, {"step", index}, {"message", e.what()}});
+      impl_.journal.record_warning(std::string("Persisting the snapshot of step ") + std::to_string(index) +
+                                   " failed: " + e.what());
+    }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   impl_.policy.record_capture(seconds);

@@ -78,7 +78,32 @@ SessionImpl::SessionImpl(Options opts)
       workplace(prepare_workplace(options.workplace())),
       journal(workplace, options.echo()),
       policy(options.snapshot_every(), options.overhead_budget(), options.max_rollback_steps()),
-      injections(parse_injections(injection_plan(options))) {}
+      injections(parse_injections(injection_plan(options))) {
+  if (options.persist()) store.emplace(workplace / "snapshots");
+}
+
+void SessionImpl::resume_from_disk() {
+  resume_checked = true;
+  std::string why;
+  const auto found = PersistentStore::load(workplace / "snapshots", &why);
+  if (!found) {
+    journal.write({{"event", "resume_skipped"}, {"step", 0}, {"reason", why}});
+    journal.record("Resume: nothing to resume from (" + why + ")");
+    return;
+  }
+  // Throws daifu::Error (nothing changed) when the snapshot does not fit the tracked objects.
+  const Snapshot::Persisted restored = snapshot.restore_persisted(state, *found);
+  const auto extra = nlohmann::json::parse(restored.extra_json);
+  global_step = restored.global_step;
+  const nlohmann::json saved_knobs = extra.value("knobs", nlohmann::json::object());
+  for (const auto& [name, value] : saved_knobs.items()) {
+    if (auto it = knobs.find(name); it != knobs.end()) it->second->set_json(value.dump(), "resumed from a snapshot");
+  }
+  resume_point = ResumePoint{extra.value("loop", int64_t{0}), restored.step};
+  journal.write({{"event", "resumed"}, {"step", restored.step}, {"loop", resume_point->loop},
+                 {"global_step", global_step}, {"file", found->file.string()}});
+  journal.record("Resumed from the snapshot of step " + std::to_string(restored.step) + " (" + found->file.string() + ")");
+}
 
 void SessionImpl::flush_metrics() noexcept {
   if (metric_rows.empty()) return;

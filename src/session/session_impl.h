@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -36,6 +37,17 @@ class SessionImpl {
   SnapshotPolicy policy;
   SnapshotStats snapshot_stats;
   bool snapshot_requested = false;
+  std::optional<PersistentStore> store;  // with Options::persist
+  /// Where a resumed run picks up: the guard loop (by order of start) and its step.
+  struct ResumePoint {
+    int64_t loop = 0;
+    int64_t step = 0;
+  };
+  std::optional<ResumePoint> resume_point;
+  bool resume_checked = false;
+  int64_t loops_started = 0;
+  /// Restores the newest persisted snapshot, if any (Options::resume), and sets resume_point.
+  void resume_from_disk();
   std::map<std::string, std::unique_ptr<KnobBase>> knobs;
   std::vector<Injection> injections;
 

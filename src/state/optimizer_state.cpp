@@ -42,6 +42,55 @@ std::vector<at::Tensor> state_tensors(torch::optim::OptimizerParamState& s) {
   return out;
 }
 
+std::string state_type_name(const torch::optim::OptimizerParamState& s) {
+  using namespace torch::optim;
+  if (dynamic_cast<const AdamParamState*>(&s)) return "adam";
+  if (dynamic_cast<const AdamWParamState*>(&s)) return "adamw";
+  if (dynamic_cast<const SGDParamState*>(&s)) return "sgd";
+  if (dynamic_cast<const RMSpropParamState*>(&s)) return "rmsprop";
+  if (dynamic_cast<const AdagradParamState*>(&s)) return "adagrad";
+  if (dynamic_cast<const LBFGSParamState*>(&s)) return "lbfgs";
+  return "";
+}
+
+std::vector<double> state_scalars(const torch::optim::OptimizerParamState& s) {
+  using namespace torch::optim;
+  if (auto* a = dynamic_cast<const AdamParamState*>(&s)) return {static_cast<double>(a->step())};
+  if (auto* w = dynamic_cast<const AdamWParamState*>(&s)) return {static_cast<double>(w->step())};
+  if (auto* r = dynamic_cast<const RMSpropParamState*>(&s)) return {static_cast<double>(r->step())};
+  if (auto* d = dynamic_cast<const AdagradParamState*>(&s)) return {static_cast<double>(d->step())};
+  if (auto* l = dynamic_cast<const LBFGSParamState*>(&s)) {
+    return {static_cast<double>(l->func_evals()), static_cast<double>(l->n_iter()), l->t(), l->prev_loss(),
+            static_cast<double>(l->old_dirs().size()), static_cast<double>(l->old_stps().size()),
+            static_cast<double>(l->ro().size()), l->al() ? static_cast<double>(l->al()->size()) : -1.0};
+  }
+  return {};
+}
+
+std::unique_ptr<torch::optim::OptimizerParamState> make_state(const std::string& type,
+                                                              const std::vector<double>& v) {
+  using namespace torch::optim;
+  auto step = [&] { return static_cast<int64_t>(v.at(0)); };
+  try {
+    if (type == "adam") return std::make_unique<AdamParamState>(AdamParamState().step(step()));
+    if (type == "adamw") return std::make_unique<AdamWParamState>(AdamWParamState().step(step()));
+    if (type == "rmsprop") return std::make_unique<RMSpropParamState>(RMSpropParamState().step(step()));
+    if (type == "adagrad") return std::make_unique<AdagradParamState>(AdagradParamState().step(step()));
+    if (type == "sgd") return std::make_unique<SGDParamState>();
+    if (type == "lbfgs" && v.size() == 8) {
+      auto l = std::make_unique<LBFGSParamState>();
+      l->func_evals(static_cast<int64_t>(v[0])).n_iter(static_cast<int64_t>(v[1])).t(v[2]).prev_loss(v[3]);
+      l->old_dirs(std::deque<at::Tensor>(static_cast<std::size_t>(v[4])));
+      l->old_stps(std::deque<at::Tensor>(static_cast<std::size_t>(v[5])));
+      l->ro(std::deque<at::Tensor>(static_cast<std::size_t>(v[6])));
+      if (v[7] >= 0) l->al(std::vector<at::Tensor>(static_cast<std::size_t>(v[7])));
+      return l;
+    }
+  } catch (const std::out_of_range&) {
+  }
+  return nullptr;
+}
+
 bool updates_untraceably(const torch::optim::Optimizer& optimizer) {
   for (const auto& group : optimizer.param_groups()) {
     const auto* sgd = dynamic_cast<const torch::optim::SGDOptions*>(&group.options());
