@@ -417,17 +417,23 @@ std::vector<torch::Tensor> load_params(const std::filesystem::path& file) {
 }
 
 TEST(PersistentSnapshot, KilledAt20RandomInstantsAndRestartedEndsBitwiseEqual) {
-  const int64_t steps = 4000;
+  const int64_t steps = 8000;
   const auto dir = fresh_dir();
   std::filesystem::create_directories(dir);
-  const auto started = std::chrono::steady_clock::now();
-  ASSERT_TRUE(run_kill_target(dir / "uninterrupted", steps, dir / "uninterrupted.pt", std::nullopt));
-  const auto run_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  auto timed = [&](const char* name, int64_t n) {
+    const auto started = std::chrono::steady_clock::now();
+    EXPECT_TRUE(run_kill_target(dir / name, n, dir / (std::string(name) + ".pt"), std::nullopt));
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  };
+  const int64_t startup_ms = timed("startup", 0);
+  const int64_t run_ms = timed("uninterrupted", steps);
+  const int64_t training_ms = std::max<int64_t>(run_ms - startup_ms, 1);
 
-  // Each restart lives 3-15% of a whole run (start-up included), so that 20 kills fit in one
-  // training and land in every phase: loading, training, capturing, committing.
+  // Each restart is killed somewhere between half its start-up and start-up plus 2% of the
+  // training, so the 20 kills land in every phase (loading, training, capturing, committing)
+  // and still leave most of the training for the last, uninterrupted restart.
   std::mt19937 rng(20261122);
-  std::uniform_int_distribution<int64_t> delay_ms(run_ms.count() * 3 / 100, run_ms.count() * 15 / 100);
+  std::uniform_int_distribution<int64_t> delay_ms(startup_ms / 2, startup_ms + training_ms / 50);
   int kills = 0;
   bool finished = false;
   for (int i = 0; i < 20 && !finished; ++i) {
