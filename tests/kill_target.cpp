@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     optimizer.step();
     if (step.index() == steps / 2) lr.set(5e-4, "halfway");
     for (auto& group : optimizer.param_groups()) group.options().set_lr(lr.get());
+    std::cout << step.index() << std::endl;  // progress, read by the kill test
   };
   std::vector<torch::Tensor> params;
   for (const auto& p : net->parameters()) params.push_back(p.detach().clone());

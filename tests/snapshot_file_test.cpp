@@ -155,7 +155,7 @@ TEST(SnapshotFile, RoundTripsSeveralRegions) {
   for (std::size_t i = 0; i < kLayout.size(); ++i) {
     written.emplace_back(kLayout[i].bytes);
     for (auto& b : written.back()) b = static_cast<uint8_t>(rng());
-    std::memcpy(file.region(i), written.back().data(), written.back().size());
+    std::copy(written.back().begin(), written.back().end(), file.region(i));
   }
   file.commit(7, false);
   EXPECT_EQ(file.newest_step(), 7);

@@ -386,25 +386,50 @@ TEST(Snapshot, SnapshotNowIsTakenAtTheNextStep) {
 
 // --- Persistent snapshots -----------------------------------------------------------------
 
-// Runs kill_target to completion (status 0) or kills it with SIGKILL after `kill_after`.
-// Returns true when it finished.
+// How a kill_target run ends: run to completion, or SIGKILL after a delay from its start, or
+// SIGKILL a few microseconds after it reported `steps` more steps (progress, not time, so
+// that the test does not depend on how loaded the machine is).
+struct Kill {
+  std::chrono::microseconds after{0};
+  int64_t after_steps = -1;  // -1: count time from the start instead
+};
+
+// Returns true when the run finished (exit status 0).
 bool run_kill_target(const std::filesystem::path& wp, int64_t steps, const std::filesystem::path& out,
-                     std::optional<std::chrono::milliseconds> kill_after) {
+                     std::optional<Kill> kill) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) throw std::runtime_error("pipe");
   const pid_t pid = ::fork();
   if (pid == 0) {
+    ::dup2(pipe_fds[1], STDOUT_FILENO);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
     const std::string steps_text = std::to_string(steps);
     ::execl(DAIFU_KILL_TARGET, DAIFU_KILL_TARGET, wp.c_str(), steps_text.c_str(), out.c_str(), nullptr);
     ::_exit(127);
   }
-  int status = 0;
-  if (kill_after) {
-    const auto deadline = std::chrono::steady_clock::now() + *kill_after;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ::close(pipe_fds[1]);
+  if (kill) {
+    if (kill->after_steps < 0) {
+      std::this_thread::sleep_for(kill->after);
+    } else {
+      FILE* progress = ::fdopen(pipe_fds[0], "r");
+      char line[64];
+      for (int64_t seen = 0; seen < kill->after_steps && std::fgets(line, sizeof line, progress) != nullptr;) ++seen;
+      std::this_thread::sleep_for(kill->after);
+      ::kill(pid, SIGKILL);
+      std::fclose(progress);
+      pipe_fds[0] = -1;
     }
     ::kill(pid, SIGKILL);
   }
+  if (pipe_fds[0] >= 0) {
+    char sink[4096];
+    while (::read(pipe_fds[0], sink, sizeof sink) > 0) {
+    }
+    ::close(pipe_fds[0]);
+  }
+  int status = 0;
   ::waitpid(pid, &status, 0);
   if (WIFEXITED(status) && WEXITSTATUS(status) != 0) ADD_FAILURE() << "kill_target exited with " << WEXITSTATUS(status);
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -417,27 +442,28 @@ std::vector<torch::Tensor> load_params(const std::filesystem::path& file) {
 }
 
 TEST(PersistentSnapshot, KilledAt20RandomInstantsAndRestartedEndsBitwiseEqual) {
-  const int64_t steps = 8000;
+  const int64_t steps = 3000;
   const auto dir = fresh_dir();
   std::filesystem::create_directories(dir);
-  auto timed = [&](const char* name, int64_t n) {
-    const auto started = std::chrono::steady_clock::now();
-    EXPECT_TRUE(run_kill_target(dir / name, n, dir / (std::string(name) + ".pt"), std::nullopt));
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
-  };
-  const int64_t startup_ms = timed("startup", 0);
-  const int64_t run_ms = timed("uninterrupted", steps);
-  const int64_t training_ms = std::max<int64_t>(run_ms - startup_ms, 1);
+  ASSERT_TRUE(run_kill_target(dir / "uninterrupted", steps, dir / "uninterrupted.pt", std::nullopt));
 
-  // Each restart is killed somewhere between half its start-up and start-up plus 2% of the
-  // training, so the 20 kills land in every phase (loading, training, capturing, committing)
-  // and still leave most of the training for the last, uninterrupted restart.
+  // A quarter of the kills strike during start-up (within ~0.5 s); the others a random
+  // 0-3 ms after 1-100 more steps, which lands them anywhere in a step: forward, backward,
+  // capturing the snapshot, committing it.
   std::mt19937 rng(20261122);
-  std::uniform_int_distribution<int64_t> delay_ms(startup_ms / 2, startup_ms + training_ms / 50);
+  std::uniform_int_distribution<int> coin(0, 3);
+  std::uniform_int_distribution<int64_t> startup_us(0, 500'000), step_count(1, 100), jitter_us(0, 3000);
   int kills = 0;
   bool finished = false;
   for (int i = 0; i < 20 && !finished; ++i) {
-    finished = run_kill_target(dir / "killed", steps, dir / "killed.pt", std::chrono::milliseconds(delay_ms(rng)));
+    Kill kill;
+    if (coin(rng) == 0) {
+      kill.after = std::chrono::microseconds(startup_us(rng));
+    } else {
+      kill.after_steps = step_count(rng);
+      kill.after = std::chrono::microseconds(jitter_us(rng));
+    }
+    finished = run_kill_target(dir / "killed", steps, dir / "killed.pt", kill);
     kills += finished ? 0 : 1;
   }
   if (!finished) finished = run_kill_target(dir / "killed", steps, dir / "killed.pt", std::nullopt);
