@@ -146,6 +146,8 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
                                                                 o.max_backoff()));
   if (o.fast_throws()) detail::acquire_fast_throws();
   impl_->journal.start_report_writer();
+  // The first classification compiles the pattern table (~ms): do it now, not in a recovery.
+  impl_->classifier.classify(std::make_exception_ptr(std::runtime_error("warm-up")));
   nlohmann::json inject = nlohmann::json::array();
   for (const auto& i : impl_->injections) {
     inject.push_back(i.fault + "@" + std::to_string(i.step) + (i.every_attempt ? "*" : ""));
