@@ -1,15 +1,17 @@
-// The steady-state cost of DAIFU_GUARD when nothing fails, for two workloads.
+// The steady-state cost of DAIFU_GUARD when nothing fails, for two workloads (docs/performance.md).
 //
 // Direct: the same training step runs in blocks of N steps, plain (a for loop) and guarded
 // (DAIFU_GUARD, the model and the optimizer tracked, report("loss") every step), in the order
 // plain/guarded, guarded/plain, ... in one process after a warm-up of both. A step's time runs
 // from the start of its body to the start of the next one, so it includes everything the guard
-// does between two bodies. The spread between plain blocks is the noise floor.
+// does between two bodies. The spread between plain blocks is the noise floor; the CPU time other
+// processes took meanwhile is reported with it.
 // Decomposed: the guard's bookkeeping per step (median step time of an empty body, guarded minus
 // plain, same session and tracked state) plus the periodic snapshots the runtime took during the
-// guarded blocks, each costed at a loop entry, against the plain step time. Precise where the
-// direct figure is noisy. Each guarded block is its own DAIFU_GUARD loop: its entry (a first
-// snapshot) is not in the step times and not counted as periodic.
+// guarded blocks, each costed at a loop entry, as a share of the plain mean step time (training
+// time, what Options::overhead_budget bounds). Precise where the direct figure is noisy.
+// Each guarded block is its own DAIFU_GUARD loop: its entry (a first snapshot) is not in the step
+// times and not counted as periodic.
 //
 //   bench_overhead [--reps N] [--cnn-steps N] [--mlp-steps N] [--empty-steps N] [--warmup N]
 //                  [--threads N] [--only cnn|mlp] [--json PATH] [--workplace DIR] [--data DIR]
@@ -25,8 +27,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -321,7 +323,7 @@ nlohmann::json measure(Workload& w, daifu::Session& session, const Args& args, i
       {"empty_steps_per_block", args.empty_steps},
       {"bookkeeping_us", 1e6 * bookkeeping},
       {"snapshot_share_us", 1e6 * snapshot_share},
-      {"estimated_overhead_pct", 100.0 * (bookkeeping + snapshot_share) / plain.median},
+      {"estimated_overhead_pct", 100.0 * (bookkeeping + snapshot_share) / plain.mean},
       {"guard_failures", stats.failures},
       {"guard_committed_steps", stats.committed_steps},
   };
@@ -354,7 +356,7 @@ void print_table(const nlohmann::json& results) {
                 r["plain_block_spread_pct"].get<double>(), r["foreign_cpu_pct"].get<double>());
   }
   std::printf("\n| workload | bookkeeping per step | guard loop entry (= one snapshot) | snapshots taken "
-              "| snapshot cost per step | estimated overhead |\n");
+              "| snapshot cost per step | estimated overhead (of mean step) |\n");
   std::printf("|---|---|---|---|---|---|\n");
   for (const auto& r : results) {
     std::printf("| %s | %.2f us | %.3f ms (%.1f MB) | every %.1f steps | %.2f us | %.3f%% |\n",

@@ -48,11 +48,16 @@ class Progress {
     }
   }
 
-  /// Ends the live line so that later output starts on a fresh one.
+  /// Ends the live line so that later output starts on a fresh one; also when an exception
+  /// leaves the training loop.
   void finish() {
-    if (live_ && done_ > 0) std::fputc('\n', stdout);
+    if (live_ && done_ > 0 && !finished_) std::fputc('\n', stdout);
+    finished_ = true;
     std::fflush(stdout);
   }
+  ~Progress() { finish(); }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -70,6 +75,7 @@ class Progress {
 
   int64_t total_, per_epoch_;
   bool live_;
+  bool finished_ = false;
   Clock::time_point start_, drawn_{};
   int64_t epoch_ = -1, last_index_ = -1, losses_ = 0, done_ = 0, repairs_ = 0, tenth_ = 0;
   double loss_sum_ = 0, last_loss_ = 0;
