@@ -96,13 +96,6 @@ struct OptimizerImage {
   std::vector<ParamStateImage> states;
 };
 
-std::vector<at::Tensor> module_tensors(torch::nn::Module& m) {
-  auto tensors = m.parameters(/*recurse=*/true);
-  auto buffers = m.buffers(/*recurse=*/true);
-  tensors.insert(tensors.end(), buffers.begin(), buffers.end());
-  return tensors;
-}
-
 std::string state_key(const at::Tensor& param) { return c10::guts::to_string(param.unsafeGetTensorImpl()); }
 
 }  // namespace

@@ -10,17 +10,20 @@
 #include <algorithm>
 
 namespace daifu::detail {
+
+std::vector<at::Tensor> module_tensors(torch::nn::Module& module) {
+  auto tensors = module.parameters(/*recurse=*/true);
+  auto buffers = module.buffers(/*recurse=*/true);
+  tensors.insert(tensors.end(), buffers.begin(), buffers.end());
+  return tensors;
+}
+
 namespace {
 
 // The tensors of an object that may change in place during a step: a module's parameters and
 // buffers, an optimizer's parameters and the tensors of its per-parameter state.
 std::vector<at::Tensor> tensors_of(const TrackedObject& o) {
-  if (o.module != nullptr) {
-    auto tensors = o.module->parameters(/*recurse=*/true);
-    auto buffers = o.module->buffers(/*recurse=*/true);
-    tensors.insert(tensors.end(), buffers.begin(), buffers.end());
-    return tensors;
-  }
+  if (o.module != nullptr) return module_tensors(*o.module);
   if (o.optimizer != nullptr) {
     std::vector<at::Tensor> tensors;
     for (const auto& group : o.optimizer->param_groups()) {

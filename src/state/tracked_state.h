@@ -28,6 +28,9 @@ struct TrackedObject {
   at::Tensor* tensor = nullptr;
 };
 
+/// A module's parameters, then its buffers (recursively): what a snapshot of it holds.
+std::vector<at::Tensor> module_tensors(torch::nn::Module& module);
+
 class TrackedState {
  public:
   TrackedState();
