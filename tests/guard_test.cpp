@@ -310,4 +310,23 @@ TEST(Guard, SeveralLoopsShareTheGlobalStep) {
   EXPECT_EQ(events(wp, "loop_start").size(), 3u);
 }
 
+TEST(Guard, MicroBatchesCoverTheBatchWithWeightsSummingToOne) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  auto& micro = session.knob<int64_t>("micro_batch", 4);
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  double total = 0;
+  DAIFU_GUARD(session, step, 0, 1) {
+    step.micro_batches(10, micro, [&](int64_t b, int64_t e, double w) {
+      ranges.emplace_back(b, e);
+      total += w;
+    });
+    EXPECT_EQ(step.micro_batch_knob(), "micro_batch");
+  };
+  EXPECT_EQ(ranges, (std::vector<std::pair<int64_t, int64_t>>{{0, 4}, {4, 8}, {8, 10}}));
+  EXPECT_DOUBLE_EQ(total, 1.0);
+  micro.set(0);
+  daifu::Step step_outside_a_loop;
+  EXPECT_THROW(step_outside_a_loop.micro_batches(10, micro, [](int64_t, int64_t, double) {}), daifu::Error);
+}
+
 }  // namespace

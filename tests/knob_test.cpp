@@ -77,4 +77,24 @@ TEST(Knob, SetJsonChecksTheType) {
   EXPECT_EQ(batch.get(), 8);
 }
 
+TEST(Knob, BoundsRefuseValuesOutsideAndKeepTheOldValue) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  auto& batch = session.knob<int64_t>("batch_size", 64).min(8).max(256);
+  EXPECT_EQ(batch.lower(), 8);
+  EXPECT_EQ(batch.upper(), 256);
+  batch.set(8, "floor");
+  try {
+    batch.set(4, "below the floor");
+    FAIL() << "expected daifu::Error";
+  } catch (const daifu::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("\"batch_size\" must stay in [8, 256]; 4 is outside"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(batch.set_json("512", "cli"), daifu::Error);
+  EXPECT_EQ(batch.get(), 8);
+  EXPECT_THROW(batch.min(16), daifu::Error);  // the current value would be outside
+  auto& lr = session.knob("lr", 0.1).min(0.0);
+  EXPECT_THROW(lr.set(-1.0), daifu::Error);
+}
+
 }  // namespace

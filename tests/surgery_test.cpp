@@ -124,4 +124,49 @@ TEST(Surgery, TransientRetryBacksOffAfterTheFirstRetryAndIsBounded) {
   EXPECT_EQ(events(wp, "failure").size(), 4u);  // 3 retries, then nothing matches
 }
 
+TEST(Surgery, ADecliningSurgeryIsNotCountedAndTheNextOneRepairs) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@1"));
+  int64_t declined = 0;
+  auto& decliner = session.surgeries().add("decliner", daifu::match_kind(FailureKind::TensorMismatch),
+                                           [&](daifu::RepairContext& ctx) {
+                                             ++declined;
+                                             ctx.explain("not my shape");
+                                             return Action::Decline;
+                                           },
+                                           {10});
+  session.surgeries().add("fixer", daifu::match_kind(FailureKind::TensorMismatch),
+                          [](daifu::RepairContext& ctx) {
+                            ctx.explain("fixed it");
+                            return Action::Retry;
+                          },
+                          {20});
+  DAIFU_GUARD(session, step, 0, 3){};
+  EXPECT_EQ(declined, 1);
+  EXPECT_EQ(session.surgeries().fired_this_step(decliner), 0);
+  const auto d = events(wp, "surgery_declined");
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0]["reason"], "not my shape");
+  const auto r = events(wp, "repair");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]["surgery"], "fixer");
+  EXPECT_EQ(r[0]["reason"], "fixed it");
+}
+
+TEST(Surgery, AnEscalationCarriesTheSurgerysExplanation) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()).inject("api@0"));
+  session.surgeries().add("explainer", daifu::match_kind(FailureKind::ApiMisuse), [](daifu::RepairContext& ctx) {
+    ctx.explain("the call is wrong; fix the code");
+    return Action::Escalate;
+  });
+  try {
+    DAIFU_GUARD(session, step, 0, 1){};
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("surgery explainer escalated: the call is wrong; fix the code"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace

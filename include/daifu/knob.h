@@ -5,7 +5,9 @@
 #include <daifu/export.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <type_traits>
 
 namespace daifu {
 namespace detail {
@@ -55,14 +57,36 @@ class DAIFU_API Knob final : public detail::KnobBase {
   operator const T&() const noexcept { return value_; }
 
   /// Changes the value and journals old -> new with the reason. No-op if unchanged.
+  /// Throws daifu::Error (and keeps the old value) if `value` is outside [min, max].
   void set(T value, const std::string& reason = "");
+
+  /// Bounds for numeric knobs, e.g. the floor the out-of-memory surgery shrinks a batch to:
+  ///   auto& batch = session.knob<int64_t>("batch_size", 64).min(8);
+  /// Throws daifu::Error if the current value is outside the new bound.
+  template <class U = T, class = std::enable_if_t<std::is_arithmetic_v<U>>>
+  Knob& min(T bound) {
+    check_bounds(value_, bound, upper_);
+    lower_ = bound;
+    return *this;
+  }
+  template <class U = T, class = std::enable_if_t<std::is_arithmetic_v<U>>>
+  Knob& max(T bound) {
+    check_bounds(value_, lower_, bound);
+    upper_ = bound;
+    return *this;
+  }
+  const std::optional<T>& lower() const noexcept { return lower_; }
+  const std::optional<T>& upper() const noexcept { return upper_; }
 
   const char* type_name() const noexcept override;
   std::string json() const override;
   void set_json(const std::string& json, const std::string& reason) override;
 
  private:
+  /// Throws daifu::Error naming the knob if `value` is outside [lower, upper].
+  void check_bounds(const T& value, const std::optional<T>& lower, const std::optional<T>& upper) const;
   T value_;
+  std::optional<T> lower_, upper_;
 };
 
 extern template class DAIFU_API Knob<int64_t>;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace daifu {
 
@@ -72,6 +73,32 @@ class DAIFU_API Options {
   Options& resume(bool on) { resume_ = on; return *this; }
   bool resume() const noexcept { return resume_; }
 
+  /// The int64 knob the out-of-memory surgery halves when the failed step did not use
+  /// Step::micro_batches() (default "batch_size"). Give it a floor with Knob::min().
+  Options& batch_knob(std::string name) { batch_knob_ = std::move(name); return *this; }
+  const std::string& batch_knob() const noexcept { return batch_knob_; }
+
+  /// A double knob holding the learning rate, scaled linearly when the out-of-memory surgery
+  /// shrinks batch_knob(). Empty (the default): the learning rate is left alone.
+  Options& lr_knob(std::string name) { lr_knob_ = std::move(name); return *this; }
+  const std::string& lr_knob() const noexcept { return lr_knob_; }
+
+  /// Folders under which the path surgery may create a missing output directory. Empty (the
+  /// default): the working directory and the workplace.
+  Options& allowed_roots(std::vector<std::string> roots) { allowed_roots_ = std::move(roots); return *this; }
+  const std::vector<std::string>& allowed_roots() const noexcept { return allowed_roots_; }
+
+  /// Device contention: waits (exponential backoff from contention_backoff(), jitter, each at
+  /// most max_backoff()) before the tracked state moves to the next device of the "device" knob.
+  Options& contention_waits(int64_t n) { contention_waits_ = n; return *this; }
+  int64_t contention_waits() const noexcept { return contention_waits_; }
+  Options& contention_backoff(std::chrono::microseconds d) { contention_backoff_ = d; return *this; }
+  std::chrono::microseconds contention_backoff() const noexcept { return contention_backoff_; }
+
+  /// Whether device contention may move training to the CPU when no other GPU is free.
+  Options& cpu_fallback(bool on) { cpu_fallback_ = on; return *this; }
+  bool cpu_fallback() const noexcept { return cpu_fallback_; }
+
   /// Fault-injection plan (docs/injection.md). Unset: taken from $DAIFU_INJECT.
   Options& inject(std::string plan) { inject_ = std::move(plan); return *this; }
   const std::optional<std::string>& inject() const noexcept { return inject_; }
@@ -97,6 +124,12 @@ class DAIFU_API Options {
   int64_t max_rollback_steps_ = 100;
   bool persist_ = false;
   bool resume_ = false;
+  std::string batch_knob_ = "batch_size";
+  std::string lr_knob_;
+  std::vector<std::string> allowed_roots_;
+  int64_t contention_waits_ = 3;
+  std::chrono::microseconds contention_backoff_{100'000};
+  bool cpu_fallback_ = false;
   std::optional<std::string> inject_;
   bool echo_ = false;
   int64_t metrics_every_ = 50;

@@ -2,10 +2,13 @@
 // that stay the same across attempts of the step.
 #pragma once
 
-#include <daifu/export.h>
 #include <daifu/errors.h>
+#include <daifu/export.h>
+#include <daifu/knob.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -16,6 +19,7 @@
 namespace daifu {
 namespace detail {
 class StepLoop;
+struct StepMemos;
 }
 
 class DAIFU_API Step {
@@ -44,8 +48,36 @@ class DAIFU_API Step {
     return ref;
   }
 
+  /// Splits a logical batch of `size` samples into consecutive micro-batches of at most
+  /// `micro` samples and calls fn(begin, end, weight) for each, weight = (end - begin) / size.
+  /// Scale a mean-reduced loss by `weight` before backward() and the accumulated gradients are
+  /// those of the whole batch: when the step runs out of memory, the out-of-memory surgery
+  /// halves `micro` and each optimizer step still sees the whole logical batch.
+  /// Example:
+  ///   auto& micro = session.knob<int64_t>("micro_batch", 256).min(1);
+  ///   optimizer.zero_grad();
+  ///   step.micro_batches(x.size(0), micro, [&](int64_t b, int64_t e, double weight) {
+  ///     (loss_fn(model->forward(x.slice(0, b, e)), y.slice(0, b, e)) * weight).backward();
+  ///   });
+  ///   optimizer.step();
+  template <class F>
+  void micro_batches(int64_t size, const Knob<int64_t>& micro, F&& fn) {
+    micro_knob_ = micro.name();
+    if (size < 0) throw Error("daifu: Step::micro_batches() got a negative batch size");
+    if (micro.get() < 1) {
+      throw Error("daifu: knob \"" + micro.name() + "\" is " + micro.json() + "; a micro-batch needs at least 1 sample");
+    }
+    for (int64_t begin = 0; begin < size; begin += micro.get()) {
+      const int64_t end = std::min(size, begin + micro.get());
+      fn(begin, end, static_cast<double>(end - begin) / static_cast<double>(size));
+    }
+  }
+  /// The knob the last micro_batches() call of this attempt used; empty if none.
+  const std::string& micro_batch_knob() const noexcept { return micro_knob_; }
+
  private:
   friend class detail::StepLoop;
+  friend struct detail::StepMemos;
   struct Memo {
     std::shared_ptr<void> value;
     const std::type_info* type;
@@ -53,6 +85,17 @@ class DAIFU_API Step {
   int64_t index_ = 0;
   int64_t attempt_ = 0;
   std::unordered_map<std::string, Memo> memo_;
+  std::string micro_knob_;
 };
+
+namespace detail {
+/// Surgeries' access to a step's Step::once values (the batch they may adapt or scrub).
+struct DAIFU_API StepMemos {
+  /// Calls fn(key, type, value) for each stored value.
+  static void for_each(Step& step, const std::function<void(const std::string&, const std::type_info&, void*)>& fn);
+  /// Forgets the stored values: the next attempt calls make() again (draws a new batch).
+  static void clear(Step& step) noexcept { step.memo_.clear(); }
+};
+}  // namespace detail
 
 }  // namespace daifu

@@ -24,6 +24,7 @@ enum class Action {
   Retry,     ///< run the same step again (attempt + 1)
   Skip,      ///< abandon this step's data and go on with the next step
   Escalate,  ///< give up: the guard throws daifu::Unrecovered
+  Decline,   ///< on a closer look this surgery cannot help: not counted, the next one is tried
 };
 DAIFU_API const char* to_string(Action action) noexcept;
 
@@ -43,6 +44,10 @@ class DAIFU_API RepairContext {
   void note(const std::string& what, const std::string& before_json, const std::string& after_json);
   /// Sleeps for `d` (the caller bounds it) and records the wait.
   void wait(std::chrono::microseconds d);
+  /// Why the surgery acts as it does, in a sentence: journaled with the repair, and part of
+  /// the daifu::Unrecovered message when it escalates or declines.
+  void explain(std::string why) { explanation_ = std::move(why); }
+  const std::string& explanation() const noexcept { return explanation_; }
 
   struct Change {
     std::string what, before_json, after_json;
@@ -56,6 +61,7 @@ class DAIFU_API RepairContext {
   const Failure& failure_;
   int64_t fired_this_step_;
   std::vector<Change> changes_;
+  std::string explanation_;
 };
 
 /// Bounds and order of a surgery.

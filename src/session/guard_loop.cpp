@@ -92,6 +92,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     if (!rerun && step.attempt_ == 0) maybe_snapshot(index);
     impl_.current_step = index;
     for (;;) {
+      step.micro_knob_.clear();
       impl_.state.begin_step();
       impl_.step_metrics.clear();
       const auto started = Clock::now();
@@ -294,6 +295,15 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
       continue;
     }
     impl_.active_changes = nullptr;
+    if (action == Action::Decline) {
+      // Knob changes made before declining stay (and are journaled by the knob); a surgery
+      // that declines should not change anything.
+      impl_.journal.write({{"event", "surgery_declined"}, {"step", step.index_}, {"surgery", surgery->name()},
+                           {"reason", context.explanation()}});
+      tried.push_back(surgery->name() + " (declined" +
+                      (context.explanation().empty() ? "" : ": " + context.explanation()) + ")");
+      continue;
+    }
     impl_.surgeries.record_fire(*surgery);
     nlohmann::json changes = nlohmann::json::object();
     Incident& incident = impl_.incidents.back();
@@ -302,13 +312,20 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
       changes[c.what] = {nlohmann::json::parse(c.before_json), nlohmann::json::parse(c.after_json)};
       incident.changes.push_back(change_text(c));
     }
-    impl_.journal.write({{"event", "repair"}, {"step", step.index_}, {"attempt", step.attempt_},
-                         {"surgery", surgery->name()}, {"action", to_string(action)}, {"changes", changes},
-                         {"report", report}});
-    impl_.journal.record("Repair " + std::to_string(report_number) + " by " + surgery->name() + ": " +
-                         to_string(action));
+    nlohmann::json repair = {{"event", "repair"}, {"step", step.index_},           {"attempt", step.attempt_},
+                             {"surgery", surgery->name()}, {"action", to_string(action)}, {"changes", changes},
+                             {"report", report}};
+    const std::string& why = context.explanation();
+    if (!why.empty()) repair["reason"] = why;
+    impl_.journal.write(repair);
+    std::string record = "Repair " + std::to_string(report_number) + " by " + surgery->name() + ": " + to_string(action);
+    for (const auto& c : incident.changes) record += "; " + c;
+    if (!why.empty()) record += " (" + why + ")";
+    impl_.journal.record(record);
     tried.push_back(surgery->name() + " -> " + to_string(action));
-    if (action == Action::Escalate) escalate(failure, report, "surgery " + surgery->name() + " escalated", tried);
+    if (action == Action::Escalate) {
+      escalate(failure, report, "surgery " + surgery->name() + " escalated" + (why.empty() ? "" : ": " + why), tried);
+    }
     incident.outcome = action == Action::Skip ? "skip" : "retry";
     decision.action = action;
     if (!mutated.empty()) {

@@ -32,8 +32,20 @@ bool fits(const nlohmann::json& j) {
 }  // namespace
 
 template <class T>
+void Knob<T>::check_bounds(const T& value, const std::optional<T>& lower, const std::optional<T>& upper) const {
+  const bool below = lower && value < *lower;
+  const bool above = upper && *upper < value;
+  if (!below && !above) return;
+  std::string range = "[" + (lower ? nlohmann::json(*lower).dump() : std::string("-inf")) + ", " +
+                      (upper ? nlohmann::json(*upper).dump() : std::string("inf")) + "]";
+  throw Error("daifu: knob \"" + name_ + "\" must stay in " + range + "; " + nlohmann::json(value).dump() +
+              " is outside");
+}
+
+template <class T>
 void Knob<T>::set(T value, const std::string& reason) {
   if (value == value_) return;
+  check_bounds(value, lower_, upper_);
   const std::string before = json();
   value_ = std::move(value);
   if (observer_ != nullptr) observer_->knob_changed(name_, before, json(), reason);

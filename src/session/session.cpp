@@ -2,7 +2,7 @@
 
 #include "journal/workplace.h"
 #include "session/session_impl.h"
-#include "surgery/transient_retry.h"
+#include "surgery/builtin.h"
 
 #include <c10/util/Backtrace.h>
 #include <c10/util/Logging.h>
@@ -42,6 +42,12 @@ void validate(const Options& o) {
   }
   if (o.metrics_every() < 1) {
     throw Error("daifu: Options::metrics_every(" + std::to_string(o.metrics_every()) + ") must be at least 1");
+  }
+  if (o.contention_waits() < 0) {
+    throw Error("daifu: Options::contention_waits(" + std::to_string(o.contention_waits()) + ") must be >= 0");
+  }
+  if (o.contention_backoff().count() < 0) {
+    throw Error("daifu: Options::contention_backoff must not be negative");
   }
 }
 
@@ -142,8 +148,7 @@ const Injection* SessionImpl::injection_for(int64_t step, int64_t attempt) noexc
 
 Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(std::move(options))) {
   auto& o = impl_->options;
-  impl_->surgeries.add(std::make_unique<detail::TransientRetry>(o.transient_retries(), o.transient_backoff(),
-                                                                o.max_backoff()));
+  detail::add_builtin_surgeries(*impl_);
   if (o.fast_throws()) detail::acquire_fast_throws();
   impl_->journal.start_report_writer();
   // The first classification compiles the pattern table (~ms): do it now, not in a recovery.

@@ -11,6 +11,7 @@ const char* to_string(Action action) noexcept {
     case Action::Retry: return "retry";
     case Action::Skip: return "skip";
     case Action::Escalate: return "escalate";
+    case Action::Decline: return "decline";
   }
   return "escalate";
 }
