@@ -276,6 +276,14 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
                "to restore it from; running the step again would apply part of it twice",
                {});
     }
+    // Surgeries see (and may change) the state as of the snapshot; the steps since it are run
+    // again before the failed one.
+    try {
+      restore_snapshot(step, mutated);
+    } catch (const std::exception& e) {
+      escalate(failure, report, std::string("restoring the snapshot failed: ") + e.what(), {});
+    }
+    decision.rollback = true;
   }
 
   std::vector<std::string> tried;
@@ -328,14 +336,6 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
     }
     incident.outcome = action == Action::Skip ? "skip" : "retry";
     decision.action = action;
-    if (!mutated.empty()) {
-      try {
-        restore_snapshot(step, mutated);
-      } catch (const std::exception& e) {
-        escalate(failure, report, std::string("restoring the snapshot failed: ") + e.what(), tried);
-      }
-      decision.rollback = true;
-    }
     return decision;
   }
   escalate(failure, report, "no surgery repairs " + std::string(to_string(failure.kind)) + " failures", tried);
