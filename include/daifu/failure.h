@@ -49,5 +49,8 @@ struct DAIFU_API Failure {
 
 /// "function at file:line" lines for a raw stack, one frame per line.
 DAIFU_API std::string symbolize_stack(const RawStack& stack);
+/// The innermost frame outside libtorch, libdaifu and the C++ runtime ("function at
+/// file:line"): the user's call that failed. Empty if there is none.
+DAIFU_API std::string user_frame(const RawStack& stack);
 
 }  // namespace daifu

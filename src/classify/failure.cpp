@@ -2,7 +2,10 @@
 
 #include <boost/stacktrace.hpp>
 
+#include <dlfcn.h>
+
 #include <array>
+#include <cstring>
 #include <sstream>
 
 namespace daifu {
@@ -58,6 +61,23 @@ std::string symbolize_stack(const RawStack& stack) {
     out << '#' << i << ' ' << frame << '\n';
   }
   return out.str();
+}
+
+std::string user_frame(const RawStack& stack) {
+  static constexpr std::array<const char*, 9> kLibraries{"libdaifu", "libtorch", "libc10", "libstdc++", "libc.so",
+                                                          "libgcc",   "ld-linux", "libboost", "libgomp"};
+  for (const void* address : stack) {
+    Dl_info info{};
+    if (dladdr(address, &info) != 0 && info.dli_fname != nullptr) {
+      const char* slash = std::strrchr(info.dli_fname, '/');
+      const char* base = slash != nullptr ? slash + 1 : info.dli_fname;
+      bool library = false;
+      for (const char* lib : kLibraries) library = library || std::strncmp(base, lib, std::strlen(lib)) == 0;
+      if (library) continue;
+    }
+    return boost::stacktrace::to_string(boost::stacktrace::frame(address));
+  }
+  return "";
 }
 
 }  // namespace daifu

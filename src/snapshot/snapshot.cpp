@@ -212,8 +212,15 @@ void Snapshot::restore(const TrackedState& state) const {
           ++it;
         }
       }
+      // State goes to the device its parameter is on now (a surgery may have moved it).
+      std::unordered_map<std::string, at::Device> param_device;
+      for (const auto& group : groups) {
+        for (const auto& param : group.params()) param_device.emplace(state_key(param), param.device());
+      }
       for (const auto& entry : image.states) {
         if (entry.state == nullptr) continue;
+        const auto device_now = param_device.find(entry.key);
+        const at::Device device = device_now != param_device.end() ? device_now->second : entry.device;
         std::vector<at::Tensor> old;
         auto it = live.find(entry.key);
         if (it != live.end()) old = state_tensors(*it->second);
@@ -222,7 +229,7 @@ void Snapshot::restore(const TrackedState& state) const {
         map_state_tensors(*rebuilt, [&](const at::Tensor& t) {
           const at::Tensor* previous = slot < old.size() ? &old[slot] : nullptr;
           ++slot;
-          return restored(t, previous, entry.device);
+          return restored(t, previous, device);
         });
         live[entry.key] = std::move(rebuilt);
       }

@@ -65,14 +65,18 @@ struct TrackedState::Impl {
     }
     Watch watch;
     watch.tensors = tensors_of(object);
-    for (const auto& t : watch.tensors) {
+    note_devices(watch.tensors);
+    objects.push_back(std::move(object));
+    watches.push_back(std::move(watch));
+  }
+
+  void note_devices(const std::vector<at::Tensor>& tensors) {
+    for (const auto& t : tensors) {
       if (t.defined() && t.is_cuda() &&
           std::find(cuda_devices.begin(), cuda_devices.end(), t.get_device()) == cuda_devices.end()) {
         cuda_devices.push_back(t.get_device());
       }
     }
-    objects.push_back(std::move(object));
-    watches.push_back(std::move(watch));
   }
 };
 
@@ -130,6 +134,27 @@ std::vector<std::string> TrackedState::mutated_since_begin() const {
 
 void TrackedState::restore_rng() const {
   if (impl_->rng_saved) impl_->rng.restore();
+}
+
+void TrackedState::move_to(const std::string& device_name) {
+  const c10::Device device(device_name);
+  torch::NoGradGuard no_grad;
+  for (auto& o : impl_->objects) {
+    if (o.module != nullptr) {
+      o.module->to(device);
+    } else if (o.optimizer != nullptr) {
+      for (auto& [key, state] : o.optimizer->state()) {
+        map_state_tensors(*state, [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; });
+      }
+    } else {
+      *o.tensor = o.tensor->to(device);
+    }
+  }
+  impl_->cuda_devices.clear();
+  for (std::size_t i = 0; i < impl_->objects.size(); ++i) {
+    impl_->watches[i].tensors = tensors_of(impl_->objects[i]);
+    impl_->note_devices(impl_->watches[i].tensors);
+  }
 }
 
 const std::vector<int64_t>& TrackedState::cuda_devices() const noexcept { return impl_->cuda_devices; }

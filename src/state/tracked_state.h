@@ -50,7 +50,13 @@ class TrackedState {
   /// Puts the CPU RNG back to its state at begin_step().
   void restore_rng() const;
 
-  /// CUDA device indices that tracked tensors lived on when tracked (empty on a CPU run).
+  /// Moves every tracked module, optimizer state and tensor to `device` ("cpu", "cuda:1"):
+  /// parameters keep their identity (the optimizers' parameter lists stay valid); a tracked
+  /// tensor is replaced by its copy on `device`. Throws c10::Error for a device name libtorch
+  /// does not parse or cannot use.
+  void move_to(const std::string& device);
+
+  /// CUDA device indices that tracked tensors live on (empty on a CPU run).
   const std::vector<int64_t>& cuda_devices() const noexcept;
   /// Synchronizes every CUDA device in cuda_devices(), so that an asynchronous CUDA error
   /// surfaces in the step that caused it. A no-op when nothing tracked is on CUDA.

@@ -1,0 +1,36 @@
+// Built-in surgery: a device_contention failure ("all CUDA-capable devices are busy or
+// unavailable") waits with exponential backoff and jitter, a bounded number of times per step;
+// then it moves the tracked state to the next device of the string knob "device" ("cuda:0" ->
+// "cuda:1" -> ... -> "cpu" where Options::cpu_fallback allows) and retries there.
+#pragma once
+
+#include <daifu/export.h>
+#include <daifu/surgery.h>
+
+#include <chrono>
+#include <optional>
+#include <random>
+#include <string>
+
+namespace daifu::detail {
+
+class SessionImpl;
+
+/// The device after `device` ("cuda", "cuda:N" or "cpu") among `gpus` GPUs: the next GPU, else
+/// "cpu" if `cpu_fallback`; nullopt when there is none.
+DAIFU_API std::optional<std::string> next_device(const std::string& device, int64_t gpus, bool cpu_fallback);
+
+class DeviceContentionSurgery final : public Surgery {
+ public:
+  explicit DeviceContentionSurgery(SessionImpl& impl);
+
+ protected:
+  bool matches(const Failure& failure) const override;
+  Action operate(RepairContext& context) override;
+
+ private:
+  SessionImpl& impl_;
+  std::minstd_rand jitter_;
+};
+
+}  // namespace daifu::detail

@@ -1,0 +1,257 @@
+// The built-in path, device-contention and API-misuse surgeries, on real errors.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "surgery/device_contention.h"
+#include "surgery/path_problem.h"
+#include "test_util.h"
+
+#include <filesystem>
+
+namespace {
+
+namespace fs = std::filesystem;
+using daifu::FailureKind;
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+std::vector<std::string> candidate_names(daifu::Session& session, FailureKind kind, const std::string& message) {
+  daifu::Failure f;
+  f.kind = kind;
+  f.message = message;
+  std::vector<std::string> out;
+  for (auto* s : session.surgeries().candidates(f)) out.push_back(s->name());
+  return out;
+}
+
+// --- path_problem ---------------------------------------------------------------------------
+
+TEST(PathSurgery, ReadsThePathsOutOfRealMessages) {
+  using daifu::detail::paths_in_message;
+  auto save = paths_in_message("Parent directory /tmp/x/checkpoints does not exist.");
+  ASSERT_EQ(save.size(), 1u);
+  EXPECT_EQ(save[0].path, "/tmp/x/checkpoints");
+  EXPECT_TRUE(save[0].is_directory);
+  EXPECT_TRUE(save[0].output);
+  auto load = paths_in_message("open file failed because of errno 2 on fopen: , file path: /tmp/x/model.pt");
+  ASSERT_EQ(load.size(), 1u);
+  EXPECT_EQ(load[0].path, "/tmp/x/model.pt");
+  EXPECT_TRUE(load[0].input);
+  auto copy = paths_in_message("filesystem error: cannot copy file: No such file or directory [/a/b.txt] [/c/d.txt]");
+  ASSERT_EQ(copy.size(), 2u);
+  EXPECT_TRUE(copy[0].input);
+  EXPECT_TRUE(copy[1].output);
+  EXPECT_EQ(copy[1].path, "/c/d.txt");
+  auto quoted = paths_in_message("cannot open 'runs/exp 1/log.txt' for writing");
+  ASSERT_FALSE(quoted.empty());
+  EXPECT_EQ(quoted[0].path, "runs/exp 1/log.txt");
+  EXPECT_TRUE(paths_in_message("No such file or directory").empty());
+}
+
+TEST(PathSurgery, TorchSaveIntoAMissingDirectoryCreatesItAndTrainingFinishes) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  const fs::path checkpoint = wp / "checkpoints" / "epoch1" / "model.pt";
+  int64_t saved = 0;
+  DAIFU_GUARD(session, step, 0, 3) {
+    if (step.index() == 1) {
+      torch::save(torch::ones({3}), checkpoint.string());  // real libtorch error on the first attempt
+      ++saved;
+    }
+  };
+  EXPECT_EQ(saved, 1);
+  EXPECT_TRUE(fs::exists(checkpoint));
+  const auto failures = events(wp, "failure");
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0]["kind"], "path_problem");
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0]["surgery"], "path_problem");
+  EXPECT_EQ(repairs[0]["action"], "retry");
+  EXPECT_EQ(repairs[0]["changes"]["created_directory"][1], fs::weakly_canonical(checkpoint.parent_path()).string());
+}
+
+TEST(PathSurgery, FilesystemCopyToAMissingDirectoryCreatesTheTargetsParent) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  const fs::path source = wp / "source.txt";
+  const fs::path target = wp / "exports" / "copy.txt";
+  DAIFU_GUARD(session, step, 0, 1) {
+    if (!fs::exists(source)) torch::save(torch::ones({1}), source.string());
+    fs::copy_file(source, target, fs::copy_options::overwrite_existing);  // std::filesystem_error
+  };
+  EXPECT_TRUE(fs::exists(target));
+  EXPECT_EQ(events(wp, "repair").at(0)["surgery"], "path_problem");
+}
+
+TEST(PathSurgery, AMissingInputIsNotCreatedAndTheMessageNamesIt) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  const fs::path input = wp / "data" / "weights.pt";
+  try {
+    DAIFU_GUARD(session, step, 0, 1) {
+      torch::Tensor t;
+      torch::load(t, input.string());
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("the input \"" + input.string() + "\" does not exist"), std::string::npos) << what;
+    EXPECT_EQ(e.failure().kind, FailureKind::PathProblem);
+  }
+  EXPECT_FALSE(fs::exists(input.parent_path()));
+}
+
+TEST(PathSurgery, NeverCreatesOutsideTheAllowedRootsByDotDotOrBySymlink) {
+  const auto wp = fresh_dir();
+  const fs::path outside = fresh_dir("-outside");
+  fs::create_directories(wp);
+  fs::create_directories(outside);
+  fs::create_symlink(outside, wp / "link");
+  for (const fs::path& escape : {wp / ".." / (wp.filename().string() + "-outside") / "a" / "m.pt",
+                                 wp / "link" / "b" / "m.pt"}) {
+    daifu::Session session(daifu::Options().workplace(wp.string()).allowed_roots({wp.string()}));
+    try {
+      DAIFU_GUARD(session, step, 0, 1) { torch::save(torch::ones({1}), escape.string()); };
+      FAIL() << "expected daifu::Unrecovered for " << escape;
+    } catch (const daifu::Unrecovered& e) {
+      EXPECT_NE(std::string(e.what()).find("is outside the allowed roots"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(fs::exists(outside / "a"));
+  EXPECT_FALSE(fs::exists(outside / "b"));
+}
+
+TEST(PathSurgery, OwnsOnlyPathProblems) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  const std::string message = "Parent directory /tmp/nowhere does not exist.";
+  for (FailureKind kind : daifu::all_failure_kinds()) {
+    const auto names = candidate_names(session, kind, message);
+    const bool has = std::find(names.begin(), names.end(), "path_problem") != names.end();
+    EXPECT_EQ(has, kind == FailureKind::PathProblem) << daifu::to_string(kind);
+  }
+}
+
+// --- device_contention ------------------------------------------------------------------------
+
+TEST(ContentionSurgery, NextDeviceGoesToTheNextGpuThenCpuOnlyIfAllowed) {
+  using daifu::detail::next_device;
+  EXPECT_EQ(next_device("cuda:0", 2, false), "cuda:1");
+  EXPECT_EQ(next_device("cuda", 2, false), "cuda:1");
+  EXPECT_EQ(next_device("cuda:1", 2, false), std::nullopt);
+  EXPECT_EQ(next_device("cuda:1", 2, true), "cpu");
+  EXPECT_EQ(next_device("cpu", 2, true), std::nullopt);
+  EXPECT_EQ(next_device("cuda:x", 2, true), std::nullopt);
+}
+
+TEST(ContentionSurgery, WaitsWithBackoffAndRetries) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("contention@1").contention_backoff(
+      std::chrono::milliseconds(2)));
+  DAIFU_GUARD(session, step, 0, 3){};
+  EXPECT_EQ(session.global_step(), 3);
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0]["surgery"], "device_contention");
+  const int64_t waited = repairs[0]["changes"]["wait_us"][1];
+  EXPECT_GE(waited, 1000);  // 2 ms +-50%
+  EXPECT_LE(waited, 3000);
+}
+
+TEST(ContentionSurgery, ABusyDeviceThatStaysBusyEscalatesAfterTheBoundedWaits) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options()
+                             .workplace(wp.string())
+                             .inject("contention@1*")
+                             .max_attempts(10)
+                             .contention_waits(2)
+                             .contention_backoff(std::chrono::microseconds(100)));
+  try {
+    DAIFU_GUARD(session, step, 0, 3){};
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("no string knob \"device\""), std::string::npos) << e.what();
+    EXPECT_EQ(e.failure().attempt, 2);
+  }
+}
+
+TEST(ContentionSurgery, MovesTrainingToTheCpuWhenAllowedAfterTheWaits) {
+  torch::manual_seed(0);
+  torch::nn::Linear model(4, 2);
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(0.01));
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options()
+                             .workplace(wp.string())
+                             .max_attempts(6)
+                             .contention_waits(1)
+                             .contention_backoff(std::chrono::microseconds(100))
+                             .cpu_fallback(true));
+  session.track("model", *model);
+  session.track("optimizer", optimizer);
+  auto& device = session.knob("device", "cuda:7");  // a GPU held by another process
+  DAIFU_GUARD(session, step, 0, 4) {
+    // What CUDA reports for a device in exclusive use by another process.
+    TORCH_CHECK(device.get() == "cpu", "CUDA error: all CUDA-capable devices are busy or unavailable");
+    optimizer.zero_grad();
+    model->forward(torch::ones({3, 4}).to(device.get())).sum().backward();
+    optimizer.step();
+  };
+  EXPECT_EQ(device.get(), "cpu");
+  EXPECT_EQ(session.global_step(), 4);
+  const auto knobs = events(wp, "knob");
+  ASSERT_EQ(knobs.size(), 1u);
+  EXPECT_EQ(knobs[0]["before"], "cuda:7");
+  EXPECT_EQ(knobs[0]["after"], "cpu");
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 2u);  // one wait, one move
+  EXPECT_EQ(repairs[1]["changes"]["device"][1], "cpu");
+}
+
+TEST(ContentionSurgery, WithoutCpuFallbackAndNoOtherGpuItEscalates) {
+  daifu::Session session(daifu::Options()
+                             .workplace(fresh_dir().string())
+                             .inject("contention@0*")
+                             .contention_waits(0));
+  session.knob("device", "cuda:0");
+  try {
+    DAIFU_GUARD(session, step, 0, 1){};
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("Options::cpu_fallback is off"), std::string::npos) << e.what();
+  }
+}
+
+// --- api_misuse -----------------------------------------------------------------------------
+
+TEST(ApiMisuseSurgery, EscalatesNamingTheFailedCallAndItsThrowSite) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  try {
+    DAIFU_GUARD(session, step, 0, 2) {
+      if (step.index() == 1) torch::ones({4}).item<float>();  // real libtorch API misuse
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.failure().kind, FailureKind::ApiMisuse);
+    EXPECT_NE(what.find("API misuse is not repaired by guessing"), std::string::npos) << what;
+    EXPECT_NE(what.find("cannot be converted to Scalar"), std::string::npos) << what;
+    EXPECT_NE(what.find("builtin_surgery_test.cpp"), std::string::npos) << what;
+    EXPECT_EQ(e.failure().attempt, 0);  // escalated at once, no blind retries
+  }
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0]["action"], "escalate");
+}
+
+TEST(ApiMisuseSurgery, AUserSurgeryWithHigherPriorityStillGetsToRepair) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()).inject("api@0"));
+  session.surgeries().add("knows_the_call", daifu::match_kind(FailureKind::ApiMisuse),
+                          [](daifu::RepairContext&) { return daifu::Action::Retry; });
+  DAIFU_GUARD(session, step, 0, 1){};
+  EXPECT_EQ(session.global_step(), 1);
+}
+
+}  // namespace
