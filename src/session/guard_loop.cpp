@@ -321,7 +321,8 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
       incident.changes.push_back(change_text(c));
     }
     nlohmann::json repair = {{"event", "repair"}, {"step", step.index_},           {"attempt", step.attempt_},
-                             {"surgery", surgery->name()}, {"action", to_string(action)}, {"changes", changes},
+                             {"surgery", surgery->name()}, {"matched", std::string(to_string(failure.kind))},
+                             {"action", to_string(action)}, {"changes", changes},
                              {"report", report}};
     const std::string& why = context.explanation();
     if (!why.empty()) repair["reason"] = why;
