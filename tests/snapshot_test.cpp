@@ -369,6 +369,33 @@ TEST(Snapshot, TrackedTensorsAreRestoredAndStatsAreReported) {
   EXPECT_EQ(events(wp, "snapshot").at(0)["bytes"], 12);
 }
 
+TEST(Snapshot, ARestoreThatDoesNotFitIsRefusedBeforeAnythingChanges) {
+  torch::manual_seed(14);
+  torch::nn::Sequential net(torch::nn::Linear(4, 4), torch::nn::Linear(4, 2));
+  const auto wp = fresh_dir();
+  daifu::Session session(options_for(wp));
+  session.track("model", *net);
+  retry_everything(session);
+  auto params = net->parameters();
+  torch::Tensor changed;
+  try {
+    DAIFU_GUARD(session, step, 0, 2) {
+      if (step.index() == 1) {
+        torch::NoGradGuard no_grad;
+        params[0].add_(1);
+        changed = params[0].clone();
+        params[3].set_data(torch::zeros({3}));  // the last tensor no longer fits (a widened layer)
+        throw std::system_error(std::make_error_code(std::errc::io_error), "after the change");
+      }
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("restoring the snapshot failed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("changed shape since the snapshot"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(torch::equal(params[0], changed));  // refused before anything was copied back
+}
+
 TEST(Snapshot, SnapshotNowIsTakenAtTheNextStep) {
   torch::Tensor counter = torch::zeros({1});
   daifu::Session session(daifu::Options().workplace(fresh_dir().string()).snapshot_every(1000).inject(""));

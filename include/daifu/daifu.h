@@ -1,6 +1,7 @@
 // The umbrella header: everything a LibTorch training program needs to use daifu.
 #pragma once
 
+#include <daifu/checks.h>
 #include <daifu/classifier.h>
 #include <daifu/entry.h>
 #include <daifu/errors.h>

@@ -32,6 +32,11 @@ class DAIFU_API Step {
   /// Calls make() on the first attempt of this step and returns the stored result on every
   /// later attempt, so a retry sees the same data (e.g. the batch pulled from an iterator).
   /// Example:  auto& batch = step.once("batch", [&] { return *iterator++; });
+  /// A batch fetched this way is also what the built-in data surgeries can repair in place
+  /// (tensor_mismatch casts or reshapes it, exceptional_data scrubs it): they see values of
+  /// type at::Tensor, torch::data::Example<>, std::vector<torch::data::Example<>>,
+  /// std::pair/std::tuple of two tensors (input, target) and std::vector<at::Tensor>. A bare
+  /// tensor is taken for the target when its key contains "target" or "label".
   template <class F>
   auto& once(const std::string& key, F&& make) {
     using V = std::decay_t<decltype(make())>;

@@ -66,6 +66,9 @@ const std::vector<FailurePattern>& builtin_failure_patterns() {
       {"inconsistent tensor size", K::TensorMismatch},
       {"shape mismatch", K::TensorMismatch},
       {"using a target size .* that is different to the input size", K::TensorMismatch},
+      {"target size \\(\\[.*\\]\\) must be the same as input size", K::TensorMismatch},
+      {"expected floating point type for target with class probabilities", K::TensorMismatch},
+      {"input type \\(.+\\) and (bias|weight) type \\(.+\\) should be the same", K::TensorMismatch},
 
       {"parent directory .* does not exist", K::PathProblem},
       {"no such file or directory", K::PathProblem},

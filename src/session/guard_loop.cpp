@@ -89,9 +89,11 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     if (auto it = pending_attempt_.find(index); it != pending_attempt_.end()) step.attempt_ = it->second;
     if (auto it = memos_.find(index); it != memos_.end()) step.memo_ = it->second;
     const bool rerun = index < high_water_;
-    if (!rerun && step.attempt_ == 0) maybe_snapshot(index);
     impl_.current_step = index;
     for (;;) {
+      // A snapshot a surgery asked for (e.g. after changing a parameter's shape) is taken
+      // before the retry, not only at the next step.
+      if (!rerun && (step.attempt_ == 0 || impl_.snapshot_requested)) maybe_snapshot(index);
       step.micro_knob_.clear();
       impl_.state.begin_step();
       impl_.step_metrics.clear();

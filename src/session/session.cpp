@@ -252,7 +252,9 @@ std::string Session::summary() const {
   std::ostringstream out;
   const auto& s = impl_->stats;
   out << "daifu: " << s.committed_steps << " steps committed, " << s.failures << " failures, " << s.retries
-      << " retries, " << s.skipped_steps << " skipped, " << s.unrecovered << " unrecovered"
+      << " retries, " << s.skipped_steps << " skipped, ";
+  if (s.scrubbed_batches > 0) out << s.scrubbed_batches << " scrubbed, ";
+  out << s.unrecovered << " unrecovered"
       << " (workplace " << impl_->workplace.string() << ")\n";
   if (impl_->incidents.empty()) return out.str();
   out << std::left << std::setw(7) << "step" << std::setw(8) << "attempt" << std::setw(19) << "kind"

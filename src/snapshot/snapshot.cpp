@@ -178,6 +178,7 @@ void Snapshot::restore(const TrackedState& state) const {
   if (objects.size() != s.modules.size()) {
     throw Error("daifu: objects were tracked after the snapshot was taken; it cannot be restored");
   }
+  // Check every layout before changing anything: a refused restore leaves the state as it was.
   for (std::size_t i = 0; i < objects.size(); ++i) {
     const TrackedObject& o = objects[i];
     if (o.module != nullptr) {
@@ -191,8 +192,17 @@ void Snapshot::restore(const TrackedState& state) const {
         if (!same_layout(live[j], saved[j])) {
           throw Error("daifu: module \"" + o.name + "\" tensor " + std::to_string(j) + " changed shape since the snapshot");
         }
-        copy_into(live[j], saved[j]);
       }
+    } else if (o.tensor != nullptr && !same_layout(*o.tensor, s.tensors[i])) {
+      throw Error("daifu: tensor \"" + o.name + "\" changed shape since the snapshot");
+    }
+  }
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    const TrackedObject& o = objects[i];
+    if (o.module != nullptr) {
+      const auto live = module_tensors(*o.module);
+      const auto& saved = s.modules[i].tensors;
+      for (std::size_t j = 0; j < live.size(); ++j) copy_into(live[j], saved[j]);
     } else if (o.optimizer != nullptr) {
       const OptimizerImage& image = s.optimizers[i];
       auto& groups = o.optimizer->param_groups();
@@ -234,9 +244,6 @@ void Snapshot::restore(const TrackedState& state) const {
         live[entry.key] = std::move(rebuilt);
       }
     } else {
-      if (!same_layout(*o.tensor, s.tensors[i])) {
-        throw Error("daifu: tensor \"" + o.name + "\" changed shape since the snapshot");
-      }
       copy_into(*o.tensor, s.tensors[i]);
     }
   }

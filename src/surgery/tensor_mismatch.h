@@ -1,0 +1,28 @@
+// Built-in surgery "tensor_mismatch": adapters that each know one real libtorch 1.13 error
+// message and answer it by adapting the batch the step memoized with Step::once (or, for a
+// classifier head too narrow for its classes, by widening the head). The surgery matches a
+// tensor_mismatch failure only when an adapter knows its message; an adapter that finds no
+// memoized tensor fitting its message declines (Action::Decline, with the reason). Each repair
+// notes the tensors' shapes and dtypes before and after, and retries the step.
+// The messages and the changes: docs/surgeries/tensor_mismatch.md.
+#pragma once
+
+#include <daifu/surgery.h>
+
+namespace daifu::detail {
+
+class SessionImpl;
+
+class TensorMismatch final : public Surgery {
+ public:
+  explicit TensorMismatch(SessionImpl& impl);
+
+ protected:
+  bool matches(const Failure& failure) const override;
+  Action operate(RepairContext& context) override;
+
+ private:
+  SessionImpl& impl_;
+};
+
+}  // namespace daifu::detail
