@@ -50,6 +50,11 @@ class TrackedState {
   /// Puts the CPU RNG back to its state at begin_step().
   void restore_rng() const;
 
+  /// Makes the .grad() of every parameter of the tracked modules and optimizers undefined, so
+  /// the memory a failed step's gradients held is freed (unless the program holds them too).
+  /// Returns the bytes of the gradients dropped.
+  int64_t release_grads() const;
+
   /// CUDA device indices that tracked tensors lived on when tracked (empty on a CPU run).
   const std::vector<int64_t>& cuda_devices() const noexcept;
   /// Synchronizes every CUDA device in cuda_devices(), so that an asynchronous CUDA error
