@@ -13,8 +13,9 @@ struct CudaCacheEmptier {
 };
 
 /// Looks the function up with dlsym(RTLD_DEFAULT): libtorch 1.x exports
-/// `void c10::cuda::CUDACachingAllocator::emptyCache()` from libc10_cuda.so; 2.0-2.8 inline it
-/// (nothing to find); later versions export `void at::accelerator::emptyCache()`.
+/// `void c10::cuda::CUDACachingAllocator::emptyCache()` from libc10_cuda.so; 2.x makes it an
+/// inline call through the allocator object (nothing to find); recent 2.x releases export
+/// `void at::accelerator::emptyCache()`.
 /// Found on every call unless a test override is set. Never throws.
 DAIFU_API CudaCacheEmptier find_cuda_cache_emptier() noexcept;
 
