@@ -44,6 +44,9 @@ TEST(PathSurgery, ReadsThePathsOutOfRealMessages) {
   EXPECT_TRUE(copy[0].input);
   EXPECT_TRUE(copy[1].output);
   EXPECT_EQ(copy[1].path, "/c/d.txt");
+  auto size = paths_in_message("filesystem error: cannot get file size: No such file or directory [/a/x.pt]");
+  ASSERT_EQ(size.size(), 1u);
+  EXPECT_TRUE(size[0].input);
   auto quoted = paths_in_message("cannot open 'runs/exp 1/log.txt' for writing");
   ASSERT_FALSE(quoted.empty());
   EXPECT_EQ(quoted[0].path, "runs/exp 1/log.txt");

@@ -121,7 +121,13 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         ++index;
         break;
       }
-      if (decision.rollback && !step.memo_.empty()) memos_[index] = step.memo_;  // same data on the retry
+      if (decision.rollback) {  // the same data on the retry, or none if a surgery dropped it
+        if (step.memo_.empty()) {
+          memos_.erase(index);
+        } else {
+          memos_[index] = step.memo_;
+        }
+      }
       if (decision.action == Action::Skip) {  // skipped once the steps before it are re-run
         pending_skip_.insert(index);
         index = window_start_;

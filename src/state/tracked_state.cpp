@@ -157,6 +157,27 @@ void TrackedState::move_to(const std::string& device_name) {
   }
 }
 
+int64_t TrackedState::release_grads() const {
+  int64_t bytes = 0;
+  auto release = [&](const at::Tensor& param) {
+    at::Tensor& grad = param.mutable_grad();
+    if (!grad.defined()) return;
+    bytes += static_cast<int64_t>(grad.numel() * grad.element_size());
+    grad.reset();
+  };
+  for (const auto& o : impl_->objects) {
+    if (o.module != nullptr) {
+      for (const auto& p : o.module->parameters(/*recurse=*/true)) release(p);
+    }
+    if (o.optimizer != nullptr) {
+      for (const auto& group : o.optimizer->param_groups()) {
+        for (const auto& p : group.params()) release(p);
+      }
+    }
+  }
+  return bytes;
+}
+
 const std::vector<int64_t>& TrackedState::cuda_devices() const noexcept { return impl_->cuda_devices; }
 
 void TrackedState::synchronize_devices() const {

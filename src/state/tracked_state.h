@@ -56,6 +56,11 @@ class TrackedState {
   /// does not parse or cannot use.
   void move_to(const std::string& device);
 
+  /// Makes the .grad() of every parameter of the tracked modules and optimizers undefined, so
+  /// the memory a failed step's gradients held is freed (unless the program holds them too).
+  /// Returns the bytes of the gradients dropped.
+  int64_t release_grads() const;
+
   /// CUDA device indices that tracked tensors live on (empty on a CPU run).
   const std::vector<int64_t>& cuda_devices() const noexcept;
   /// Synchronizes every CUDA device in cuda_devices(), so that an asynchronous CUDA error

@@ -4,6 +4,7 @@
 #include "surgery/api_misuse.h"
 #include "surgery/device_contention.h"
 #include "surgery/exceptional_data.h"
+#include "surgery/out_of_memory.h"
 #include "surgery/path_problem.h"
 #include "surgery/tensor_mismatch.h"
 #include "surgery/transient_retry.h"
@@ -20,6 +21,7 @@ void add_builtin_surgeries(SessionImpl& impl) {
   impl.surgeries.add(std::make_unique<TensorMismatch>(impl));
   impl.surgeries.add(std::make_unique<PathProblemSurgery>(std::move(roots)));
   impl.surgeries.add(std::make_unique<ExceptionalData>(impl));
+  impl.surgeries.add(std::make_unique<OutOfMemorySurgery>(impl));
   impl.surgeries.add(std::make_unique<TransientRetry>(o.transient_retries(), o.transient_backoff(), o.max_backoff()));
   impl.surgeries.add(std::make_unique<ApiMisuseSurgery>());
 }

@@ -53,11 +53,15 @@ std::vector<PathMention> paths_in_message(const std::string& message) {
   for (auto it = std::sregex_iterator(message.begin(), message.end(), bracket); it != std::sregex_iterator(); ++it) {
     brackets.push_back((*it)[1].str());
   }
+  // Its operations that write: a copy or rename (to the second path), create_directory.
+  // Any other operation (file_size, status, ...) reads what it names.
   const std::string low = lower(message);
+  const bool filesystem = low.find("filesystem error:") != std::string::npos;
   const bool copies = low.find("cannot copy") != std::string::npos || low.find("cannot rename") != std::string::npos;
+  const bool creates = low.find("cannot create") != std::string::npos;
   for (std::size_t i = 0; i < brackets.size(); ++i) {
-    const bool target = copies && brackets.size() == 2 && i == 1;
-    add(brackets[i], {{}, false, /*output=*/target, /*input=*/copies && i == 0});
+    const bool output = creates || (copies && brackets.size() == 2 && i == 1);
+    add(brackets[i], {{}, false, output, /*input=*/filesystem && !output});
   }
   // Anything quoted, then bare words that contain a slash.
   static const std::regex quoted_text(R"re("([^"]+)"|'([^']+)')re");

@@ -1,0 +1,329 @@
+// The built-in out_of_memory surgery: a real allocation refusal under an address-space cap
+// (oom_target) repaired by halving the micro-batch, with the same final parameters as an
+// uncapped run; the batch-size path (halving, learning-rate scaling, memos dropped, escalation
+// at the floor); std::bad_alloc; released gradients; the CUDA cache seam; other kinds ignored.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "state/cuda_cache.h"
+#include "test_util.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <new>
+#include <sstream>
+
+namespace {
+
+using daifu::FailureKind;
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAsan = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAsan = true;
+#else
+constexpr bool kAsan = false;
+#endif
+#else
+constexpr bool kAsan = false;
+#endif
+
+// A tensor the CPU allocator refuses on any machine: 2^50 floats (4 PiB).
+void allocate_too_much() { (void)torch::empty({int64_t{1} << 50}, torch::kFloat); }
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> repair_surgeries(const std::filesystem::path& wp) {
+  std::vector<std::string> out;
+  for (const auto& r : events(wp, "repair")) out.push_back(r["surgery"]);
+  return out;
+}
+
+// Runs oom_target in `mode`; returns its stdout and stderr, asserting it exited with 0.
+std::string run_oom_target(const std::string& mode, const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  const auto log = dir / (mode + ".log");
+  // One arena, one OpenMP/OpenBLAS thread: no per-thread arenas or stacks after the cap.
+  const std::string command = "env -u DAIFU_INJECT MALLOC_ARENA_MAX=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 '" +
+                              std::string(DAIFU_OOM_TARGET) + "' " + mode + " '" + (dir / (mode + "_wp")).string() +
+                              "' '" + (dir / (mode + ".pt")).string() + "' > '" + log.string() + "' 2>&1";
+  const int status = std::system(command.c_str());
+  const std::string output = read_file(log);
+  EXPECT_EQ(status, 0) << mode << " run failed:\n" << output;
+  return output;
+}
+
+TEST(OutOfMemory, RealAllocationFailureHalvesTheMicroBatchAndTrainsLikeTheUncappedRun) {
+  if (kAsan) GTEST_SKIP() << "RLIMIT_AS cannot cap a process under AddressSanitizer (its shadow memory reserves terabytes)";
+  const auto dir = fresh_dir();
+  const std::string reference = run_oom_target("reference", dir);
+  const std::string limited = run_oom_target("limited", dir);
+  EXPECT_NE(reference.find("micro_batch=512"), std::string::npos) << reference;
+  // 256 fits with ~130 MiB to spare; 128 would still be a correct repair (a second halving).
+  EXPECT_TRUE(limited.find("micro_batch=256") != std::string::npos || limited.find("micro_batch=128") != std::string::npos)
+      << limited;
+  std::cout << limited;
+
+  // The refused allocation is a 512 x 131072 float activation of the first micro-batch.
+  const auto wp = dir / "limited_wp";
+  const auto failures = events(wp, "failure");
+  ASSERT_GE(failures.size(), 1u) << limited;
+  for (const auto& f : failures) EXPECT_EQ(f["kind"], "out_of_memory") << f.dump();
+  EXPECT_EQ(failures[0]["step"], 0);
+  EXPECT_EQ(failures[0]["exception_type"], "c10::Error");
+  const std::string message = failures[0]["message"];
+  EXPECT_NE(message.find("DefaultCPUAllocator: can't allocate memory"), std::string::npos) << message;
+  EXPECT_NE(message.find("you tried to allocate 268435456 bytes"), std::string::npos) << message;
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), failures.size());
+  for (const auto& r : repairs) {
+    EXPECT_EQ(r["surgery"], "out_of_memory");
+    EXPECT_EQ(r["action"], "retry");
+    EXPECT_FALSE(r["changes"].contains("step_memos"));  // the logical batch is kept
+  }
+  EXPECT_EQ(repairs[0]["changes"]["micro_batch"], nlohmann::json::array({512, 256}));
+  EXPECT_EQ(events(wp, "run_end").at(0)["status"], "ok");
+  EXPECT_EQ(events(wp, "run_end").at(0)["committed_steps"], 4);
+
+  std::vector<torch::Tensor> a, b;
+  torch::load(a, (dir / "limited.pt").string());
+  torch::load(b, (dir / "reference.pt").string());
+  ASSERT_EQ(a.size(), b.size());
+  double max_rel = 0, max_abs = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(a[i], b[i], /*rtol=*/1e-5, /*atol=*/1e-8)) << "parameter " << i;
+    const auto diff = (a[i] - b[i]).abs();
+    max_abs = std::max(max_abs, diff.max().item<double>());
+    const auto big = b[i].abs() > 1e-3;  // relative differences of values near 0 say nothing
+    if (big.any().item<bool>()) {
+      max_rel = std::max(max_rel, (diff.masked_select(big) / b[i].abs().masked_select(big)).max().item<double>());
+    }
+  }
+  std::cout << "limited vs reference: max relative difference " << max_rel << " (|value| > 1e-3), max absolute "
+            << max_abs << "\n";
+  RecordProperty("max_rel_diff", std::to_string(max_rel));
+  RecordProperty("max_abs_diff", std::to_string(max_abs));
+}
+
+TEST(OutOfMemory, BatchKnobIsHalvedWithTheLearningRateUntilTheStepFits) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).lr_knob("lr").inject(""));
+  auto& batch = session.knob<int64_t>("batch_size", 64).min(4);
+  auto& lr = session.knob("lr", 0.1);
+  std::vector<int64_t> drawn;
+  DAIFU_GUARD(session, step, 0, 3) {
+    const int64_t n = step.once("batch", [&] {
+      drawn.push_back(batch.get());
+      return batch.get();
+    });
+    if (n >= 32) allocate_too_much();
+  };
+  EXPECT_EQ(drawn, (std::vector<int64_t>{64, 32, 16, 16, 16}));
+  EXPECT_EQ(batch.get(), 16);
+  EXPECT_DOUBLE_EQ(lr.get(), 0.025);
+
+  const auto failures = events(wp, "failure");
+  ASSERT_EQ(failures.size(), 2u);
+  EXPECT_EQ(failures[0]["kind"], "out_of_memory");
+  EXPECT_NE(failures[0]["message"].get<std::string>().find("can't allocate memory"), std::string::npos);
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 2u);
+  EXPECT_EQ(repairs[0]["surgery"], "out_of_memory");
+  EXPECT_EQ(repairs[0]["changes"]["batch_size"], nlohmann::json::array({64, 32}));
+  EXPECT_EQ(repairs[0]["changes"]["lr"], nlohmann::json::array({0.1, 0.05}));
+  EXPECT_EQ(repairs[0]["changes"]["step_memos"], nlohmann::json::parse(R"([["batch"], []])"));
+  EXPECT_EQ(repairs[0]["changes"]["cuda_cache_emptied"][1], daifu::detail::find_cuda_cache_emptier().fn != nullptr);
+  EXPECT_NE(repairs[0]["reason"].get<std::string>().find("halved \"batch_size\" 64 -> 32"), std::string::npos);
+  EXPECT_EQ(repairs[1]["changes"]["batch_size"], nlohmann::json::array({32, 16}));
+  EXPECT_EQ(repairs[1]["changes"]["lr"], nlohmann::json::array({0.05, 0.025}));
+  const auto knobs = events(wp, "knob");
+  ASSERT_EQ(knobs.size(), 4u);
+  EXPECT_EQ(knobs[0]["reason"], "out of memory at step 0 (attempt 0): batch halved");
+}
+
+TEST(OutOfMemory, LearningRateIsLeftAloneWithoutAnLrKnob) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  auto& batch = session.knob<int64_t>("batch_size", 64);
+  auto& lr = session.knob("lr", 0.1);
+  DAIFU_GUARD(session, step, 0, 1) {
+    if (batch.get() > 32) allocate_too_much();
+  };
+  EXPECT_EQ(batch.get(), 32);
+  EXPECT_DOUBLE_EQ(lr.get(), 0.1);
+  EXPECT_FALSE(events(wp, "repair").at(0)["changes"].contains("lr"));
+}
+
+TEST(OutOfMemory, BadAllocIsClassifiedAndRepaired) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).batch_knob("rows").inject(""));
+  auto& rows = session.knob<int64_t>("rows", 100);
+  DAIFU_GUARD(session, step, 0, 2) {
+    if (rows.get() > 50) throw std::bad_alloc();
+  };
+  EXPECT_EQ(rows.get(), 50);
+  const auto failure = events(wp, "failure").at(0);
+  EXPECT_EQ(failure["kind"], "out_of_memory");
+  EXPECT_EQ(failure["matched_by"], "type:std::bad_alloc");
+  EXPECT_EQ(events(wp, "repair").at(0)["changes"]["rows"], nlohmann::json::array({100, 50}));
+}
+
+TEST(OutOfMemory, EscalatesAtTheFloorAndSaysWhatToDo) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  auto& batch = session.knob<int64_t>("batch_size", 16).min(8);
+  try {
+    DAIFU_GUARD(session, step, 0, 2) { allocate_too_much(); };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("surgery out_of_memory escalated: \"batch_size\" is at its floor 8"), std::string::npos) << what;
+    EXPECT_NE(what.find(".min(...)"), std::string::npos) << what;
+    EXPECT_NE(what.find("Step::micro_batches"), std::string::npos) << what;
+    EXPECT_EQ(e.failure().kind, FailureKind::OutOfMemory);
+    EXPECT_EQ(e.failure().attempt, 1);
+  }
+  EXPECT_EQ(batch.get(), 8);
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 2u);
+  EXPECT_EQ(repairs[1]["action"], "escalate");
+  EXPECT_TRUE(repairs[1]["changes"].empty());  // nothing is touched when it gives up
+}
+
+TEST(OutOfMemory, EscalatesWithoutAKnobToShrink) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  session.knob("batch_size", 0.5);  // not an int64 knob
+  try {
+    DAIFU_GUARD(session, step, 0, 1) { allocate_too_much(); };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("no int64 knob \"batch_size\" (Options::batch_knob)"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(OutOfMemory, MicroBatchIsHalvedAndTheLogicalBatchKept) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  auto& batch = session.knob<int64_t>("batch_size", 32);
+  auto& micro = session.knob<int64_t>("micro_batch", 16).min(4);
+  int64_t draws = 0;
+  std::vector<std::vector<int64_t>> splits;
+  DAIFU_GUARD(session, step, 0, 1) {
+    const int64_t n = step.once("batch", [&] {
+      ++draws;
+      return batch.get();
+    });
+    splits.emplace_back();
+    step.micro_batches(n, micro, [&](int64_t b, int64_t e, double) {
+      splits.back().push_back(e - b);
+      if (e - b > 4) throw std::bad_alloc();
+    });
+  };
+  EXPECT_EQ(draws, 1);
+  EXPECT_EQ(batch.get(), 32);
+  EXPECT_EQ(micro.get(), 4);
+  EXPECT_EQ(splits, (std::vector<std::vector<int64_t>>{{16}, {8}, {4, 4, 4, 4, 4, 4, 4, 4}}));
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 2u);
+  EXPECT_EQ(repairs[0]["changes"]["micro_batch"], nlohmann::json::array({16, 8}));
+  EXPECT_FALSE(repairs[0]["changes"].contains("batch_size"));
+  EXPECT_FALSE(repairs[0]["changes"].contains("step_memos"));
+  EXPECT_NE(repairs[0]["reason"].get<std::string>().find("still sees the whole logical batch"), std::string::npos);
+}
+
+TEST(OutOfMemory, MicroBatchAtItsFloorEscalates) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  auto& micro = session.knob<int64_t>("micro_batch", 1);
+  try {
+    DAIFU_GUARD(session, step, 0, 1) {
+      step.micro_batches(8, micro, [&](int64_t, int64_t, double) { throw std::bad_alloc(); });
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("micro-batch knob \"micro_batch\" is at its floor 1"), std::string::npos)
+        << e.what();
+  }
+}
+
+int g_cache_emptied = 0;
+void fake_empty_cache() { ++g_cache_emptied; }
+
+TEST(OutOfMemory, GradientsAreReleasedAndTheCudaCacheEmptied) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  torch::nn::Linear model(8, 4);
+  session.track("model", *model);
+  auto& batch = session.knob<int64_t>("batch_size", 2);
+  daifu::detail::override_cuda_cache_emptier_for_testing(&fake_empty_cache);
+  std::vector<bool> grad_at_start;
+  DAIFU_GUARD(session, step, 0, 1) {
+    grad_at_start.push_back(model->weight.grad().defined());
+    model->forward(torch::ones({batch.get(), 8})).sum().backward();
+    EXPECT_TRUE(model->weight.grad().defined());
+    if (step.attempt() == 0) throw std::bad_alloc();
+  };
+  daifu::detail::override_cuda_cache_emptier_for_testing(nullptr);
+  EXPECT_EQ(grad_at_start, (std::vector<bool>{false, false}));
+  EXPECT_EQ(g_cache_emptied, 1);
+  const auto changes = events(wp, "repair").at(0)["changes"];
+  EXPECT_EQ(changes["grad_bytes"], nlohmann::json::array({(8 * 4 + 4) * 4, 0}));
+  EXPECT_EQ(changes["cuda_cache_emptied"], nlohmann::json::array({false, true}));
+}
+
+TEST(OutOfMemory, TheCudaCacheIsNotFoundInACpuOnlyLibtorch) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this libtorch has CUDA";
+  const auto emptier = daifu::detail::find_cuda_cache_emptier();
+  // Debian's libtorch 1.13 is CPU-only: no libc10_cuda.so in the process.
+  EXPECT_EQ(emptier.fn, nullptr) << emptier.name;
+  EXPECT_FALSE(daifu::detail::empty_cuda_cache());
+}
+
+TEST(OutOfMemory, OtherFailureKindsNeverMatch) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  for (FailureKind kind : daifu::all_failure_kinds()) {
+    daifu::Failure failure;
+    failure.kind = kind;
+    std::vector<std::string> names;
+    for (auto* s : session.surgeries().candidates(failure)) names.push_back(s->name());
+    const bool fires = std::find(names.begin(), names.end(), "out_of_memory") != names.end();
+    EXPECT_EQ(fires, kind == FailureKind::OutOfMemory) << daifu::to_string(kind);
+  }
+}
+
+TEST(OutOfMemory, RealShapeAndPathErrorsLeaveTheBatchAlone) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+  auto& batch = session.knob<int64_t>("batch_size", 64);
+  try {
+    DAIFU_GUARD(session, step, 0, 1) { torch::mm(torch::ones({batch.get(), 7}), torch::ones({10, 5})); };
+  } catch (const daifu::Unrecovered&) {
+  }
+  try {
+    DAIFU_GUARD(session, step, 0, 1) { (void)std::filesystem::file_size(wp / "no-such-dir" / "checkpoint.pt"); };
+  } catch (const daifu::Unrecovered&) {
+  }
+  const auto failures = events(wp, "failure");
+  ASSERT_EQ(failures.size(), 2u);
+  EXPECT_EQ(failures[0]["kind"], "tensor_mismatch");
+  EXPECT_EQ(failures[1]["kind"], "path_problem");
+  const auto surgeries = repair_surgeries(wp);
+  EXPECT_EQ(std::count(surgeries.begin(), surgeries.end(), "out_of_memory"), 0);
+  EXPECT_EQ(batch.get(), 64);
+}
+
+}  // namespace
