@@ -14,7 +14,7 @@ namespace daifu {
 /// Throws daifu::Error "<what> contains non-finite values (N NaN, M Inf) in a tensor of shape
 /// [...]" when `t` holds a NaN or an infinity; the classifier maps it to
 /// FailureKind::ExceptionalData, which the built-in exceptional_data surgery repairs (skips the
-/// batch, or scrubs it: docs/surgeries/exceptional_data.md). Integer and bool tensors always
+/// batch, or scrubs it: docs/surgeries.md#exceptional_data). Integer and bool tensors always
 /// pass. Throws daifu::Error if `t` is undefined. Costs one pass over `t`.
 /// Example:
 ///   auto loss = torch::nll_loss(model->forward(x), y);

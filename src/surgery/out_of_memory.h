@@ -3,7 +3,7 @@
 // again with less memory per forward/backward: a halved micro-batch if the step used
 // Step::micro_batches(), else a halved batch-size knob (and a linearly scaled learning rate).
 // At the knob's floor, or with no knob to shrink, it escalates and says what the user can do.
-// docs/surgeries/out_of_memory.md.
+// docs/surgeries.md#out_of_memory.
 #pragma once
 
 #include <daifu/surgery.h>

@@ -4,7 +4,7 @@
 // tensor_mismatch failure only when an adapter knows its message; an adapter that finds no
 // memoized tensor fitting its message declines (Action::Decline, with the reason). Each repair
 // notes the tensors' shapes and dtypes before and after, and retries the step.
-// The messages and the changes: docs/surgeries/tensor_mismatch.md.
+// The messages and the changes: docs/surgeries.md#tensor_mismatch.
 #pragma once
 
 #include <daifu/surgery.h>
