@@ -9,6 +9,8 @@
 #include "test_util.h"
 
 #include <filesystem>
+#include <map>
+#include <set>
 
 namespace {
 
@@ -255,6 +257,38 @@ TEST(ApiMisuseSurgery, AUserSurgeryWithHigherPriorityStillGetsToRepair) {
                           [](daifu::RepairContext&) { return daifu::Action::Retry; });
   DAIFU_GUARD(session, step, 0, 1){};
   EXPECT_EQ(session.global_step(), 1);
+}
+
+// --- all built-ins ------------------------------------------------------------------------------
+
+TEST(BuiltinSurgeries, EachFiresOnlyOnTheKindsItOwnsWhateverTheMessageSays) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  const std::map<std::string, std::set<FailureKind>> owners = {
+      {"out_of_memory", {FailureKind::OutOfMemory}},
+      {"device_contention", {FailureKind::DeviceContention}},
+      {"path_problem", {FailureKind::PathProblem}},
+      {"exceptional_data", {FailureKind::ExceptionalData, FailureKind::NumericFault}},
+      {"tensor_mismatch", {FailureKind::TensorMismatch}},
+      {"transient_retry", {FailureKind::TransientRuntime}},
+      {"api_misuse", {FailureKind::ApiMisuse}},
+  };
+  for (const auto& [name, kinds] : owners) {
+    const auto names = session.surgeries().names();
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name << " is not registered";
+  }
+  // A message carrying the words every built-in reacts to: only the kind may decide.
+  const std::string everything =
+      "0D or 1D target tensor expected, multi-target not supported; Function 'SqrtBackward0' returned nan "
+      "values; Parent directory /tmp/daifu-nowhere does not exist; loss contains non-finite values; "
+      "DefaultCPUAllocator: can't allocate memory; all CUDA-capable devices are busy or unavailable";
+  for (FailureKind kind : daifu::all_failure_kinds()) {
+    for (const auto& name : candidate_names(session, kind, everything)) {
+      ASSERT_TRUE(owners.count(name)) << name;
+      EXPECT_TRUE(owners.at(name).count(kind)) << name << " claimed a " << daifu::to_string(kind) << " failure";
+    }
+  }
+  EXPECT_TRUE(candidate_names(session, FailureKind::Fatal, everything).empty());
+  EXPECT_TRUE(candidate_names(session, FailureKind::Unknown, everything).empty());
 }
 
 }  // namespace

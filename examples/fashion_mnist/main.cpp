@@ -1,6 +1,8 @@
 // The "main job": a small CNN trained on Fashion-MNIST under DAIFU_GUARD. Faults come from
-// $DAIFU_INJECT, or from a demo plan when it is unset; a user surgery skips batches with
-// exceptional data; at the end: test accuracy, wall time and every failure and its repair.
+// $DAIFU_INJECT, or from a demo plan when it is unset; daifu's built-in surgeries repair them
+// (a batch with NaN is skipped, a missing directory created, an I/O error retried, an
+// out-of-memory step retried at half the batch); at the end: test accuracy, wall time and
+// every failure and its repair.
 //
 //   fashion_mnist [--epochs N] [--steps N] [--batch-size N] [--workplace DIR] [--threads N]
 //                 [--data DIR]
@@ -27,7 +29,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: fashion_mnist [--epochs N] [--steps N] [--batch-size N] [--workplace DIR]\n"
     "                     [--threads N] [--data DIR]\n";
-constexpr const char* kDemoFaults = "transient@40, nan_data@90, io@150, transient@151";
+constexpr const char* kDemoFaults = "transient@40, nan_data@90, path@120, io@150, transient@151";
 
 struct Args {
   int64_t epochs = 1;
@@ -112,10 +114,8 @@ int train(const Args& args) {
   daifu::Session session(options);
   session.track("model", *model);
   session.track("optimizer", optimizer);
-  auto& batch_size = session.knob<int64_t>("batch_size", args.batch_size);
-  // A batch with exceptional data (NaN or Inf in it) is skipped rather than trained on.
-  session.surgeries().add("skip_bad_batch", daifu::match_kind(daifu::FailureKind::ExceptionalData),
-                          [](daifu::RepairContext&) { return daifu::Action::Skip; });
+  // The out-of-memory surgery halves it, down to 16 (try DAIFU_INJECT="oom@100").
+  auto& batch_size = session.knob<int64_t>("batch_size", args.batch_size).min(std::min<int64_t>(16, args.batch_size));
 
   std::printf("Fashion-MNIST: %lld steps of %lld images, %lld thread(s), faults: %s, workplace %s\n",
               static_cast<long long>(total), static_cast<long long>(args.batch_size),
@@ -126,13 +126,14 @@ int train(const Args& args) {
 
   DAIFU_GUARD(session, step, 0, total) {
     const int64_t b = batch_size.get();
-    // Gathered once per step and batch size: a retry trains on the very same samples, and a
-    // repair that shrinks the batch gets a fresh (smaller) gather.
-    const auto& batch = step.once("batch/" + std::to_string(b), [&] {
+    // Gathered once per step: a retry trains on the very same samples (the out-of-memory
+    // surgery drops it when it shrinks the batch, and the retry gathers b/2 samples).
+    const auto& batch = step.once("batch", [&] {
       return fashion_mnist::gather(train_set, sampler.indices(step.index(), b));
     });
     optimizer.zero_grad();
     auto loss = torch::nll_loss(model->forward(batch.images), batch.labels);
+    daifu::check_finite(loss, "loss");  // NaN data: the step is skipped before it reaches the weights
     loss.backward();
     optimizer.step();
     const double value = loss.item<double>();
