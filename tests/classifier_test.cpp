@@ -94,7 +94,7 @@ TEST(Classifier, PathProblemFromARealLoadAndFilesystem) {
     torch::load(t, "/nonexistent-daifu-file.pt");
   });
   EXPECT_EQ(load.kind, FailureKind::PathProblem) << load.message;
-  auto fs = classify_thrown([] { std::filesystem::file_size("/nonexistent-daifu-file"); });
+  auto fs = classify_thrown([] { (void)std::filesystem::file_size("/nonexistent-daifu-file"); });
   EXPECT_EQ(fs.kind, FailureKind::PathProblem) << fs.message;
   EXPECT_EQ(fs.exception_type, "std::filesystem::__cxx11::filesystem_error");
 }

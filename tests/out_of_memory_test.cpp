@@ -143,7 +143,7 @@ TEST(OutOfMemory, BatchKnobIsHalvedWithTheLearningRateUntilTheStepFits) {
   EXPECT_EQ(repairs[0]["changes"]["batch_size"], nlohmann::json::array({64, 32}));
   EXPECT_EQ(repairs[0]["changes"]["lr"], nlohmann::json::array({0.1, 0.05}));
   EXPECT_EQ(repairs[0]["changes"]["step_memos"], nlohmann::json::parse(R"([["batch"], []])"));
-  EXPECT_EQ(repairs[0]["changes"]["cuda_cache_emptied"][1], daifu::detail::find_cuda_cache_emptier().fn != nullptr);
+  EXPECT_EQ(repairs[0]["changes"].contains("cuda_cache_emptied"), daifu::detail::find_cuda_cache_emptier().fn != nullptr);
   EXPECT_NE(repairs[0]["reason"].get<std::string>().find("halved \"batch_size\" 64 -> 32"), std::string::npos);
   EXPECT_EQ(repairs[1]["changes"]["batch_size"], nlohmann::json::array({32, 16}));
   EXPECT_EQ(repairs[1]["changes"]["lr"], nlohmann::json::array({0.05, 0.025}));

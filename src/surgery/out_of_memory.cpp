@@ -46,7 +46,7 @@ Action OutOfMemorySurgery::operate(RepairContext& context) {
 void OutOfMemorySurgery::release_memory(RepairContext& context) {
   const int64_t bytes = impl_.state.release_grads();
   if (bytes > 0) context.note("grad_bytes", std::to_string(bytes), "0");
-  context.note("cuda_cache_emptied", "false", empty_cuda_cache() ? "true" : "false");
+  if (empty_cuda_cache()) context.note("cuda_cache_emptied", "false", "true");
 }
 
 Action OutOfMemorySurgery::shrink_micro_batch(RepairContext& context, const std::string& name) {
