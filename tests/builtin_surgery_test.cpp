@@ -16,17 +16,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using daifu::FailureKind;
+using daifu::testing::candidate_names;
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
-
-std::vector<std::string> candidate_names(daifu::Session& session, FailureKind kind, const std::string& message) {
-  daifu::Failure f;
-  f.kind = kind;
-  f.message = message;
-  std::vector<std::string> out;
-  for (auto* s : session.surgeries().candidates(f)) out.push_back(s->name());
-  return out;
-}
 
 // --- path_problem ---------------------------------------------------------------------------
 
@@ -133,9 +125,8 @@ TEST(PathSurgery, OwnsOnlyPathProblems) {
   daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
   const std::string message = "Parent directory /tmp/nowhere does not exist.";
   for (FailureKind kind : daifu::all_failure_kinds()) {
-    const auto names = candidate_names(session, kind, message);
-    const bool has = std::find(names.begin(), names.end(), "path_problem") != names.end();
-    EXPECT_EQ(has, kind == FailureKind::PathProblem) << daifu::to_string(kind);
+    EXPECT_EQ(daifu::testing::claims(session, "path_problem", kind, message), kind == FailureKind::PathProblem)
+        << daifu::to_string(kind);
   }
 }
 

@@ -214,13 +214,7 @@ TEST(ExceptionalData, AnUnknownPolicyEscalatesNamingTheAcceptedValues) {
 TEST(ExceptionalData, ClaimsOnlyNonFiniteFailures) {
   daifu::Session session(options_for(fresh_dir()));
   auto claims = [&](daifu::FailureKind kind, const std::string& message) {
-    daifu::Failure f;
-    f.kind = kind;
-    f.message = message;
-    for (const auto* s : session.surgeries().candidates(f)) {
-      if (s->name() == "exceptional_data") return true;
-    }
-    return false;
+    return daifu::testing::claims(session, "exceptional_data", kind, message);
   };
   using K = daifu::FailureKind;
   EXPECT_TRUE(claims(K::ExceptionalData, "input batch contains non-finite values (1 NaN, 0 Inf)"));

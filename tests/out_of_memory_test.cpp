@@ -296,12 +296,9 @@ TEST(OutOfMemory, OtherFailureKindsNeverMatch) {
   const auto wp = fresh_dir();
   daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
   for (FailureKind kind : daifu::all_failure_kinds()) {
-    daifu::Failure failure;
-    failure.kind = kind;
-    std::vector<std::string> names;
-    for (auto* s : session.surgeries().candidates(failure)) names.push_back(s->name());
-    const bool fires = std::find(names.begin(), names.end(), "out_of_memory") != names.end();
-    EXPECT_EQ(fires, kind == FailureKind::OutOfMemory) << daifu::to_string(kind);
+    EXPECT_EQ(daifu::testing::claims(session, "out_of_memory", kind, "can't allocate memory"),
+              kind == FailureKind::OutOfMemory)
+        << daifu::to_string(kind);
   }
 }
 

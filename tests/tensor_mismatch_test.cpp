@@ -319,13 +319,7 @@ TEST(TensorMismatch, ASingleSampleWithoutItsBatchDimensionIsUnsqueezed) {
 TEST(TensorMismatch, ClaimsOnlyTheMessagesItKnows) {
   daifu::Session session(options_for(fresh_dir()));
   auto claims = [&](daifu::FailureKind kind, const std::string& message) {
-    daifu::Failure f;
-    f.kind = kind;
-    f.message = message;
-    for (const auto* s : session.surgeries().candidates(f)) {
-      if (s->name() == "tensor_mismatch") return true;
-    }
-    return false;
+    return daifu::testing::claims(session, "tensor_mismatch", kind, message);
   };
   using K = daifu::FailureKind;
   EXPECT_TRUE(claims(K::TensorMismatch, "0D or 1D target tensor expected, multi-target not supported"));

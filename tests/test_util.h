@@ -2,10 +2,12 @@
 #pragma once
 
 #include <daifu/journal.h>
+#include <daifu/session.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -31,6 +33,23 @@ inline std::vector<nlohmann::json> events(const std::filesystem::path& workplace
     if (event.empty() || line.event == event) out.push_back(nlohmann::json::parse(line.json));
   }
   return out;
+}
+
+/// The names of the session's surgeries that would be asked to repair a failure of `kind`
+/// with `message`, in the order they would be asked.
+inline std::vector<std::string> candidate_names(Session& session, FailureKind kind, const std::string& message) {
+  Failure f;
+  f.kind = kind;
+  f.message = message;
+  std::vector<std::string> out;
+  for (const auto* s : session.surgeries().candidates(f)) out.push_back(s->name());
+  return out;
+}
+
+/// Whether surgery `name` would be asked to repair a failure of `kind` with `message`.
+inline bool claims(Session& session, const std::string& name, FailureKind kind, const std::string& message) {
+  const auto names = candidate_names(session, kind, message);
+  return std::find(names.begin(), names.end(), name) != names.end();
 }
 
 }  // namespace daifu::testing

@@ -18,9 +18,9 @@ void add_builtin_surgeries(SessionImpl& impl) {
   std::vector<std::filesystem::path> roots(o.allowed_roots().begin(), o.allowed_roots().end());
   if (roots.empty()) roots = {std::filesystem::current_path(), impl.workplace};
   impl.surgeries.add(std::make_unique<DeviceContentionSurgery>(impl));
-  impl.surgeries.add(std::make_unique<TensorMismatch>(impl));
+  impl.surgeries.add(std::make_unique<TensorMismatchSurgery>(impl));
   impl.surgeries.add(std::make_unique<PathProblemSurgery>(std::move(roots)));
-  impl.surgeries.add(std::make_unique<ExceptionalData>(impl));
+  impl.surgeries.add(std::make_unique<ExceptionalDataSurgery>(impl));
   impl.surgeries.add(std::make_unique<OutOfMemorySurgery>(impl));
   impl.surgeries.add(std::make_unique<TransientRetry>(o.transient_retries(), o.transient_backoff(), o.max_backoff()));
   impl.surgeries.add(std::make_unique<ApiMisuseSurgery>());

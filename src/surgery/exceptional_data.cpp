@@ -29,16 +29,16 @@ struct Scrubbed {
 
 }  // namespace
 
-ExceptionalData::ExceptionalData(SessionImpl& impl)
+ExceptionalDataSurgery::ExceptionalDataSurgery(SessionImpl& impl)
     : Surgery("exceptional_data", SurgeryLimits{/*priority=*/150, /*max_per_step=*/2, /*max_per_run=*/1'000'000}),
       impl_(impl) {}
 
-bool ExceptionalData::matches(const Failure& failure) const {
+bool ExceptionalDataSurgery::matches(const Failure& failure) const {
   return failure.kind == FailureKind::ExceptionalData ||
          (failure.kind == FailureKind::NumericFault && names_non_finite(failure.message));
 }
 
-Action ExceptionalData::operate(RepairContext& context) {
+Action ExceptionalDataSurgery::operate(RepairContext& context) {
   std::string policy = "skip";
   if (detail::KnobBase* knob = context.session().find_knob("data_policy")) {
     auto* text = dynamic_cast<Knob<std::string>*>(knob);
@@ -55,14 +55,14 @@ Action ExceptionalData::operate(RepairContext& context) {
   return Action::Escalate;
 }
 
-Action ExceptionalData::skip(RepairContext& context, const std::string& why) {
+Action ExceptionalDataSurgery::skip(RepairContext& context, const std::string& why) {
   ++skipped_;
   context.note("skipped_batches", std::to_string(skipped_ - 1), std::to_string(skipped_));
   context.explain(why + ": the batch of step " + std::to_string(context.step().index()) + " is skipped");
   return Action::Skip;
 }
 
-Action ExceptionalData::scrub(RepairContext& context) {
+Action ExceptionalDataSurgery::scrub(RepairContext& context) {
   at::NoGradGuard no_grad;
   const auto dtype = model_dtype(impl_.state);
   const auto batch = batch_tensors(context.step());

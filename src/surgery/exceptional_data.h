@@ -19,9 +19,9 @@ namespace daifu::detail {
 
 class SessionImpl;
 
-class ExceptionalData final : public Surgery {
+class ExceptionalDataSurgery final : public Surgery {
  public:
-  explicit ExceptionalData(SessionImpl& impl);
+  explicit ExceptionalDataSurgery(SessionImpl& impl);
 
  protected:
   bool matches(const Failure& failure) const override;

@@ -323,16 +323,16 @@ const Adapter* adapter_for(const std::string& message, std::smatch& m) {
 
 }  // namespace
 
-TensorMismatch::TensorMismatch(SessionImpl& impl)
+TensorMismatchSurgery::TensorMismatchSurgery(SessionImpl& impl)
     : Surgery("tensor_mismatch", SurgeryLimits{/*priority=*/140, /*max_per_step=*/4, /*max_per_run=*/1'000'000}),
       impl_(impl) {}
 
-bool TensorMismatch::matches(const Failure& failure) const {
+bool TensorMismatchSurgery::matches(const Failure& failure) const {
   std::smatch m;
   return failure.kind == FailureKind::TensorMismatch && adapter_for(failure.message, m) != nullptr;
 }
 
-Action TensorMismatch::operate(RepairContext& context) {
+Action TensorMismatchSurgery::operate(RepairContext& context) {
   const std::string& message = context.failure().message;
   std::smatch m;
   const Adapter* adapter = adapter_for(message, m);

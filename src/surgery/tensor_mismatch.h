@@ -13,9 +13,9 @@ namespace daifu::detail {
 
 class SessionImpl;
 
-class TensorMismatch final : public Surgery {
+class TensorMismatchSurgery final : public Surgery {
  public:
-  explicit TensorMismatch(SessionImpl& impl);
+  explicit TensorMismatchSurgery(SessionImpl& impl);
 
  protected:
   bool matches(const Failure& failure) const override;
