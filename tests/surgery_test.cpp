@@ -169,4 +169,41 @@ TEST(Surgery, AnEscalationCarriesTheSurgerysExplanation) {
   }
 }
 
+TEST(Surgery, MatchChecksKindTypeMessageAndStepRangeTogether) {
+  const auto match = daifu::Match()
+                         .kind(FailureKind::TensorMismatch)
+                         .exception_type("c10::IndexError")
+                         .message(R"(target \d+ is out of bounds)")
+                         .steps(10, 20);
+  daifu::Failure f;
+  f.kind = FailureKind::TensorMismatch;
+  f.exception_type = "c10::IndexError";
+  f.message = "Target 7 is out of bounds.";
+  f.step = 10;
+  EXPECT_TRUE(match(f));
+  f.step = 20;
+  EXPECT_FALSE(match(f));
+  f.step = 15;
+  f.exception_type = "c10::Error";
+  EXPECT_FALSE(match(f));
+  f.exception_type = "c10::IndexError";
+  f.message = "Target -1 is out of bounds.";
+  EXPECT_FALSE(match(f));
+  f.message = "Target 7 is out of bounds.";
+  f.kind = FailureKind::ApiMisuse;
+  EXPECT_FALSE(match(f));
+  EXPECT_TRUE(daifu::Match()(f));  // no condition: everything
+  EXPECT_THROW(daifu::Match().message("(unclosed"), daifu::Error);
+}
+
+TEST(Surgery, AMatchRepairsARealIndexErrorOnlyInItsStepRange) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("index@2, index@5"));
+  session.surgeries().add("early_index_errors",
+                          daifu::Match().exception_type("c10::IndexError").message("out of range").steps(0, 3),
+                          [](daifu::RepairContext&) { return Action::Retry; });
+  EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 8){}; }, daifu::Unrecovered);
+  EXPECT_EQ(session.global_step(), 5);  // step 2 repaired, step 5 outside the range
+}
+
 }  // namespace

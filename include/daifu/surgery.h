@@ -7,7 +7,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
+#include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -99,6 +102,37 @@ using ApplyFn = std::function<Action(RepairContext&)>;
 
 /// A match that accepts one kind.
 DAIFU_API MatchFn match_kind(FailureKind kind);
+
+/// A match from conditions that must all hold; a condition not given accepts anything.
+/// Usable wherever a MatchFn is.
+/// Example:
+///   session.surgeries().add("late_index_errors",
+///                           daifu::Match()
+///                               .kind(daifu::FailureKind::TensorMismatch)
+///                               .exception_type("c10::IndexError")
+///                               .message(R"(target \d+ is out of bounds)")
+///                               .steps(1000, 2000),
+///                           apply);
+class DAIFU_API Match {
+ public:
+  Match& kind(FailureKind kind);
+  /// The demangled dynamic type, exactly, e.g. "c10::IndexError" or "std::bad_alloc".
+  Match& exception_type(std::string type);
+  /// An ECMAScript regex searched in the message, case-insensitive. Throws daifu::Error if
+  /// it does not compile.
+  Match& message(const std::string& regex);
+  /// Steps (of the guard loop) in [first, last).
+  Match& steps(int64_t first, int64_t last);
+
+  bool operator()(const Failure& failure) const;
+
+ private:
+  std::optional<FailureKind> kind_;
+  std::optional<std::string> type_;
+  std::shared_ptr<const std::regex> message_;
+  int64_t first_ = std::numeric_limits<int64_t>::min();
+  int64_t last_ = std::numeric_limits<int64_t>::max();
+};
 
 /// The surgeries of a session, ordered by priority (then by registration).
 ///

@@ -1,3 +1,4 @@
+#include <daifu/errors.h>
 #include <daifu/session.h>
 #include <daifu/surgery.h>
 
@@ -59,6 +60,37 @@ class FunctionSurgery final : public Surgery {
 
 MatchFn match_kind(FailureKind kind) {
   return [kind](const Failure& f) { return f.kind == kind; };
+}
+
+Match& Match::kind(FailureKind kind) {
+  kind_ = kind;
+  return *this;
+}
+
+Match& Match::exception_type(std::string type) {
+  type_ = std::move(type);
+  return *this;
+}
+
+Match& Match::message(const std::string& regex) {
+  try {
+    message_ = std::make_shared<const std::regex>(regex, std::regex::ECMAScript | std::regex::icase);
+  } catch (const std::regex_error& e) {
+    throw Error("daifu: Match::message(\"" + regex + "\") is not a valid regex: " + e.what());
+  }
+  return *this;
+}
+
+Match& Match::steps(int64_t first, int64_t last) {
+  first_ = first;
+  last_ = last;
+  return *this;
+}
+
+bool Match::operator()(const Failure& failure) const {
+  return (!kind_ || failure.kind == *kind_) && (!type_ || failure.exception_type == *type_) &&
+         failure.step >= first_ && failure.step < last_ &&
+         (!message_ || std::regex_search(failure.message, *message_));
 }
 
 struct SurgeryRegistry::Entry {
