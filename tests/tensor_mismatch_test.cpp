@@ -262,7 +262,9 @@ TEST(TensorMismatch, AnUint8InputIsNotCastSilently) {
   } catch (const daifu::Unrecovered& e) {
     EXPECT_NE(std::string(e.what()).find("tensor_mismatch (declined: dtype: x is Byte"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(events(wp, "surgery_declined").size(), 1u);
+  const auto declined = events(wp, "surgery_declined");
+  ASSERT_EQ(declined.size(), 2u);  // then hot_patch: no patch in the workplace
+  EXPECT_EQ(declined[0]["surgery"], "tensor_mismatch");
 }
 
 struct ConvNetImpl : torch::nn::Module {
@@ -350,8 +352,9 @@ TEST(TensorMismatch, DeclinesWhenNoMemoizedTensorFitsTheMessage) {
     EXPECT_NE(what.find("tensor_mismatch (declined: target_rank: no memoized target"), std::string::npos) << what;
   }
   const auto declined = events(wp, "surgery_declined");
-  ASSERT_EQ(declined.size(), 1u);
+  ASSERT_EQ(declined.size(), 2u);
   EXPECT_EQ(declined[0]["surgery"], "tensor_mismatch");
+  EXPECT_EQ(declined[1]["surgery"], "hot_patch");
   EXPECT_TRUE(events(wp, "repair").empty());
 }
 

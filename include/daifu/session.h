@@ -30,6 +30,7 @@ class Optimizer;
 }  // namespace torch
 
 namespace daifu {
+class PatchContext;
 namespace detail {
 class SessionImpl;
 class StepLoop;
@@ -130,6 +131,7 @@ class DAIFU_API Session : private detail::KnobObserver {
 
  private:
   friend class detail::StepLoop;
+  friend class PatchContext;
   detail::SessionImpl& impl() noexcept { return *impl_; }
   void add_knob(std::unique_ptr<detail::KnobBase> knob);
   void knob_changed(const std::string& name, const std::string& old_json,

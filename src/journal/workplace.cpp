@@ -41,6 +41,12 @@ std::filesystem::path prepare_workplace(const std::string& path) {
     }
     check_writable(sub);
   }
+  // Hot patches are loaded only from a folder nobody else may write (docs/hot-patching.md).
+  const auto patches = dir / kPatchesDir;
+  std::error_code ec;
+  if (std::filesystem::create_directory(patches, ec)) {
+    std::filesystem::permissions(patches, std::filesystem::perms::owner_all, ec);
+  }
   return dir;
 }
 

@@ -132,6 +132,16 @@ std::vector<std::string> TrackedState::mutated_since_begin() const {
   return out;
 }
 
+int64_t TrackedState::version_stamp() const {
+  int64_t stamp = 0;
+  for (std::size_t i = 0; i < impl_->objects.size(); ++i) {
+    const TrackedObject& o = impl_->objects[i];
+    stamp += extra_version_of(o);
+    for (const auto& t : tensors_of(o)) stamp += t.defined() ? static_cast<int64_t>(t._version()) : 0;
+  }
+  return stamp;
+}
+
 void TrackedState::restore_rng() const {
   if (impl_->rng_saved) impl_->rng.restore();
 }

@@ -47,6 +47,9 @@ class TrackedState {
   void begin_step();
   /// The tracked names whose tensors were modified in place since begin_step().
   std::vector<std::string> mutated_since_begin() const;
+  /// A number that changes whenever a tracked tensor is modified in place or an optimizer
+  /// grows or drops state: compare two stamps to see whether code in between touched the state.
+  int64_t version_stamp() const;
   /// Puts the CPU RNG back to its state at begin_step().
   void restore_rng() const;
 

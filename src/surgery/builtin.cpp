@@ -1,5 +1,6 @@
 #include "surgery/builtin.h"
 
+#include "patch/hot_patch_surgery.h"
 #include "session/session_impl.h"
 #include "surgery/api_misuse.h"
 #include "surgery/device_contention.h"
@@ -23,6 +24,7 @@ void add_builtin_surgeries(SessionImpl& impl) {
   impl.surgeries.add(std::make_unique<ExceptionalDataSurgery>(impl));
   impl.surgeries.add(std::make_unique<OutOfMemorySurgery>(impl));
   impl.surgeries.add(std::make_unique<TransientRetry>(o.transient_retries(), o.transient_backoff(), o.max_backoff()));
+  impl.surgeries.add(std::make_unique<HotPatchSurgery>(impl));
   impl.surgeries.add(std::make_unique<ApiMisuseSurgery>());
 }
 

@@ -1,0 +1,16 @@
+// SHA-256 of a file, for the journal line that records which patch was loaded.
+#pragma once
+
+#include <daifu/export.h>
+
+#include <string>
+
+namespace daifu::detail {
+
+/// Lower-case hex SHA-256 (FIPS 180-4) of `bytes`.
+DAIFU_API std::string sha256_hex(const std::string& bytes);
+
+/// SHA-256 of a file's content; throws daifu::Error if it cannot be read.
+DAIFU_API std::string sha256_file(const std::string& path);
+
+}  // namespace daifu::detail
