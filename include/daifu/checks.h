@@ -2,12 +2,9 @@
 #pragma once
 
 #include <daifu/export.h>
+#include <daifu/torch_fwd.h>
 
 #include <string>
-
-namespace at {
-class Tensor;
-}
 
 namespace daifu {
 

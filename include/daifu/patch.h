@@ -6,20 +6,9 @@
 
 #include <daifu/export.h>
 #include <daifu/surgery.h>
+#include <daifu/torch_fwd.h>
 
 #include <string>
-
-namespace at {
-class Tensor;
-}
-namespace torch {
-namespace nn {
-class Module;
-}
-namespace optim {
-class Optimizer;
-}
-}  // namespace torch
 
 /// The patch ABI this daifu speaks. A patch built against another version is refused.
 #define DAIFU_PATCH_ABI_VERSION 1

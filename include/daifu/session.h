@@ -9,6 +9,7 @@
 #include <daifu/knob.h>
 #include <daifu/options.h>
 #include <daifu/surgery.h>
+#include <daifu/torch_fwd.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -16,18 +17,6 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-
-namespace at {
-class Tensor;
-}
-namespace torch {
-namespace nn {
-class Module;
-}
-namespace optim {
-class Optimizer;
-}
-}  // namespace torch
 
 namespace daifu {
 class PatchContext;
