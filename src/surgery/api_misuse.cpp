@@ -16,7 +16,8 @@ Action ApiMisuseSurgery::operate(RepairContext& context) {
   context.note("throw_site", "null", nlohmann::json(site).dump());
   context.explain("API misuse is not repaired by guessing: " + f.exception_type + " \"" + f.message + "\"" +
                   (site.empty() ? std::string(" (throw site not captured)") : " thrown from " + site) +
-                  "; fix that call, or register a surgery that knows it");
+                  "; fix that call, or drop a hot patch into <workplace>/patches/ (docs/hot-patching.md), or "
+                  "register a surgery that knows it");
   return Action::Escalate;
 }
 
