@@ -1,6 +1,7 @@
 #include "surgery/device_contention.h"
 
 #include "session/session_impl.h"
+#include "surgery/backoff.h"
 
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <nlohmann/json.hpp>
@@ -42,17 +43,13 @@ Action DeviceContentionSurgery::operate(RepairContext& context) {
   const int64_t n = context.fired_this_step();
   if (n < o.contention_waits()) {
     // Another process holds the device: it may let go soon.
-    const double base = std::min(static_cast<double>(o.contention_backoff().count()) * std::ldexp(1.0, static_cast<int>(std::min<int64_t>(n, 30))),
-                                 static_cast<double>(o.max_backoff().count()));
-    std::uniform_real_distribution<double> factor(0.5, 1.5);
-    const auto wait = std::chrono::microseconds(
-        std::min<int64_t>(static_cast<int64_t>(base * factor(jitter_)), o.max_backoff().count()));
+    const auto wait = jittered_backoff(o.contention_backoff(), n, o.max_backoff(), jitter_);
     context.wait(wait);
     context.explain("waiting for the device (wait " + std::to_string(n + 1) + " of " +
                     std::to_string(o.contention_waits()) + ")");
     return Action::Retry;
   }
-  auto* knob = impl_.knobs.count("device") ? dynamic_cast<Knob<std::string>*>(impl_.knobs.at("device").get()) : nullptr;
+  auto* knob = dynamic_cast<Knob<std::string>*>(context.session().find_knob("device"));
   if (knob == nullptr) {
     context.explain("the device stayed busy through " + std::to_string(o.contention_waits()) +
                     " waits and there is no string knob \"device\" to move training elsewhere");

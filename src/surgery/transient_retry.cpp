@@ -1,6 +1,6 @@
 #include "surgery/transient_retry.h"
 
-#include <algorithm>
+#include "surgery/backoff.h"
 
 namespace daifu::detail {
 
@@ -16,13 +16,7 @@ bool TransientRetry::matches(const Failure& failure) const { return failure.kind
 Action TransientRetry::operate(RepairContext& context) {
   // The first retry is immediate (most transient errors are gone by then); later ones back off.
   if (context.fired_this_step() == 0) return Action::Retry;
-  const int64_t n = std::min<int64_t>(context.fired_this_step() - 1, 30);
-  const double base = std::min<double>(static_cast<double>(first_backoff_.count()) * static_cast<double>(1LL << n),
-                                       static_cast<double>(max_backoff_.count()));
-  std::uniform_real_distribution<double> factor(0.5, 1.5);
-  const auto wait = std::chrono::microseconds(
-      std::min<int64_t>(static_cast<int64_t>(base * factor(jitter_)), max_backoff_.count()));
-  context.wait(wait);
+  context.wait(jittered_backoff(first_backoff_, context.fired_this_step() - 1, max_backoff_, jitter_));
   return Action::Retry;
 }
 
