@@ -1,7 +1,7 @@
 #include <daifu/classifier.h>
-
 #include <daifu/errors.h>
 
+#include "classify/lowercase.h"
 #include "classify/throw_site.h"
 
 #include <c10/util/Exception.h>
@@ -19,10 +19,7 @@
 namespace daifu {
 namespace {
 
-std::string lowercase(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
+using detail::lowercase;
 
 // The longest run of plain characters that every match of `regex` must contain, or "" when
 // none can be proven (a top-level '|'). Only unnested characters count; a character followed

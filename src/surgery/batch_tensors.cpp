@@ -2,6 +2,7 @@
 
 #include <daifu/step.h>
 
+#include "classify/lowercase.h"
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
@@ -19,8 +20,8 @@ namespace {
 
 using Example = torch::data::Example<>;
 
-bool names_a_target(std::string key) {
-  std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+bool names_a_target(const std::string& name) {
+  const std::string key = lowercase(name);
   return key.find("target") != std::string::npos || key.find("label") != std::string::npos;
 }
 

@@ -1,5 +1,7 @@
 #include "surgery/path_problem.h"
 
+#include "classify/lowercase.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -11,11 +13,6 @@ namespace daifu::detail {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 // The absolute, normalized form with symlinks of the existing part resolved: what `p` really
 // names, so that neither ".." nor a link leads out of a root unnoticed.
@@ -55,7 +52,7 @@ std::vector<PathMention> paths_in_message(const std::string& message) {
   }
   // Its operations that write: a copy or rename (to the second path), create_directory.
   // Any other operation (file_size, status, ...) reads what it names.
-  const std::string low = lower(message);
+  const std::string low = lowercase(message);
   const bool filesystem = low.find("filesystem error:") != std::string::npos;
   const bool copies = low.find("cannot copy") != std::string::npos || low.find("cannot rename") != std::string::npos;
   const bool creates = low.find("cannot create") != std::string::npos;
@@ -92,7 +89,7 @@ bool PathProblemSurgery::allowed(const fs::path& dir) const {
 
 Action PathProblemSurgery::operate(RepairContext& context) {
   const std::string& message = context.failure().message;
-  const std::string low = lower(message);
+  const std::string low = lowercase(message);
   const auto mentions = paths_in_message(message);
   if (mentions.empty()) {
     context.explain("the message names no path");
