@@ -11,6 +11,13 @@
 
 namespace daifu {
 
+/// What a guard does with a failure no surgery repaired.
+enum class OnUnrecovered {
+  Rethrow,  ///< throw daifu::Unrecovered out of the guard (the default)
+  Pause,    ///< write <workplace>/paused.json and wait, bounded by pause_timeout(), for a hot
+            ///< patch or a command (daifu apply/set/retry/skip/abort); see docs/hot-patching.md
+};
+
 /// Example:
 ///   daifu::Session session(daifu::Options()
 ///                              .workplace("runs/exp1/daifu_workplace")
@@ -103,6 +110,17 @@ class DAIFU_API Options {
   Options& inject(std::string plan) { inject_ = std::move(plan); return *this; }
   const std::optional<std::string>& inject() const noexcept { return inject_; }
 
+  /// What to do when no surgery repairs a failure. Unset: $DAIFU_ON_UNRECOVERED ("rethrow" or
+  /// "pause"), else Rethrow. A fatal failure, or one that left tracked state half-updated with
+  /// no snapshot to restore, is always rethrown.
+  Options& on_unrecovered(OnUnrecovered what) { on_unrecovered_ = what; return *this; }
+  const std::optional<OnUnrecovered>& on_unrecovered() const noexcept { return on_unrecovered_; }
+
+  /// How long one pause waits for an instruction before the failure is rethrown (> 0).
+  /// Unset: $DAIFU_PAUSE_TIMEOUT (seconds), else one hour.
+  Options& pause_timeout(std::chrono::milliseconds d) { pause_timeout_ = d; return *this; }
+  const std::optional<std::chrono::milliseconds>& pause_timeout() const noexcept { return pause_timeout_; }
+
   /// Echo the human-readable record to stderr as well as experiment_record.log.
   Options& echo(bool on) { echo_ = on; return *this; }
   bool echo() const noexcept { return echo_; }
@@ -131,6 +149,8 @@ class DAIFU_API Options {
   std::chrono::microseconds contention_backoff_{100'000};
   bool cpu_fallback_ = false;
   std::optional<std::string> inject_;
+  std::optional<OnUnrecovered> on_unrecovered_;
+  std::optional<std::chrono::milliseconds> pause_timeout_;
   bool echo_ = false;
   int64_t metrics_every_ = 50;
 };

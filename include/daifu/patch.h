@@ -8,7 +8,9 @@
 #include <daifu/surgery.h>
 #include <daifu/torch_fwd.h>
 
+#include <memory>
 #include <string>
+#include <typeinfo>
 
 /// The patch ABI this daifu speaks. A patch built against another version is refused.
 #define DAIFU_PATCH_ABI_VERSION 1
@@ -20,6 +22,9 @@ namespace daifu {
 class DAIFU_API PatchContext {
  public:
   explicit PatchContext(RepairContext& repair) noexcept : repair_(repair) {}
+  ~PatchContext();
+  PatchContext(const PatchContext&) = delete;
+  PatchContext& operator=(const PatchContext&) = delete;
 
   RepairContext& repair() noexcept { return repair_; }
   const Failure& failure() const noexcept { return repair_.failure(); }
@@ -31,8 +36,36 @@ class DAIFU_API PatchContext {
   torch::optim::Optimizer* optimizer(const std::string& name);
   at::Tensor* tensor(const std::string& name);
 
+  /// Replaces the submodule at `path` ("fc2", "features.0", as named_modules() names it) of
+  /// the tracked module `model` with `replacement`, in place: the object the program holds
+  /// (its ModuleHolder member) takes the replacement's parameters, buffers, submodules and
+  /// options, so the program's forward() uses them from the retry on. Every tracked optimizer
+  /// that held the old parameters holds the new ones instead (their state entries are
+  /// dropped); the change is journaled and a snapshot is taken before the retry.
+  /// Throws daifu::Error (nothing changed) if there is no such submodule or it is not an `M`.
+  /// Example:  ctx.replace_module("model", "fc2", torch::nn::Linear(128, 10).ptr());
+  template <class M>
+  void replace_module(const std::string& model, const std::string& path, const std::shared_ptr<M>& replacement) {
+    torch::nn::Module* target = begin_replace(model, path, typeid(M), replacement != nullptr);
+    *dynamic_cast<M*>(target) = *replacement;  // the type was checked: Module is a virtual base
+    end_replace();
+  }
+
+  /// Sets the learning rate of every param group of the tracked optimizer `name`; journaled.
+  /// Throws daifu::Error if there is no such optimizer or `lr` is not a positive number.
+  void set_learning_rate(const std::string& name, double lr);
+
+  /// Registers `fn` as the Session::transform of `name` (e.g. "targets"); journaled.
+  void add_transform(const std::string& name, std::function<at::Tensor(const at::Tensor&)> fn);
+
  private:
+  struct Replacement;
+  torch::nn::Module* begin_replace(const std::string& model, const std::string& path, const std::type_info& type,
+                                   bool have_replacement);
+  void end_replace();
+
   RepairContext& repair_;
+  std::shared_ptr<Replacement> replacing_;
 };
 
 }  // namespace daifu

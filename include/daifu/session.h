@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -102,6 +103,14 @@ class DAIFU_API Session : private detail::KnobObserver {
 
   SurgeryRegistry& surgeries();
   Classifier& classifier();
+
+  /// Routes `tensor` through the transform registered as `name` (by a hot patch, or by
+  /// add_transform) and returns the result; returns `tensor` itself while none is registered.
+  /// Example:  auto loss = torch::nll_loss(out, session.transform("targets", y));
+  at::Tensor transform(const std::string& name, const at::Tensor& tensor);
+  /// Registers (or replaces) the transform `name`; journaled. The function must stay valid for
+  /// the session's life (a patch's code stays loaded).
+  void add_transform(const std::string& name, std::function<at::Tensor(const at::Tensor&)> fn);
 
   /// Records a metric of the current step (e.g. the loss); journaled every metrics_every steps.
   void report(const std::string& metric, double value);

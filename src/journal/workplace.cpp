@@ -41,11 +41,13 @@ std::filesystem::path prepare_workplace(const std::string& path) {
     }
     check_writable(sub);
   }
-  // Hot patches are loaded only from a folder nobody else may write (docs/hot-patching.md).
-  const auto patches = dir / kPatchesDir;
-  std::error_code ec;
-  if (std::filesystem::create_directory(patches, ec)) {
-    std::filesystem::permissions(patches, std::filesystem::perms::owner_all, ec);
+  // Hot patches and commands are taken only from folders nobody else may write
+  // (docs/hot-patching.md).
+  for (const char* name : {kPatchesDir, kControlDir}) {
+    std::error_code ec;
+    if (std::filesystem::create_directory(dir / name, ec)) {
+      std::filesystem::permissions(dir / name, std::filesystem::perms::owner_all, ec);
+    }
   }
   return dir;
 }

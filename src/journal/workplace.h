@@ -10,6 +10,7 @@ inline constexpr const char* kJournalFile = "journal.jsonl";
 inline constexpr const char* kRecordFile = "experiment_record.log";
 inline constexpr const char* kFailuresDir = "failures";
 inline constexpr const char* kPatchesDir = "patches";
+inline constexpr const char* kControlDir = "control";
 
 /// Creates the workplace and its failures/ folder and checks that both are writable.
 /// Throws daifu::Error naming the path and the reason when they are not.

@@ -23,11 +23,11 @@ std::string octal_mode(mode_t mode) {
 }
 
 // Throws unless `path` (of kind `what`) is owned by this user and not writable by group/others.
-void check_owner_and_mode(const fs::path& path, const struct stat& st, const char* what) {
+void check_owner_and_mode(const fs::path& path, const struct stat& st, const std::string& what) {
   if (st.st_uid != ::geteuid()) {
     throw Error("daifu: the " + std::string(what) + " " + path.string() + " is owned by uid " +
                 std::to_string(st.st_uid) + ", not by this process's user (uid " + std::to_string(::geteuid()) +
-                "); daifu loads patches only from files and folders you own");
+                "); daifu takes patches and commands only from files and folders you own");
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
     throw Error("daifu: the " + std::string(what) + " " + path.string() + " is writable by group or others (mode " +
@@ -37,13 +37,15 @@ void check_owner_and_mode(const fs::path& path, const struct stat& st, const cha
 
 }  // namespace
 
-void check_patch_folder(const fs::path& folder) {
+void check_private_folder(const fs::path& folder, const std::string& what) {
   struct stat st {};
   if (::stat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw Error("daifu: the patches folder " + folder.string() + " does not exist or is not a directory");
+    throw Error("daifu: the " + what + " " + folder.string() + " does not exist or is not a directory");
   }
-  check_owner_and_mode(folder, st, "patches folder");
+  check_owner_and_mode(folder, st, what);
 }
+
+void check_patch_folder(const fs::path& folder) { check_private_folder(folder, "patches folder"); }
 
 LoadedPatch load_patch(const fs::path& file, const fs::path& folder) {
   check_patch_folder(folder);

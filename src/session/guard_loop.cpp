@@ -1,9 +1,6 @@
-// The guarded step loop: run a step; on an exception classify, journal, check the tracked
-// state, pick a surgery, and run the step again — bounded by max_attempts.
-#include <daifu/guard.h>
-#include <daifu/session.h>
+#include "session/step_loop.h"
 
-#include "session/session_impl.h"
+#include "control/control_channel.h"
 
 #include <algorithm>
 #include <chrono>
@@ -17,50 +14,9 @@ namespace daifu {
 namespace detail {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 std::string change_text(const RepairContext::Change& c) { return c.what + ": " + c.before_json + " -> " + c.after_json; }
 
 }  // namespace
-
-class StepLoop {
- public:
-  StepLoop(Session& session, std::string where) : session_(session), impl_(session.impl()), where_(std::move(where)) {}
-
-  void run(int64_t first, int64_t last, StepBodyRef body);
-
- private:
-  struct Decision {
-    Action action = Action::Escalate;
-    bool rollback = false;  // restore the snapshot and re-run the steps since it first
-    Clock::time_point caught;
-  };
-
-  Decision handle_failure(Step& step, Clock::time_point caught);
-  [[noreturn]] void escalate(Failure failure, const std::string& report, const std::string& why,
-                             std::vector<std::string> tried);
-  void maybe_snapshot(int64_t index);
-  void restore_snapshot(const Step& failed, const std::vector<std::string>& mutated);
-  void commit(const Step& step, bool rerun);
-  void skip(const Step& step);
-
-  Session& session_;
-  SessionImpl& impl_;
-  std::string where_;
-  int64_t loop_ = 0;  // this loop's place among the session's loops, in order of start
-
-  // The rollback window: the step the newest snapshot of this loop was taken at (-1: none
-  // yet), and the Step::once values of the steps committed since, so a re-run sees the
-  // same data.
-  int64_t window_start_ = -1;
-  std::map<int64_t, std::unordered_map<std::string, Step::Memo>> memos_;
-  // Steps below this index were committed once; running them again is a re-run.
-  int64_t high_water_ = 0;
-  // Failed steps awaiting their retry after a rollback, with the attempt to resume at, and
-  // those a surgery chose to skip.
-  std::map<int64_t, int64_t> pending_attempt_;
-  std::set<int64_t> pending_skip_;
-};
 
 void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
   loop_ = impl_.loops_started++;
@@ -243,14 +199,18 @@ void StepLoop::skip(const Step& step) {
 StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught) {
   Decision decision;
   decision.caught = caught;
-  Failure failure = impl_.classifier.classify(std::current_exception());
+  Reported failed;
+  Failure& failure = failed.failure;
+  failure = impl_.classifier.classify(std::current_exception());
   failure.where = where_;
   failure.step = step.index_;
   failure.attempt = step.attempt_;
   ++impl_.stats.failures;
 
   const auto [report_number, report_path] = impl_.journal.reserve_report();
-  const std::string report = report_path.string();
+  failed.number = report_number;
+  failed.report = report_path.string();
+  const std::string& report = failed.report;
   nlohmann::json line = Journal::to_json(failure);
   line["event"] = "failure";
   line["report"] = report;
@@ -272,9 +232,9 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   if (failure.kind == FailureKind::Fatal) {
     escalate(failure, report, "a fatal error (the CUDA context may be gone); not retried in place", {});
   }
-  if (step.attempt_ + 1 >= impl_.options.max_attempts()) {
-    escalate(failure, report, "the step failed " + std::to_string(step.attempt_ + 1) + " times (max_attempts)", {});
-  }
+  const bool out_of_attempts = step.attempt_ + 1 >= impl_.options.max_attempts();
+  const std::string attempts_why = "the step failed " + std::to_string(step.attempt_ + 1) + " times (max_attempts)";
+  if (out_of_attempts && impl_.on_unrecovered != OnUnrecovered::Pause) escalate(failure, report, attempts_why, {});
   if (!mutated.empty()) {
     std::string names;
     for (const auto& n : mutated) names += (names.empty() ? "" : ", ") + n;
@@ -293,6 +253,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
     }
     decision.rollback = true;
   }
+  if (out_of_attempts) return pause(step, failed, attempts_why, {}, decision);
 
   std::vector<std::string> tried;
   for (Surgery* surgery : impl_.surgeries.candidates(failure)) {
@@ -321,37 +282,53 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
       continue;
     }
     impl_.surgeries.record_fire(*surgery);
-    nlohmann::json changes = nlohmann::json::object();
-    Incident& incident = impl_.incidents.back();
-    incident.surgery = surgery->name();
-    for (const auto& c : context.changes()) {
-      changes[c.what] = {nlohmann::json::parse(c.before_json), nlohmann::json::parse(c.after_json)};
-      incident.changes.push_back(change_text(c));
-    }
-    nlohmann::json repair = {{"event", "repair"}, {"step", step.index_},           {"attempt", step.attempt_},
-                             {"surgery", surgery->name()}, {"matched", std::string(to_string(failure.kind))},
-                             {"action", to_string(action)}, {"changes", changes},
-                             {"report", report}};
-    const std::string& why = context.explanation();
-    if (!why.empty()) repair["reason"] = why;
-    impl_.journal.write(repair);
-    std::string record = "Repair " + std::to_string(report_number) + " by " + surgery->name() + ": " + to_string(action);
-    for (const auto& c : incident.changes) record += "; " + c;
-    if (!why.empty()) record += " (" + why + ")";
-    impl_.journal.record(record);
+    record_repair(step, failed, surgery->name(), action, context);
     tried.push_back(surgery->name() + " -> " + to_string(action));
     if (action == Action::Escalate) {
-      escalate(failure, report, "surgery " + surgery->name() + " escalated" + (why.empty() ? "" : ": " + why), tried);
+      const std::string& why = context.explanation();
+      return give_up(step, failed, "surgery " + surgery->name() + " escalated" + (why.empty() ? "" : ": " + why),
+                     std::move(tried), decision);
     }
-    incident.outcome = action == Action::Skip ? "skip" : "retry";
     decision.action = action;
     return decision;
   }
-  escalate(failure, report, "no surgery repairs " + std::string(to_string(failure.kind)) + " failures", tried);
+  return give_up(step, failed, "no surgery repairs " + std::string(to_string(failure.kind)) + " failures",
+                 std::move(tried), decision);
+}
+
+void StepLoop::record_repair(const Step& step, const Reported& failed, const std::string& surgery, Action action,
+                             const RepairContext& context) {
+  nlohmann::json changes = nlohmann::json::object();
+  Incident& incident = impl_.incidents.back();
+  incident.surgery = surgery;
+  incident.changes.clear();
+  for (const auto& c : context.changes()) {
+    changes[c.what] = {nlohmann::json::parse(c.before_json), nlohmann::json::parse(c.after_json)};
+    incident.changes.push_back(change_text(c));
+  }
+  nlohmann::json repair = {{"event", "repair"}, {"step", step.index_},           {"attempt", step.attempt_},
+                           {"surgery", surgery}, {"matched", std::string(to_string(failed.failure.kind))},
+                           {"action", to_string(action)}, {"changes", changes},
+                           {"report", failed.report}};
+  const std::string& why = context.explanation();
+  if (!why.empty()) repair["reason"] = why;
+  impl_.journal.write(repair);
+  std::string record = "Repair " + std::to_string(failed.number) + " by " + surgery + ": " + to_string(action);
+  for (const auto& c : incident.changes) record += "; " + c;
+  if (!why.empty()) record += " (" + why + ")";
+  impl_.journal.record(record);
+  if (action == Action::Retry || action == Action::Skip) incident.outcome = action == Action::Skip ? "skip" : "retry";
+}
+
+StepLoop::Decision StepLoop::give_up(Step& step, const Reported& failed, const std::string& why,
+                                     std::vector<std::string> tried, Decision decision) {
+  if (impl_.on_unrecovered != OnUnrecovered::Pause) escalate(failed.failure, failed.report, why, std::move(tried));
+  return pause(step, failed, why, std::move(tried), decision);
 }
 
 void StepLoop::escalate(Failure failure, const std::string& report, const std::string& why,
                         std::vector<std::string> tried) {
+  clear_paused(impl_.workplace);
   ++impl_.stats.unrecovered;
   impl_.unrecovered = true;
   impl_.flush_metrics();

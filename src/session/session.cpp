@@ -56,6 +56,33 @@ Options validated(Options o) {
   return o;
 }
 
+OnUnrecovered resolve_on_unrecovered(const Options& o) {
+  if (o.on_unrecovered()) return *o.on_unrecovered();
+  const char* env = std::getenv("DAIFU_ON_UNRECOVERED");
+  const std::string value = env != nullptr ? env : "";
+  if (value.empty() || value == "rethrow") return OnUnrecovered::Rethrow;
+  if (value == "pause") return OnUnrecovered::Pause;
+  throw Error("daifu: DAIFU_ON_UNRECOVERED=\"" + value + "\" is neither \"rethrow\" nor \"pause\"");
+}
+
+std::chrono::milliseconds resolve_pause_timeout(const Options& o) {
+  if (o.pause_timeout()) {
+    if (o.pause_timeout()->count() <= 0) {
+      throw Error("daifu: Options::pause_timeout(" + std::to_string(o.pause_timeout()->count()) +
+                  " ms) must be positive; a pause always ends");
+    }
+    return *o.pause_timeout();
+  }
+  const char* env = std::getenv("DAIFU_PAUSE_TIMEOUT");
+  if (env == nullptr || *env == '\0') return std::chrono::hours(1);
+  char* end = nullptr;
+  const double seconds = std::strtod(env, &end);
+  if (end == env || *end != '\0' || !(seconds > 0) || seconds > 1e7) {
+    throw Error("daifu: DAIFU_PAUSE_TIMEOUT=\"" + std::string(env) + "\" is not a number of seconds in (0, 1e7]");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
 std::string injection_plan(const Options& o) {
   if (o.inject()) return *o.inject();
   const char* env = std::getenv("DAIFU_INJECT");
@@ -81,6 +108,8 @@ void release_fast_throws() {
 
 SessionImpl::SessionImpl(Options opts)
     : options(validated(std::move(opts))),
+      on_unrecovered(resolve_on_unrecovered(options)),
+      pause_timeout(resolve_pause_timeout(options)),
       workplace(prepare_workplace(options.workplace())),
       journal(workplace, options.echo()),
       policy(options.snapshot_every(), options.overhead_budget(), options.max_rollback_steps()),
@@ -165,7 +194,8 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
                          {{"max_attempts", o.max_attempts()},
                           {"replay", o.replay()},
                           {"transient_retries", o.transient_retries()},
-                          {"fast_throws", o.fast_throws()}}},
+                          {"fast_throws", o.fast_throws()},
+                          {"on_unrecovered", impl_->on_unrecovered == OnUnrecovered::Pause ? "pause" : "rethrow"}}},
                         {"inject", inject}});
   impl_->journal.record("Program Start (run " + impl_->journal.run_id() + ", pid " + std::to_string(::getpid()) + ")");
 }

@@ -9,11 +9,14 @@
 #include <daifu/surgery.h>
 
 #include "journal/journal.h"
+#include "patch/patch_runner.h"
 #include "snapshot/policy.h"
 #include "snapshot/snapshot.h"
 #include "state/tracked_state.h"
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,6 +31,9 @@ class SessionImpl {
   explicit SessionImpl(Options opts);
 
   Options options;
+  /// Options::on_unrecovered and pause_timeout, with their environment defaults resolved.
+  OnUnrecovered on_unrecovered = OnUnrecovered::Rethrow;
+  std::chrono::milliseconds pause_timeout{};
   std::filesystem::path workplace;
   Journal journal;
   Classifier classifier;
@@ -50,6 +56,12 @@ class SessionImpl {
   void resume_from_disk();
   std::map<std::string, std::unique_ptr<KnobBase>> knobs;
   std::vector<Injection> injections;
+  PatchRunner patches{*this};
+  /// Session::transform functions by name.
+  struct Transform {
+    std::function<at::Tensor(const at::Tensor&)> fn;
+  };
+  std::map<std::string, Transform> transforms;
 
   int64_t global_step = 0;
   SessionStats stats;

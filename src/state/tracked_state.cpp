@@ -58,6 +58,7 @@ struct TrackedState::Impl {
   std::vector<int64_t> cuda_devices;
   CpuRngState rng;
   bool rng_saved = false;
+  int64_t generation = 0;  // bumped by refresh(): the set of tracked tensors changed
 
   void add(TrackedObject object) {
     for (const auto& o : objects) {
@@ -133,7 +134,7 @@ std::vector<std::string> TrackedState::mutated_since_begin() const {
 }
 
 int64_t TrackedState::version_stamp() const {
-  int64_t stamp = 0;
+  int64_t stamp = impl_->generation;
   for (std::size_t i = 0; i < impl_->objects.size(); ++i) {
     const TrackedObject& o = impl_->objects[i];
     stamp += extra_version_of(o);
@@ -160,6 +161,11 @@ void TrackedState::move_to(const std::string& device_name) {
       *o.tensor = o.tensor->to(device);
     }
   }
+  refresh();
+}
+
+void TrackedState::refresh() {
+  ++impl_->generation;
   impl_->cuda_devices.clear();
   for (std::size_t i = 0; i < impl_->objects.size(); ++i) {
     impl_->watches[i].tensors = tensors_of(impl_->objects[i]);

@@ -59,6 +59,10 @@ class TrackedState {
   /// does not parse or cannot use.
   void move_to(const std::string& device);
 
+  /// Looks up the tensors of every tracked object again, after code replaced some of them
+  /// (a submodule swapped by a hot patch); changes version_stamp().
+  void refresh();
+
   /// Makes the .grad() of every parameter of the tracked modules and optimizers undefined, so
   /// the memory a failed step's gradients held is freed (unless the program holds them too).
   /// Returns the bytes of the gradients dropped.

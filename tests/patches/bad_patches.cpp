@@ -3,6 +3,11 @@
 
 #include <stdexcept>
 
+#if BAD_PATCH == 5
+#include <torch/nn/module.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#endif
+
 #if BAD_PATCH == 1  // built for another patch ABI
 extern "C" __attribute__((visibility("default"))) int daifu_patch_abi_version() { return 2; }
 extern "C" __attribute__((visibility("default"))) int daifu_patch_v1(daifu::PatchContext&) { return 0; }
@@ -16,4 +21,15 @@ DAIFU_PATCH(throws)
 #elif BAD_PATCH == 4  // returns garbage
 extern "C" __attribute__((visibility("default"))) int daifu_patch_abi_version() { return DAIFU_PATCH_ABI_VERSION; }
 extern "C" __attribute__((visibility("default"))) int daifu_patch_v1(daifu::PatchContext&) { return 42; }
+#elif BAD_PATCH == 5  // changes the tracked model, then throws
+namespace {
+daifu::Action damages(daifu::PatchContext& context) {
+  torch::nn::Module* model = context.module("model");
+  if (model == nullptr) return daifu::Action::Decline;
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.zero_();
+  throw std::runtime_error("half-done");
+}
+}  // namespace
+DAIFU_PATCH(damages)
 #endif

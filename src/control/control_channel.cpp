@@ -1,0 +1,128 @@
+#include "control/control_channel.h"
+
+#include <daifu/errors.h>
+
+#include "patch/patch_library.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include <signal.h>
+#include <unistd.h>
+
+namespace daifu::detail {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kSuffix = ".json";
+
+// Writes `text` to `target` through a temporary file in the same folder and a rename.
+void write_atomically(const fs::path& target, const std::string& text) {
+  const fs::path tmp = target.parent_path() / ("." + target.filename().string() + "." + std::to_string(::getpid()) + ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text << '\n';
+    out.close();
+    if (!out) throw Error("daifu: cannot write " + tmp.string());
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error("daifu: cannot create " + target.string() + ": " + ec.message());
+  }
+}
+
+std::string new_id() {
+  static int counter = 0;
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  std::ostringstream id;
+  id << std::setw(20) << std::setfill('0') << ns << '-' << ::getpid() << '-' << counter++;
+  return id.str();
+}
+
+}  // namespace
+
+std::string send_command(const fs::path& workplace, const std::string& verb, const nlohmann::json& args) {
+  const fs::path folder = workplace / kControlDir;
+  check_private_folder(folder, "control folder");
+  const std::string id = new_id();
+  write_atomically(folder / (id + kSuffix), nlohmann::json{{"id", id}, {"command", verb}, {"args", args}}.dump());
+  return id;
+}
+
+std::vector<Command> take_commands(const fs::path& workplace, std::vector<std::string>* rejected) {
+  const fs::path folder = workplace / kControlDir;
+  check_private_folder(folder, "control folder");
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.front() != '.' && entry.path().extension() == kSuffix) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<Command> commands;
+  for (const auto& file : files) {
+    std::ifstream in(file);
+    std::stringstream text;
+    text << in.rdbuf();
+    in.close();
+    std::string problem;
+    try {
+      const auto json = nlohmann::json::parse(text.str());
+      if (!json.is_object() || !json.contains("command") || !json["command"].is_string()) {
+        problem = "no \"command\" string";
+      } else {
+        Command c;
+        c.id = json.value("id", file.stem().string());
+        c.verb = json["command"].get<std::string>();
+        c.args = json.value("args", nlohmann::json::object());
+        if (!c.args.is_object()) c.args = nlohmann::json::object();
+        commands.push_back(std::move(c));
+      }
+    } catch (const nlohmann::json::exception& e) {
+      problem = e.what();
+    }
+    if (problem.empty()) {
+      fs::remove(file, ec);
+    } else {
+      fs::rename(file, fs::path(file.string() + ".rejected"), ec);
+      if (rejected != nullptr) rejected->push_back(file.string() + " is not a daifu command (" + problem + "); kept as .rejected");
+    }
+  }
+  return commands;
+}
+
+void write_paused(const fs::path& workplace, const nlohmann::json& state) {
+  write_atomically(workplace / kPausedFile, state.dump(2));
+}
+
+void clear_paused(const fs::path& workplace) noexcept {
+  std::error_code ec;
+  fs::remove(workplace / kPausedFile, ec);
+}
+
+std::optional<nlohmann::json> read_paused(const fs::path& workplace) {
+  std::ifstream in(workplace / kPausedFile);
+  if (!in) return std::nullopt;
+  try {
+    auto json = nlohmann::json::parse(in);
+    if (json.is_object()) return json;
+  } catch (const nlohmann::json::exception&) {
+  }
+  return std::nullopt;
+}
+
+bool process_alive(int64_t pid) noexcept {
+  return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+}
+
+}  // namespace daifu::detail

@@ -1,0 +1,83 @@
+// The guarded step loop behind DAIFU_GUARD: run a step; on an exception classify, journal,
+// check the tracked state, pick a surgery, and run the step again, bounded by max_attempts.
+// With Options::on_unrecovered(Pause) a failure no surgery repaired waits for a hot patch or a
+// command instead of being rethrown (pause.cpp).
+#pragma once
+
+#include <daifu/guard.h>
+#include <daifu/session.h>
+#include <daifu/step.h>
+#include <daifu/surgery.h>
+
+#include "session/session_impl.h"
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace daifu::detail {
+
+struct Command;
+
+class StepLoop {
+ public:
+  StepLoop(Session& session, std::string where) : session_(session), impl_(session.impl()), where_(std::move(where)) {}
+
+  void run(int64_t first, int64_t last, StepBodyRef body);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Decision {
+    Action action = Action::Escalate;
+    bool rollback = false;  // restore the snapshot and re-run the steps since it first
+    Clock::time_point caught;
+  };
+  /// A failure of this attempt, with the number and path of its report.
+  struct Reported {
+    Failure failure;
+    int64_t number = 0;
+    std::string report;
+  };
+
+  Decision handle_failure(Step& step, Clock::time_point caught);
+  /// Journals the repair `surgery` made in `context` and fills in the incident.
+  void record_repair(const Step& step, const Reported& failed, const std::string& surgery, Action action,
+                     const RepairContext& context);
+  /// Escalates, or with on_unrecovered(Pause) waits for a fix and returns what it decided.
+  Decision give_up(Step& step, const Reported& failed, const std::string& why, std::vector<std::string> tried,
+                   Decision decision);
+  Decision pause(Step& step, const Reported& failed, const std::string& why, std::vector<std::string> tried,
+                 Decision decision);
+  /// Carries out one command of a pause in `context`: what it decided (an action, or damage a
+  /// patch did), `result` for its journal line, and `surgery`, the name its repair goes under.
+  PatchRunner::Result run_command(const Command& command, RepairContext& context, const std::string& pause_id,
+                                  std::string& result, std::string& surgery);
+  [[noreturn]] void escalate(Failure failure, const std::string& report, const std::string& why,
+                             std::vector<std::string> tried);
+  void maybe_snapshot(int64_t index);
+  void restore_snapshot(const Step& failed, const std::vector<std::string>& mutated);
+  void commit(const Step& step, bool rerun);
+  void skip(const Step& step);
+
+  Session& session_;
+  SessionImpl& impl_;
+  std::string where_;
+  int64_t loop_ = 0;  // this loop's place among the session's loops, in order of start
+
+  // The rollback window: the step the newest snapshot of this loop was taken at (-1: none
+  // yet), and the Step::once values of the steps committed since, so a re-run sees the
+  // same data.
+  int64_t window_start_ = -1;
+  std::map<int64_t, std::unordered_map<std::string, Step::Memo>> memos_;
+  // Steps below this index were committed once; running them again is a re-run.
+  int64_t high_water_ = 0;
+  // Failed steps awaiting their retry after a rollback, with the attempt to resume at, and
+  // those a surgery chose to skip.
+  std::map<int64_t, int64_t> pending_attempt_;
+  std::set<int64_t> pending_skip_;
+};
+
+}  // namespace daifu::detail
