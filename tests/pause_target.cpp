@@ -30,7 +30,7 @@ struct Net : torch::nn::Module {
 std::pair<torch::Tensor, torch::Tensor> draw(const torch::Tensor& centers, int64_t n, int64_t classes,
                                             torch::Generator& gen) {
   auto y = torch::randint(0, classes, {n}, gen, torch::kLong);
-  auto x = centers.index_select(0, y) + torch::randn({n, kFeatures}, gen) * 3.0;
+  auto x = centers.index_select(0, y) + torch::randn({n, kFeatures}, gen) * 2.0;
   return {x, y};
 }
 

@@ -73,13 +73,13 @@ StepLoop::Decision StepLoop::pause(Step& step, const Reported& failed, const std
                           {"timeout_s", std::chrono::duration<double>(timeout).count()},
                           {"knobs", knob_values(impl_)},
                           {"how_to_fix", fixes}};
+  impl_.flush_metrics();
+  impl_.journal.flush_reports();  // the report is on disk before anyone is told to read it
   try {
     write_paused(impl_.workplace, state);
   } catch (const std::exception& e) {
     escalate(failure, failed.report, why + "; could not pause: " + e.what(), std::move(tried));
   }
-  impl_.flush_metrics();
-  impl_.journal.flush_reports();  // the report is what the person fixing it reads first
   impl_.journal.write({{"event", "pause"}, {"step", failure.step}, {"attempt", failure.attempt}, {"pause", pause_id},
                        {"kind", std::string(to_string(failure.kind))}, {"reason", why},
                        {"timeout_s", state["timeout_s"]}});
