@@ -11,6 +11,8 @@
 
 #include <filesystem>
 
+#include <unistd.h>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -113,6 +115,31 @@ TEST(HotPatch, AFolderOthersMayWriteIsRefused) {
               std::string::npos)
         << e.what();
   }
+  EXPECT_DOUBLE_EQ(lr.get(), 0.1);
+}
+
+TEST(HotPatch, AFolderOrPatchOwnedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "giving a folder to another user needs root";
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("api@0,api@1"));
+  auto& lr = session.knob("lr", 0.1);
+  drop(wp, {"patch_lower_lr"});
+  constexpr uid_t kNobody = 65534;
+  ASSERT_EQ(::chown((wp / "patches").c_str(), kNobody, kNobody), 0);
+  try {
+    DAIFU_GUARD(session, step, 0, 1){};
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("is owned by uid 65534, not by this process's user (uid 0)"), std::string::npos)
+        << e.what();
+  }
+  // The folder is ours again, the file is not.
+  ASSERT_EQ(::chown((wp / "patches").c_str(), 0, 0), 0);
+  ASSERT_EQ(::chown((wp / "patches" / "patch_lower_lr.so").c_str(), kNobody, kNobody), 0);
+  EXPECT_THROW({ DAIFU_GUARD(session, step, 1, 2){}; }, daifu::Unrecovered);
+  const auto refused = events(wp, "patch_refused");
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_NE(refused[0]["reason"].get<std::string>().find("patch_lower_lr.so is owned by uid 65534"), std::string::npos);
   EXPECT_DOUBLE_EQ(lr.get(), 0.1);
 }
 

@@ -12,3 +12,12 @@ cmake -S "$here" -B "$scratch/build" -DCMAKE_PREFIX_PATH="$scratch/prefix" -DCMA
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" >/dev/null
 cmake --build "$scratch/build" >/dev/null
 "$scratch/build/consumer" "$scratch/workplace"
+# The installed CLI runs and reads that workplace: nothing is paused there (exit code 2).
+set +e
+"$scratch/prefix/bin/daifu" status -w "$scratch/workplace"
+code=$?
+set -e
+if [[ $code -ne 2 ]]; then
+  echo "consumer: the installed daifu CLI exited $code, expected 2 (no paused session)" >&2
+  exit 1
+fi
