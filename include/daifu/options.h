@@ -18,6 +18,12 @@ enum class OnUnrecovered {
             ///< patch or a command (daifu apply/set/retry/skip/abort); see docs/hot-patching.md
 };
 
+/// When Options::replay re-applies a recorded repair (docs/replay.md).
+enum class ReplayMode {
+  Eager,   ///< when the guard loop it was recorded in starts, so the failure never happens
+  AtStep,  ///< when that guard loop reaches the step it was recorded at, before the step runs
+};
+
 /// Example:
 ///   daifu::Session session(daifu::Options()
 ///                              .workplace("runs/exp1/daifu_workplace")
@@ -34,9 +40,13 @@ class DAIFU_API Options {
   Options& max_attempts(int64_t n) { max_attempts_ = n; return *this; }
   int64_t max_attempts() const noexcept { return max_attempts_; }
 
-  /// Re-apply repairs recorded in the workplace by earlier runs (see docs/replay.md).
+  /// Re-apply repairs recorded in the workplace by earlier runs: knob values they changed and
+  /// patches they ran, each checked against where it was recorded (docs/replay.md). Unset:
+  /// $DAIFU_REPLAY ("1"/"eager", "at_step", "0"), else off.
   Options& replay(bool on) { replay_ = on; return *this; }
-  bool replay() const noexcept { return replay_; }
+  const std::optional<bool>& replay() const noexcept { return replay_; }
+  Options& replay_mode(ReplayMode mode) { replay_mode_ = mode; return *this; }
+  const std::optional<ReplayMode>& replay_mode() const noexcept { return replay_mode_; }
 
   /// Retries the built-in transient surgery grants one step (>= 0).
   Options& transient_retries(int64_t n) { transient_retries_ = n; return *this; }
@@ -132,7 +142,8 @@ class DAIFU_API Options {
  private:
   std::string workplace_ = "daifu_workplace";
   int64_t max_attempts_ = 4;
-  bool replay_ = false;
+  std::optional<bool> replay_;
+  std::optional<ReplayMode> replay_mode_;
   int64_t transient_retries_ = 3;
   std::chrono::microseconds transient_backoff_{1000};
   std::chrono::microseconds max_backoff_{2'000'000};

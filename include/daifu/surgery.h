@@ -19,6 +19,7 @@ namespace daifu {
 class Session;
 class Step;
 namespace detail {
+class Replayer;
 class StepLoop;
 }
 
@@ -58,6 +59,7 @@ class DAIFU_API RepairContext {
   const std::vector<Change>& changes() const noexcept { return changes_; }
 
  private:
+  friend class detail::Replayer;
   friend class detail::StepLoop;
   Session& session_;
   Step& step_;

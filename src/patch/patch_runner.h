@@ -32,6 +32,8 @@ class PatchRunner {
   /// folder scan ignores: it is renamed to `file_name` first, so the command, not the scan,
   /// runs it.
   Result run_file(const std::string& file_name, const std::string& staged, RepairContext& context);
+  /// Counts a patch (by SHA-256) as run: replay ran it already.
+  void mark_seen(const std::string& sha256) { seen_.insert(sha256); }
 
  private:
   // nullopt: try the next patch.

@@ -32,6 +32,11 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
   }
   impl_.journal.write({{"event", "loop_start"}, {"step", start}, {"first", first}, {"last", last}, {"where", where_}});
   high_water_ = start;
+  if (impl_.replayer.pending()) {
+    Step first_step;
+    first_step.index_ = start;
+    impl_.replayer.loop_started(session_, where_, first_step);
+  }
   for (int64_t index = start; index < last;) {
     if (pending_skip_.erase(index) > 0) {
       Step skipped;
@@ -46,6 +51,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     if (auto it = memos_.find(index); it != memos_.end()) step.memo_ = it->second;
     const bool rerun = index < high_water_;
     impl_.current_step = index;
+    if (!rerun && step.attempt_ == 0 && impl_.replayer.pending()) impl_.replayer.step_starting(session_, where_, step);
     for (;;) {
       // A snapshot a surgery asked for (e.g. after changing a parameter's shape) is taken
       // before the retry, not only at the next step.

@@ -88,7 +88,7 @@ StepLoop::Decision StepLoop::pause(Step& step, const Reported& failed, const std
                         (impl_.workplace / kPausedFile).string() + ". To go on:";
   for (const auto& fix : fixes) message += "\n  - " + fix;
   impl_.journal.record_warning(message);
-  std::cerr << "daifu: " << message << std::endl;
+  if (!impl_.options.echo()) std::cerr << "daifu: " << message << std::endl;  // echo prints the record already
 
   const auto started = Clock::now();
   const auto deadline = started + timeout;

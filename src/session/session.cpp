@@ -83,6 +83,18 @@ std::chrono::milliseconds resolve_pause_timeout(const Options& o) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
+std::optional<ReplayMode> resolve_replay(const Options& o) {
+  const ReplayMode mode = o.replay_mode().value_or(ReplayMode::Eager);
+  if (o.replay()) return *o.replay() ? std::optional<ReplayMode>(mode) : std::nullopt;
+  const char* env = std::getenv("DAIFU_REPLAY");
+  const std::string value = env != nullptr ? env : "";
+  if (value.empty() || value == "0") return std::nullopt;
+  if (value == "1") return mode;
+  if (value == "eager") return ReplayMode::Eager;
+  if (value == "at_step") return ReplayMode::AtStep;
+  throw Error("daifu: DAIFU_REPLAY=\"" + value + "\" is none of 0, 1, eager, at_step");
+}
+
 std::string injection_plan(const Options& o) {
   if (o.inject()) return *o.inject();
   const char* env = std::getenv("DAIFU_INJECT");
@@ -110,6 +122,7 @@ SessionImpl::SessionImpl(Options opts)
     : options(validated(std::move(opts))),
       on_unrecovered(resolve_on_unrecovered(options)),
       pause_timeout(resolve_pause_timeout(options)),
+      replay(resolve_replay(options)),
       workplace(prepare_workplace(options.workplace())),
       journal(workplace, options.echo()),
       policy(options.snapshot_every(), options.overhead_budget(), options.max_rollback_steps()),
@@ -192,15 +205,17 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
                         {"workplace", impl_->workplace.string()},
                         {"options",
                          {{"max_attempts", o.max_attempts()},
-                          {"replay", o.replay()},
+                          {"replay", impl_->replay ? (*impl_->replay == ReplayMode::Eager ? "eager" : "at_step") : "off"},
                           {"transient_retries", o.transient_retries()},
                           {"fast_throws", o.fast_throws()},
                           {"on_unrecovered", impl_->on_unrecovered == OnUnrecovered::Pause ? "pause" : "rethrow"}}},
                         {"inject", inject}});
   impl_->journal.record("Program Start (run " + impl_->journal.run_id() + ", pid " + std::to_string(::getpid()) + ")");
+  if (impl_->replay) impl_->replayer.load(*impl_->replay, impl_->journal.run_id());
 }
 
 Session::~Session() {
+  impl_->replayer.finish();
   auto& s = impl_->stats;
   impl_->flush_metrics();
   const std::string status = impl_->unrecovered ? "unrecovered" : std::uncaught_exceptions() > 0 ? "exception" : "ok";

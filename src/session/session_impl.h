@@ -10,6 +10,7 @@
 
 #include "journal/journal.h"
 #include "patch/patch_runner.h"
+#include "replay/replayer.h"
 #include "snapshot/policy.h"
 #include "snapshot/snapshot.h"
 #include "state/tracked_state.h"
@@ -34,6 +35,8 @@ class SessionImpl {
   /// Options::on_unrecovered and pause_timeout, with their environment defaults resolved.
   OnUnrecovered on_unrecovered = OnUnrecovered::Rethrow;
   std::chrono::milliseconds pause_timeout{};
+  /// Options::replay and replay_mode, with $DAIFU_REPLAY resolved; nullopt: no replay.
+  std::optional<ReplayMode> replay;
   std::filesystem::path workplace;
   Journal journal;
   Classifier classifier;
@@ -57,6 +60,7 @@ class SessionImpl {
   std::map<std::string, std::unique_ptr<KnobBase>> knobs;
   std::vector<Injection> injections;
   PatchRunner patches{*this};
+  Replayer replayer{*this};
   /// Session::transform functions by name.
   struct Transform {
     std::function<at::Tensor(const at::Tensor&)> fn;

@@ -1,6 +1,8 @@
-// daifu: the command-line tool for a workplace. Today: the live control of a session paused by
-// Options::on_unrecovered(Pause), and building hot patches (docs/hot-patching.md).
+// daifu: the command-line tool for a workplace: its history (log, show, stats), the live
+// control of a session paused by Options::on_unrecovered(Pause), and building hot patches
+// (docs/cli.md, docs/hot-patching.md).
 #include "control_commands.h"
+#include "history_commands.h"
 #include "patch_build.h"
 
 #include <CLI/CLI.hpp>
@@ -8,9 +10,11 @@
 #include <cstdlib>
 #include <iostream>
 
+#include <unistd.h>
+
 int main(int argc, char** argv) {
   using namespace daifu::cli;
-  CLI::App app{"daifu: control a paused training session and build hot patches"};
+  CLI::App app{"daifu: read a training workplace, control a paused session, build hot patches"};
   app.require_subcommand(1);
   app.fallthrough();  // -w and --wait also after the subcommand
   ControlOptions control;
@@ -19,6 +23,18 @@ int main(int argc, char** argv) {
   app.add_option("-w,--workplace", workplace, "the session's workplace folder ($DAIFU_WORKPLACE)")
       ->capture_default_str();
   app.add_option("--wait", control.wait_s, "seconds to wait for the session's answer")->capture_default_str();
+
+  bool json = false, no_color = false;
+  app.add_flag("--json", json, "machine-readable output (log, show, stats)");
+  app.add_flag("--no-color", no_color, "no ANSI colours (also: $NO_COLOR, or not a terminal)");
+  auto* log_cmd = app.add_subcommand("log", "a table of every failure and what became of it");
+  int number = 0;
+  auto* show_cmd = app.add_subcommand("show", "one failure in full, with its throw-site stack");
+  show_cmd->add_option("number", number, "the failure's number (failures/NNNN.json)")->required();
+  auto* stats_cmd = app.add_subcommand("stats", "counts per kind and surgery, time lost and saved");
+  bool dry_run = false;
+  auto* replay_cmd = app.add_subcommand("replay", "what a rerun with replay would re-apply");
+  replay_cmd->add_flag("--dry-run", dry_run, "list the items and their checks (the only mode: replay runs in the program)");
 
   auto* status_cmd = app.add_subcommand("status", "is a session paused here, on what, and how to go on");
 
@@ -50,6 +66,19 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   control.workplace = workplace;
+  ReadOptions read{workplace, json, !no_color && std::getenv("NO_COLOR") == nullptr && ::isatty(1) == 1};
+
+  if (log_cmd->parsed()) return daifu::cli::log(read);
+  if (show_cmd->parsed()) return daifu::cli::show(read, number);
+  if (stats_cmd->parsed()) return daifu::cli::stats(read);
+  if (replay_cmd->parsed()) {
+    if (!dry_run) {
+      std::cerr << "daifu: replay happens in the training program (Options().replay(true) or DAIFU_REPLAY=1); "
+                   "daifu replay --dry-run shows what it would re-apply\n";
+      return kError;
+    }
+    return daifu::cli::replay_dry_run(read);
+  }
 
   if (status_cmd->parsed()) return daifu::cli::status(control);
   if (apply_cmd->parsed()) return daifu::cli::apply(control, patch);

@@ -1,0 +1,87 @@
+#include "replay/replay_plan.h"
+
+#include <fstream>
+#include <set>
+
+namespace daifu::detail {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The tracked names in a failure report; empty if it cannot be read.
+std::vector<std::string> tracked_names(const std::string& report) {
+  std::error_code ec;
+  if (!fs::is_regular_file(report, ec)) return {};
+  nlohmann::json j;
+  try {
+    std::ifstream in(report);
+    j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  } catch (const std::exception&) {  // a read error
+    return {};
+  }
+  std::vector<std::string> names;
+  if (j.is_object() && j.contains("tracked") && j["tracked"].is_array()) {
+    for (const auto& n : j["tracked"]) {
+      if (n.is_string()) names.push_back(n.get<std::string>());
+    }
+  }
+  return names;
+}
+
+}  // namespace
+
+std::string ReplayItem::describe() const {
+  const std::string origin = " (" + surgery + " on " + kind + " at step " + std::to_string(step) + ", " + where + ")";
+  if (type == Type::Knob) return name + " " + before.dump() + " -> " + after.dump() + origin;
+  return "patch " + fs::path(path).filename().string() + " sha256 " + sha256.substr(0, 12) + origin;
+}
+
+std::vector<ReplayItem> plan_replay(const History& history, const fs::path& workplace,
+                                    const std::vector<std::string>& exclude_runs) {
+  const std::set<std::string> excluded(exclude_runs.begin(), exclude_runs.end());
+  // Knob names per run, from knob_created lines: a change is a knob change only if it is one.
+  std::set<std::pair<std::string, std::string>> knobs;
+  for (const auto& j : history.lines) {
+    if (json_text(j, "event") == "knob_created" && !json_text(j, "name").empty()) {
+      knobs.emplace(json_text(j, "run"), json_text(j, "name"));
+    }
+  }
+  std::vector<ReplayItem> items;
+  for (const auto& i : history.incidents) {
+    if (excluded.count(i.run) > 0 || (i.outcome != "retry" && i.outcome != "skip")) continue;
+    if (i.surgery.rfind("replay", 0) == 0) continue;
+    ReplayItem base;
+    base.run = i.run;
+    base.where = i.where;
+    base.kind = i.kind;
+    base.surgery = i.surgery;
+    base.step = i.step;
+    fs::path report = i.report;
+    if (report.is_relative()) report = workplace / report;
+    base.tracked = tracked_names(report.string());
+    // A patch's repair is replayed by running the patch again: it re-does its own knob changes.
+    const auto patch = i.changes.find("patch");
+    if (patch != i.changes.end() && patch->is_array() && patch->size() == 2 && (*patch)[1].is_object()) {
+      ReplayItem item = base;
+      item.type = ReplayItem::Type::Patch;
+      item.path = json_text((*patch)[1], "path");
+      item.sha256 = json_text((*patch)[1], "sha256");
+      item.changes = i.changes;
+      item.changes.erase("patch");
+      if (!item.path.empty()) items.push_back(std::move(item));
+      continue;
+    }
+    for (const auto& [what, change] : i.changes.items()) {
+      if (knobs.count({i.run, what}) > 0 && change.is_array() && change.size() == 2) {
+        ReplayItem item = base;
+        item.name = what;
+        item.before = change[0];
+        item.after = change[1];
+        items.push_back(std::move(item));
+      }
+    }
+  }
+  return items;
+}
+
+}  // namespace daifu::detail

@@ -1,0 +1,158 @@
+// Reading a workplace's history: runs, failures and what became of them, knob changes,
+// metrics; and reading journals that are torn, from a newer schema, or garbage, as far as
+// they make sense (a randomized test mutates a real journal thousands of times).
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+
+#include "replay/history.h"
+#include "replay/replay_plan.h"
+#include "test_util.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+using daifu::detail::read_history;
+using daifu::testing::fresh_dir;
+
+// A real workplace: a transient retry at step 3, an injected OOM at step 5 (batch 64 -> 32),
+// a NaN batch skipped at 7, metrics every 4 steps.
+fs::path real_workplace() {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@3,oom@5,nan_data@7").metrics_every(4));
+  session.knob<int64_t>("batch_size", 64);
+  DAIFU_GUARD(session, step, 0, 10) { session.report("loss", 1.0 / (1 + step.index())); };
+  return wp;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(History, FoldsARealJournalIntoFailuresAndWhatBecameOfThem) {
+  const auto wp = real_workplace();
+  const auto h = read_history(wp);
+  EXPECT_TRUE(h.warnings.empty());
+  ASSERT_EQ(h.runs.size(), 1u);
+  EXPECT_EQ(h.runs[0].status, "ok");
+  EXPECT_EQ(h.runs[0].committed_steps, 9);
+  ASSERT_EQ(h.incidents.size(), 3u);
+  EXPECT_EQ(h.incidents[0].kind, "transient_runtime");
+  EXPECT_EQ(h.incidents[0].surgery, "transient_retry");
+  EXPECT_EQ(h.incidents[0].outcome, "retry");
+  EXPECT_GT(h.incidents[0].recovery_us, 0);
+  EXPECT_EQ(h.incidents[1].kind, "out_of_memory");
+  EXPECT_EQ(h.incidents[1].changes["batch_size"], nlohmann::json::array({64, 32}));
+  EXPECT_EQ(h.incidents[2].outcome, "skip");
+  ASSERT_EQ(h.knob_changes.size(), 1u);
+  EXPECT_EQ(h.knob_changes[0].after, 32);
+  EXPECT_EQ(h.metrics.size(), 9u);  // one loss per committed step
+  EXPECT_EQ(h.metrics.back().step, 9);
+}
+
+TEST(History, TornNewerAndGarbageLinesAreSkippedAndCounted) {
+  const auto wp = real_workplace();
+  const std::string good = read_file(wp / "journal.jsonl");
+  {
+    std::ofstream out(wp / "journal.jsonl", std::ios::app);
+    out << "{\"event\":\"from_the_future\",\"v\":1,\"step\":3,\"run\":\"x\"}\n";  // unknown: kept, ignored
+    out << "{\"event\":\"failure\",\"v\":9,\"step\":1}\n";                         // newer schema
+    out << "\x01\x02 not json at all\n";
+    out << "{\"event\":\"repair\",\"report\":\"nowhere.json\",\"v\":1}\n";          // names no failure
+    out << "{\"event\":\"failure\",\"v\":1,\"step\":\"seven\",\"kind\":[1,2]}\n";  // wrong types
+    out << "{\"event\":\"metrics\",\"v\":1,\"steps\":3,\"values\":[]}\n";
+    out << "{\"event\":\"run_end\",\"tor";                                        // torn last line
+  }
+  const auto h = read_history(wp);
+  EXPECT_EQ(h.skipped_lines, 3);  // newer, not JSON, torn
+  EXPECT_EQ(h.incidents.size(), 4u);  // the wrong-typed failure is kept with defaults
+  EXPECT_EQ(h.incidents.back().step, -1);
+  EXPECT_EQ(h.incidents.back().kind, "unknown");
+  EXPECT_EQ(h.warnings.size(), 5u);  // + the unattributed repair and the bad metrics line
+}
+
+// Mutates a real journal at random (cut, flip bytes, duplicate, insert garbage, swap lines)
+// and reads each mutant: never a crash or an exception, and every line is either read or
+// counted as skipped. Also plans a replay from each.
+TEST(History, RandomizedJournalsAreReadAsFarAsTheyMakeSense) {
+  const auto wp = real_workplace();
+  const std::string original = read_file(wp / "journal.jsonl");
+  std::vector<std::string> lines;
+  {
+    std::stringstream s(original);
+    for (std::string l; std::getline(s, l);) lines.push_back(l);
+  }
+  std::mt19937_64 rng(20261201);
+  const auto budget = std::chrono::seconds(3);
+  const auto start = std::chrono::steady_clock::now();
+  int64_t inputs = 0, skipped = 0;
+  const fs::path mutant_dir = wp / "mutant";
+  fs::create_directories(mutant_dir);
+  while (std::chrono::steady_clock::now() - start < budget) {
+    std::vector<std::string> m = lines;
+    const int edits = 1 + static_cast<int>(rng() % 6);
+    for (int e = 0; e < edits && !m.empty(); ++e) {
+      auto& l = m[rng() % m.size()];
+      switch (rng() % 6) {
+        case 0: l = l.substr(0, rng() % (l.size() + 1)); break;
+        case 1:
+          if (!l.empty()) l[rng() % l.size()] = static_cast<char>(rng() % 256);
+          break;
+        case 2: m.push_back(m[rng() % m.size()]); break;
+        case 3: {
+          std::string garbage(rng() % 64, ' ');
+          for (auto& c : garbage) c = static_cast<char>(rng() % 256);
+          m.insert(m.begin() + static_cast<std::ptrdiff_t>(rng() % m.size()), garbage);
+          break;
+        }
+        case 4: std::swap(m[rng() % m.size()], m[rng() % m.size()]); break;
+        case 5: {  // a field of another type
+          const auto at = l.find(":");
+          if (at != std::string::npos) l.insert(at + 1, rng() % 2 ? "[" : "\"");
+          break;
+        }
+      }
+    }
+    std::string text;
+    for (const auto& l : m) text += l + "\n";
+    if (rng() % 2) text.pop_back();  // sometimes torn
+    {
+      std::ofstream out(mutant_dir / "journal.jsonl", std::ios::binary | std::ios::trunc);
+      out << text;
+    }
+    daifu::detail::History h;
+    ASSERT_NO_THROW(h = read_history(mutant_dir)) << text;
+    ASSERT_NO_THROW(daifu::detail::plan_replay(h, mutant_dir, {}));
+    // Every non-empty line (random bytes may add newlines) is read or counted as skipped.
+    std::size_t nonempty = 0;
+    std::stringstream split(text);
+    for (std::string l; std::getline(split, l);) nonempty += !l.empty();
+    EXPECT_EQ(static_cast<std::size_t>(h.skipped_lines) + h.lines.size(), nonempty);
+    skipped += h.skipped_lines;
+    ++inputs;
+  }
+  RecordProperty("inputs", std::to_string(inputs));
+  std::printf("read %lld mutated journals in %lld s, %lld lines skipped\n", static_cast<long long>(inputs),
+              static_cast<long long>(budget.count()), static_cast<long long>(skipped));
+  EXPECT_GT(inputs, 100);
+}
+
+TEST(History, AMissingJournalIsAClearError) {
+  try {
+    read_history(fresh_dir() / "nothing_here");
+    FAIL() << "expected daifu::Error";
+  } catch (const daifu::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot open journal"), std::string::npos);
+  }
+}
+
+}  // namespace
