@@ -1,5 +1,7 @@
 #include "replay/replay_plan.h"
 
+#include "journal/workplace.h"
+
 #include <fstream>
 #include <set>
 
@@ -31,7 +33,8 @@ std::vector<std::string> tracked_names(const std::string& report) {
 }  // namespace
 
 std::string ReplayItem::describe() const {
-  const std::string origin = " (" + surgery + " on " + kind + " at step " + std::to_string(step) + ", " + where + ")";
+  const std::string origin =
+      " (" + surgery + " repaired " + kind + " at step " + std::to_string(step) + ", " + where + ")";
   if (type == Type::Knob) return name + " " + before.dump() + " -> " + after.dump() + origin;
   return "patch " + fs::path(path).filename().string() + " sha256 " + sha256.substr(0, 12) + origin;
 }
@@ -56,9 +59,9 @@ std::vector<ReplayItem> plan_replay(const History& history, const fs::path& work
     base.kind = i.kind;
     base.surgery = i.surgery;
     base.step = i.step;
-    fs::path report = i.report;
-    if (report.is_relative()) report = workplace / report;
-    base.tracked = tracked_names(report.string());
+    // The report's path was written relative to the training process's directory: look for it
+    // in this workplace, wherever that is now.
+    base.tracked = tracked_names((workplace / kFailuresDir / fs::path(i.report).filename()).string());
     // A patch's repair is replayed by running the patch again: it re-does its own knob changes.
     const auto patch = i.changes.find("patch");
     if (patch != i.changes.end() && patch->is_array() && patch->size() == 2 && (*patch)[1].is_object()) {
