@@ -10,10 +10,13 @@
 #include "test_util.h"
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
+
+#include <sys/wait.h>
 
 namespace {
 
@@ -145,6 +148,47 @@ TEST(History, RandomizedJournalsAreReadAsFarAsTheyMakeSense) {
               static_cast<long long>(budget.count()), static_cast<long long>(skipped));
   EXPECT_GT(inputs, 100);
 }
+
+#ifdef DAIFU_CLI
+std::pair<int, std::string> cli(const std::string& args) {
+  FILE* pipe = ::popen((std::string(DAIFU_CLI) + " " + args + " 2>&1").c_str(), "r");
+  std::string out;
+  char buffer[4096];
+  while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+  const int status = pipe != nullptr ? ::pclose(pipe) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(History, TheCliShowsLogStatsAFailureTheReplayPlanAndAnHtmlReport) {
+  const auto wp = real_workplace();
+  const std::string w = " -w " + wp.string();
+  auto [code, out] = cli("log --no-color" + w);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("1 run(s), 3 failure(s)"), std::string::npos) << out;
+  EXPECT_NE(out.find("out_of_memory      c10::Error         out_of_memory     retry"), std::string::npos) << out;
+  std::tie(code, out) = cli("stats --json" + w);
+  EXPECT_EQ(code, 0) << out;
+  const auto stats = nlohmann::json::parse(out);
+  EXPECT_EQ(stats["per_kind"]["transient_runtime"], 1);
+  EXPECT_EQ(stats["per_outcome"]["skip"], 1);
+  std::tie(code, out) = cli("show 2" + w);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("changed   batch_size: 64 -> 32"), std::string::npos) << out;
+  EXPECT_NE(out.find("stack (throw site):"), std::string::npos) << out;
+  EXPECT_EQ(cli("show 99" + w).first, 1);
+  std::tie(code, out) = cli("replay --dry-run" + w);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("batch_size 64 -> 32 (out_of_memory repaired out_of_memory at step 5"), std::string::npos) << out;
+  std::tie(code, out) = cli("report -o " + (wp / "report.html").string() + w);
+  ASSERT_EQ(code, 0) << out;
+  const std::string html = read_file(wp / "report.html");
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("<polyline"), std::string::npos);      // the loss curve
+  EXPECT_NE(html.find("knob batch_size"), std::string::npos);  // the knob over the steps
+  EXPECT_EQ(html.find("http"), html.find("http://www.w3.org/2000/svg"));  // nothing to fetch
+  EXPECT_EQ(cli("log -w " + (wp / "nothing").string()).first, 1);
+}
+#endif
 
 TEST(History, AMissingJournalIsAClearError) {
   try {

@@ -4,6 +4,7 @@
 #include "control_commands.h"
 #include "history_commands.h"
 #include "patch_build.h"
+#include "report.h"
 
 #include <CLI/CLI.hpp>
 
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
   auto* show_cmd = app.add_subcommand("show", "one failure in full, with its throw-site stack");
   show_cmd->add_option("number", number, "the failure's number (failures/NNNN.json)")->required();
   auto* stats_cmd = app.add_subcommand("stats", "counts per kind and surgery, time lost and saved");
+  std::string report_out = "report.html";
+  auto* report_cmd = app.add_subcommand("report", "a self-contained HTML report: timelines and repairs");
+  report_cmd->add_option("-o,--output", report_out, "the HTML file to write")->capture_default_str();
   bool dry_run = false;
   auto* replay_cmd = app.add_subcommand("replay", "what a rerun with replay would re-apply");
   replay_cmd->add_flag("--dry-run", dry_run, "list the items and their checks (the only mode: replay runs in the program)");
@@ -71,6 +75,7 @@ int main(int argc, char** argv) {
   if (log_cmd->parsed()) return daifu::cli::log(read);
   if (show_cmd->parsed()) return daifu::cli::show(read, number);
   if (stats_cmd->parsed()) return daifu::cli::stats(read);
+  if (report_cmd->parsed()) return daifu::cli::report(read, report_out);
   if (replay_cmd->parsed()) {
     if (!dry_run) {
       std::cerr << "daifu: replay happens in the training program (Options().replay(true) or DAIFU_REPLAY=1); "

@@ -1,0 +1,222 @@
+#include "report.h"
+
+#include <daifu/errors.h>
+
+#include "replay/history.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace daifu::cli {
+namespace fs = std::filesystem;
+using detail::History;
+using detail::IncidentRecord;
+
+namespace {
+
+constexpr int kWidth = 960, kPlotHeight = 260, kKnobHeight = 90, kLeft = 60, kRight = 20, kTop = 20;
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+const char* color_of(const std::string& kind) {
+  static const std::map<std::string, const char*> colors = {
+      {"api_misuse", "#d62728"},        {"tensor_mismatch", "#9467bd"}, {"out_of_memory", "#ff7f0e"},
+      {"device_contention", "#8c564b"}, {"path_problem", "#2ca02c"},    {"exceptional_data", "#e377c2"},
+      {"transient_runtime", "#17becf"}, {"numeric_fault", "#bcbd22"},   {"fatal", "#000000"}};
+  auto it = colors.find(kind);
+  return it == colors.end() ? "#7f7f7f" : it->second;
+}
+
+std::string fmt(double v) {
+  std::ostringstream out;
+  out.precision(4);
+  out << v;
+  return out.str();
+}
+
+// One run's timeline: the metric curve, failure markers, rollback windows, numeric knobs.
+std::string timeline(const History& h, const std::string& run) {
+  std::vector<std::pair<int64_t, double>> curve;
+  std::string metric;
+  for (const auto& m : h.metrics) {
+    if (m.run != run) continue;
+    if (metric.empty()) metric = m.name == "loss" ? "loss" : m.name;
+    if (m.name == "loss" && metric != "loss") {
+      metric = "loss";
+      curve.clear();
+    }
+    if (m.name == metric) curve.emplace_back(m.step, m.value);
+  }
+  std::vector<const IncidentRecord*> incidents;
+  for (const auto& i : h.incidents) {
+    if (i.run == run) incidents.push_back(&i);
+  }
+  std::map<std::string, std::vector<std::pair<int64_t, double>>> knobs;  // numeric knobs over steps
+  for (const auto& k : h.knob_changes) {
+    if (k.run != run || !k.after.is_number() || !k.before.is_number()) continue;
+    auto& series = knobs[k.name];
+    if (series.empty()) series.emplace_back(0, k.before.get<double>());
+    series.emplace_back(k.step, k.after.get<double>());
+  }
+  int64_t max_step = 1;
+  for (const auto& [s, v] : curve) max_step = std::max(max_step, s);
+  for (const auto* i : incidents) max_step = std::max(max_step, i->step);
+  double lo = 0, hi = 1;
+  if (!curve.empty()) {
+    lo = hi = curve[0].second;
+    for (const auto& [s, v] : curve) {
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+    }
+    if (hi - lo < 1e-12) hi = lo + 1;
+  }
+  const int plot_w = kWidth - kLeft - kRight;
+  const int height = kTop + kPlotHeight + 30 + static_cast<int>(knobs.size()) * (kKnobHeight + 20);
+  auto x = [&](double step) { return kLeft + plot_w * step / static_cast<double>(max_step); };
+  auto y = [&](double v) { return kTop + kPlotHeight * (1 - (v - lo) / (hi - lo)); };
+
+  std::ostringstream svg;
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << kWidth << "' height='" << height << "' viewBox='0 0 "
+      << kWidth << " " << height << "'>\n"
+      << "<rect x='" << kLeft << "' y='" << kTop << "' width='" << plot_w << "' height='" << kPlotHeight
+      << "' fill='#fafafa' stroke='#ccc'/>\n";
+  // Rollback windows: the steps re-run for a failure.
+  for (const auto* i : incidents) {
+    if (i->rerun_steps <= 0) continue;
+    svg << "<rect x='" << x(static_cast<double>(i->step - i->rerun_steps)) << "' y='" << kTop << "' width='"
+        << std::max(1.0, x(static_cast<double>(i->step)) - x(static_cast<double>(i->step - i->rerun_steps)))
+        << "' height='" << kPlotHeight << "' fill='#ffd8a8' opacity='0.6'><title>rollback: steps "
+        << i->step - i->rerun_steps << "-" << i->step << " re-run</title></rect>\n";
+  }
+  if (!curve.empty()) {
+    svg << "<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='";
+    for (const auto& [s, v] : curve) {
+      if (std::isfinite(v)) svg << fmt(x(static_cast<double>(s))) << "," << fmt(y(v)) << " ";
+    }
+    svg << "'/>\n";
+  }
+  for (const auto* i : incidents) {
+    const double px = x(static_cast<double>(i->step));
+    svg << "<g><title>step " << i->step << " attempt " << i->attempt << ": " << escape(i->kind) << ", "
+        << escape(i->exception_type) << ": " << escape(i->message.substr(0, 160)) << " -> "
+        << escape(i->surgery.empty() ? "-" : i->surgery) << " (" << escape(i->outcome.empty() ? "-" : i->outcome)
+        << ")</title><line x1='" << px << "' x2='" << px << "' y1='" << kTop << "' y2='" << kTop + kPlotHeight
+        << "' stroke='" << color_of(i->kind) << "' stroke-width='2'"
+        << (i->outcome == "unrecovered" ? " stroke-dasharray='4 3'" : "") << "/><circle cx='" << px << "' cy='"
+        << kTop + 6 << "' r='5' fill='" << color_of(i->kind) << "'/></g>\n";
+  }
+  // Axes labels.
+  svg << "<text x='4' y='" << kTop + 10 << "' font-size='11'>" << fmt(hi) << "</text>"
+      << "<text x='4' y='" << kTop + kPlotHeight << "' font-size='11'>" << fmt(lo) << "</text>"
+      << "<text x='" << kLeft << "' y='" << kTop + kPlotHeight + 16 << "' font-size='11'>step 0</text>"
+      << "<text x='" << kWidth - kRight - 60 << "' y='" << kTop + kPlotHeight + 16 << "' font-size='11'>step "
+      << max_step << "</text>"
+      << "<text x='" << kLeft + 8 << "' y='" << kTop + 28 << "' font-size='12' fill='#1f77b4'>"
+      << escape(metric.empty() ? "no metrics reported" : metric) << "</text>\n";
+  int top = kTop + kPlotHeight + 30;
+  for (const auto& [name, series] : knobs) {
+    double klo = series[0].second, khi = series[0].second;
+    for (const auto& [s, v] : series) klo = std::min(klo, v), khi = std::max(khi, v);
+    if (khi - klo < 1e-12) khi = klo + 1;
+    auto ky = [&](double v) { return top + kKnobHeight * (1 - (v - klo) / (khi - klo)) * 0.8 + 8; };
+    svg << "<rect x='" << kLeft << "' y='" << top << "' width='" << plot_w << "' height='" << kKnobHeight
+        << "' fill='#fafafa' stroke='#ccc'/><text x='" << kWidth - kRight - 140 << "' y='" << top + 14
+        << "' font-size='12' fill='#2ca02c'>knob " << escape(name) << "</text>\n<polyline fill='none' stroke='#2ca02c' "
+        << "stroke-width='2' points='";
+    double last = series[0].second;
+    for (const auto& [s, v] : series) {
+      svg << fmt(x(static_cast<double>(s))) << "," << fmt(ky(last)) << " " << fmt(x(static_cast<double>(s))) << ","
+          << fmt(ky(v)) << " ";
+      last = v;
+    }
+    svg << fmt(x(static_cast<double>(max_step))) << "," << fmt(ky(last)) << "'/>\n";
+    for (const auto& [s, v] : series) {
+      svg << "<text x='" << x(static_cast<double>(s)) + 3 << "' y='" << ky(v) - 3 << "' font-size='11'>" << fmt(v)
+          << "</text>";
+    }
+    svg << "\n";
+    top += kKnobHeight + 20;
+  }
+  svg << "</svg>\n";
+  return svg.str();
+}
+
+}  // namespace
+
+int report(const ReadOptions& options, const fs::path& out) {
+  History h;
+  try {
+    h = detail::read_history(options.workplace);
+  } catch (const Error& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  std::ostringstream html;
+  html << "<!doctype html>\n<html><head><meta charset='utf-8'><title>daifu report: "
+       << escape(options.workplace.string()) << "</title>\n<style>body{font-family:sans-serif;margin:24px;color:#222}"
+       << "table{border-collapse:collapse;font-size:13px;max-width:" << kWidth << "px}td,th{border:1px solid #ddd;"
+       << "padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}th{background:#f0f0f0}.k{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}"
+       << "</style></head><body>\n<h1>daifu report</h1>\n<p>Workplace <code>" << escape(options.workplace.string())
+       << "</code>: " << h.runs.size() << " run(s), " << h.incidents.size() << " failure(s)";
+  if (h.skipped_lines > 0) html << ", " << h.skipped_lines << " journal line(s) skipped";
+  html << ".</p>\n<p>";
+  std::set<std::string> kinds;
+  for (const auto& i : h.incidents) kinds.insert(i.kind);
+  for (const auto& k : kinds) html << "<span class='k' style='background:" << color_of(k) << "'></span>" << escape(k);
+  html << (kinds.empty() ? "" : "<span class='k' style='background:#ffd8a8'></span>rollback window") << "</p>\n";
+  for (const auto& r : h.runs) {
+    html << "<h2>Run " << escape(r.id) << "</h2>\n<p>pid " << r.pid << ", " << r.committed_steps
+         << " steps committed, " << r.failures << " failure(s), status " << escape(r.status.empty() ? "(no end)" : r.status)
+         << "</p>\n"
+         << timeline(h, r.id);
+  }
+  html << "<h2>Repairs</h2>\n<table><tr><th>run</th><th>step</th><th>kind</th><th>exception</th><th>message</th>"
+       << "<th>surgery</th><th>outcome</th><th>changes</th><th>recovery</th></tr>\n";
+  for (const auto& i : h.incidents) {
+    std::string changes;
+    for (const auto& [what, c] : i.changes.items()) {
+      changes += escape(what) + ": " +
+                 escape(c.is_array() && c.size() == 2 ? c[0].dump() + " → " + c[1].dump() : c.dump()).substr(0, 200) + "<br>";
+    }
+    std::ostringstream recovery;
+    if (i.paused_s > 0) {
+      recovery << fmt(i.paused_s) << " s paused";
+    } else if (i.recovery_us >= 0) {
+      recovery << fmt(i.recovery_us / 1000) << " ms";
+    }
+    html << "<tr><td>" << escape(i.run.substr(i.run.size() > 4 ? i.run.size() - 4 : 0)) << "</td><td>" << i.step
+         << "</td><td><span class='k' style='background:" << color_of(i.kind) << "'></span>" << escape(i.kind)
+         << "</td><td>" << escape(i.exception_type) << "</td><td>" << escape(i.message.substr(0, 120))
+         << "</td><td>" << escape(i.surgery) << "</td><td>" << escape(i.outcome) << "</td><td>" << changes
+         << "</td><td>" << recovery.str() << "</td></tr>\n";
+  }
+  html << "</table>\n</body></html>\n";
+  std::ofstream file(out, std::ios::trunc);
+  file << html.str();
+  file.close();
+  if (!file) {
+    std::cerr << "daifu: cannot write " << out.string() << "\n";
+    return 1;
+  }
+  std::cout << "daifu: wrote " << out.string() << " (" << html.str().size() << " bytes, " << h.incidents.size()
+            << " failure(s), " << h.runs.size() << " run(s))\n";
+  return 0;
+}
+
+}  // namespace daifu::cli
