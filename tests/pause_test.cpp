@@ -49,6 +49,17 @@ nlohmann::json await_pause(const fs::path& workplace, std::chrono::seconds limit
   return nlohmann::json::object();
 }
 
+// Waits (bounded) until `done()`; false if it did not happen within `limit`.
+template <class F>
+bool wait_until(F done, std::chrono::seconds limit = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
 // Sends one command to the session paused in `workplace` (as the CLI does, with its pause id).
 void command(const fs::path& workplace, const std::string& verb, nlohmann::json args = nlohmann::json::object()) {
   args["pause"] = await_pause(workplace)["pause"];
@@ -153,7 +164,7 @@ TEST(Pause, SkipGoesOnWithTheNextStepAndAbortRethrows) {
   std::thread fixer([&] {
     command(wp, "skip");
     EXPECT_EQ(await_result(wp, 0), "ok");
-    while (events(wp, "pause").size() < 2) std::this_thread::sleep_for(10ms);  // step 3 fails too
+    EXPECT_TRUE(wait_until([&] { return events(wp, "pause").size() >= 2; }));  // step 3 fails too
     command(wp, "abort", {{"reason", "needs a code change"}});
   });
   std::vector<int64_t> done;
@@ -225,7 +236,7 @@ TEST(Pause, APatchThatThrowsAfterChangingStateIsUndoneFromTheSnapshotAndWaitingG
       fixer = std::thread([&] {
         await_pause(wp);
         drop(wp, "patch_damages");
-        while (events(wp, "patch_failed").empty()) std::this_thread::sleep_for(10ms);
+        EXPECT_TRUE(wait_until([&] { return !events(wp, "patch_failed").empty(); }));
         drop(wp, "patch_lower_lr");
       });
     }
@@ -264,7 +275,7 @@ TEST(Pause, CommandsForAnotherPauseAreIgnoredAndAnUnsafeControlFolderIsRefused) 
     daifu::detail::send_command(wp, "skip", {{"pause", "an-old-pause"}});
     EXPECT_NE(await_result(wp, 0).find("ignored: it was sent to pause \"an-old-pause\""), std::string::npos);
     std::ofstream(wp / "control" / "zz-garbage.json") << "{not json";
-    while (events(wp, "command_rejected").empty()) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE(wait_until([&] { return !events(wp, "command_rejected").empty(); }));
     EXPECT_TRUE(fs::exists(wp / "control" / "zz-garbage.json.rejected"));
     command(wp, "frobnicate");
     EXPECT_NE(await_result(wp, 1).find("refused: unknown command \"frobnicate\""), std::string::npos);
@@ -494,7 +505,7 @@ TEST(PauseCli, SkipThenAbortThroughTheCli) {
   const Ran skipped = run_cli("skip -w " + wp.string());
   EXPECT_EQ(skipped.code, 0) << skipped.output;
   // The head is still too narrow: step 61 pauses next.
-  for (int i = 0; i < 3000 && events(wp, "pause").size() < 2; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(wait_until([&] { return events(wp, "pause").size() >= 2; }));
   EXPECT_EQ(await_pause(wp)["step"], 61);
   const Ran aborted = run_cli("abort --reason 'wrong head' -w " + wp.string());
   EXPECT_EQ(aborted.code, 0) << aborted.output;
