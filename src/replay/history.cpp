@@ -9,10 +9,8 @@
 namespace daifu::detail {
 namespace {
 
-// Field accessors that never throw: a missing field or one of another type gives `fallback`.
-std::string text(const nlohmann::json& j, const char* key, const std::string& fallback = "") {
-  return json_text(j, key, fallback);
-}
+// Field accessors that never throw: a missing field or one of another type gives `fallback`
+// (json_text, in history.h, for strings).
 int64_t integer(const nlohmann::json& j, const char* key, int64_t fallback = 0) {
   auto it = j.find(key);
   return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
@@ -27,8 +25,8 @@ class Folder {
   explicit Folder(History& h) : h_(h) {}
 
   void add(const nlohmann::json& j, int64_t line_number) {
-    const std::string event = text(j, "event");
-    const std::string run = text(j, "run");
+    const std::string event = json_text(j, "event");
+    const std::string run = json_text(j, "run");
     const int64_t step = integer(j, "step", -1);
     if (event == "run_start") {
       RunRecord r;
@@ -40,7 +38,7 @@ class Folder {
     } else if (event == "run_end") {
       if (RunRecord* r = find_run(run)) {
         r->end = number(j, "time");
-        r->status = text(j, "status");
+        r->status = json_text(j, "status");
         r->committed_steps = integer(j, "committed_steps");
         r->failures = integer(j, "failures");
       }
@@ -50,18 +48,18 @@ class Folder {
       i.step = step;
       i.attempt = integer(j, "attempt");
       i.time = number(j, "time");
-      i.kind = text(j, "kind", "unknown");
-      i.exception_type = text(j, "exception_type");
-      i.message = text(j, "message");
-      i.where = text(j, "where");
-      i.report = text(j, "report");
+      i.kind = json_text(j, "kind", "unknown");
+      i.exception_type = json_text(j, "exception_type");
+      i.message = json_text(j, "message");
+      i.where = json_text(j, "where");
+      i.report = json_text(j, "report");
       if (!i.report.empty()) by_report_[i.report] = h_.incidents.size();
       h_.incidents.push_back(std::move(i));
     } else if (event == "repair") {
       if (IncidentRecord* i = by_report(j, line_number)) {
-        i->surgery = text(j, "surgery");
-        i->action = text(j, "action");
-        i->reason = text(j, "reason");
+        i->surgery = json_text(j, "surgery");
+        i->action = json_text(j, "action");
+        i->reason = json_text(j, "reason");
         if (j.contains("changes") && j["changes"].is_object()) i->changes = j["changes"];
       }
     } else if (event == "unrecovered") {
@@ -82,10 +80,10 @@ class Folder {
       k.run = run;
       k.step = step;
       k.time = number(j, "time");
-      k.name = text(j, "name");
+      k.name = json_text(j, "name");
       k.before = j.value("before", nlohmann::json());
       k.after = j.value("after", nlohmann::json());
-      k.reason = text(j, "reason");
+      k.reason = json_text(j, "reason");
       if (!k.name.empty()) h_.knob_changes.push_back(std::move(k));
     } else if (event == "metrics") {
       add_metrics(j, run, line_number);
@@ -99,9 +97,9 @@ class Folder {
   }
 
   IncidentRecord* by_report(const nlohmann::json& j, int64_t line_number) {
-    auto it = by_report_.find(text(j, "report"));
+    auto it = by_report_.find(json_text(j, "report"));
     if (it != by_report_.end()) return &h_.incidents[it->second];
-    h_.warnings.push_back("line " + std::to_string(line_number) + ": a " + text(j, "event") +
+    h_.warnings.push_back("line " + std::to_string(line_number) + ": a " + json_text(j, "event") +
                           " line names no failure read before it; not attributed");
     return nullptr;
   }
