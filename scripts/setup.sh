@@ -9,7 +9,7 @@ packages=(
   libtorch-dev libopenblas0-pthread
   libspdlog-dev libfmt-dev nlohmann-json3-dev libboost-stacktrace-dev libcli11-dev libgloo-dev zlib1g-dev
   googletest libgtest-dev libbenchmark-dev
-  dataset-fashion-mnist
+  dataset-fashion-mnist fortunes
 )
 missing=()
 for p in "${packages[@]}"; do

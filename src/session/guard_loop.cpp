@@ -38,6 +38,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     impl_.replayer.loop_started(session_, where_, first_step);
   }
   for (int64_t index = start; index < last;) {
+    if (catch_up_ && catch_up_->failed == index) note_caught_up(index);
     if (pending_skip_.erase(index) > 0) {
       Step skipped;
       skipped.index_ = index;
@@ -79,7 +80,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         break;
       }
       if (decision.action == Action::Skip && !decision.rollback) {
-        skip(step);
+        skip(step, std::chrono::duration<double, std::micro>(Clock::now() - decision.caught).count());
         ++index;
         break;
       }
@@ -89,6 +90,10 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         } else {
           memos_[index] = step.memo_;
         }
+      }
+      if (decision.rollback) {  // a failure during a re-run extends the catch-up of the first
+        catch_up_ = catch_up_ ? CatchUp{std::max(catch_up_->failed, index), window_start_, catch_up_->caught}
+                              : CatchUp{index, window_start_, decision.caught};
       }
       if (decision.action == Action::Skip) {  // skipped once the steps before it are re-run
         pending_skip_.insert(index);
@@ -193,12 +198,21 @@ void StepLoop::commit(const Step& step, bool rerun) {
   }
 }
 
-void StepLoop::skip(const Step& step) {
+void StepLoop::note_caught_up(int64_t index) {
+  const double recovery_us = std::chrono::duration<double, std::micro>(Clock::now() - catch_up_->caught).count();
+  impl_.journal.write({{"event", "caught_up"}, {"step", index}, {"rerun_from", catch_up_->from},
+                       {"rerun_steps", index - catch_up_->from}, {"recovery_us", recovery_us}});
+  catch_up_.reset();
+}
+
+void StepLoop::skip(const Step& step, double recovery_us) {
   ++impl_.stats.skipped_steps;
   high_water_ = std::max(high_water_, step.index_ + 1);
   pending_attempt_.erase(step.index_);
   impl_.surgeries.reset_step();
-  impl_.journal.write({{"event", "skip"}, {"step", step.index_}, {"attempt", step.attempt_}});
+  nlohmann::json line = {{"event", "skip"}, {"step", step.index_}, {"attempt", step.attempt_}};
+  if (recovery_us >= 0) line["recovery_us"] = recovery_us;
+  impl_.journal.write(line);
   impl_.journal.record("Step " + std::to_string(step.index_) + " skipped");
 }
 

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -60,7 +61,10 @@ class StepLoop {
   void maybe_snapshot(int64_t index);
   void restore_snapshot(const Step& failed, const std::vector<std::string>& mutated);
   void commit(const Step& step, bool rerun);
-  void skip(const Step& step);
+  /// `recovery_us`: failure caught -> the next step starting, when a failure caused the skip.
+  void skip(const Step& step, double recovery_us = -1);
+  /// Journals `caught_up` when `index` is the failed step a rollback went back from.
+  void note_caught_up(int64_t index);
 
   Session& session_;
   SessionImpl& impl_;
@@ -78,6 +82,14 @@ class StepLoop {
   // those a surgery chose to skip.
   std::map<int64_t, int64_t> pending_attempt_;
   std::set<int64_t> pending_skip_;
+  // After a rollback: the failed step, when its failure was caught, and the step the re-run
+  // began at; cleared once the loop is back at the failed step.
+  struct CatchUp {
+    int64_t failed = -1;
+    int64_t from = -1;
+    Clock::time_point caught;
+  };
+  std::optional<CatchUp> catch_up_;
 };
 
 }  // namespace daifu::detail

@@ -1,0 +1,28 @@
+// cnn_path_problem, buggy: every 150 steps the model is exported to runs/exp1/, a folder the
+// program never creates; torch::save throws "Parent directory runs/exp1 does not exist."
+#include "common/case.h"
+#include "workloads/cnn.h"
+
+namespace cnn_path_problem::buggy {
+
+int run(crash::Run& run) {
+  auto data = crash::cnn::load();
+  crash::cnn::Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::cnn::kLearningRate));
+  const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
+  crash::train(run, trainees, run.steps(crash::cnn::kSteps), [&](int64_t step) {
+    const auto batch = crash::cnn::batch(data, step);
+    optimizer.zero_grad();
+    auto loss = torch::nll_loss(net->forward(batch.images), batch.labels);
+    loss.backward();
+    optimizer.step();
+    if ((step + 1) % 150 == 0) torch::save(net, "runs/exp1/model_" + std::to_string(step + 1) + ".pt");  // BUG
+    return loss.item<double>();
+  });
+  run.finish("accuracy", crash::cnn::accuracy(net, data.test), /*higher_is_better=*/true);
+  return 0;
+}
+
+CRASH_PROGRAM("cnn_path_problem", Buggy, run);
+
+}  // namespace cnn_path_problem::buggy

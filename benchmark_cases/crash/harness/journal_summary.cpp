@@ -1,0 +1,67 @@
+#include "journal_summary.h"
+
+#include <fstream>
+#include <stdexcept>
+
+namespace crash {
+namespace {
+
+std::string text(const nlohmann::json& line, const char* key) {
+  const auto it = line.find(key);
+  return it != line.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+double number(const nlohmann::json& line, const char* key, double fallback = -1) {
+  const auto it = line.find(key);
+  return it != line.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+}  // namespace
+
+JournalSummary summarize_journal(const std::filesystem::path& journal) {
+  std::ifstream in(journal);
+  if (!in) throw std::runtime_error("cannot read the journal " + journal.string());
+  JournalSummary s;
+  std::string raw;
+  int64_t number_of_line = 0;
+  while (std::getline(in, raw)) {
+    ++number_of_line;
+    if (raw.empty()) continue;
+    const nlohmann::json line = nlohmann::json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    if (!line.is_object() || !line.contains("event")) {
+      s.warnings.push_back(journal.string() + ":" + std::to_string(number_of_line) + ": not a journal line");
+      continue;
+    }
+    const std::string event = text(line, "event");
+    if (event == "failure") {
+      ++s.failures;
+      ++s.kinds[text(line, "kind")];
+      s.failure_steps.push_back(static_cast<int64_t>(number(line, "step")));
+      if (s.first_exception.empty()) s.first_exception = text(line, "exception_type") + ": " + text(line, "message");
+    } else if (event == "repair") {
+      ++s.surgeries[text(line, "surgery")];
+    } else if (event == "rollback") {
+      ++s.rollbacks;
+      s.rerun_steps += static_cast<int64_t>(number(line, "rerun_steps", 0));
+    } else if (event == "resume") {
+      // After a rollback the failure is behind once the re-run caught up (below).
+      if (!line.contains("rerun_from")) s.recovery_us.push_back(number(line, "recovery_us", 0));
+    } else if (event == "caught_up") {
+      s.recovery_us.push_back(number(line, "recovery_us", 0));
+    } else if (event == "skip") {
+      ++s.skipped;
+      if (line.contains("recovery_us")) s.recovery_us.push_back(number(line, "recovery_us", 0));
+    } else if (event == "pause") {
+      ++s.pauses;
+    } else if (event == "command") {
+      ++s.commands;
+    } else if (event == "patch") {
+      ++s.patches;
+    } else if (event == "unrecovered") {
+      ++s.unrecovered;
+    }
+  }
+  return s;
+}
+
+}  // namespace crash

@@ -1,0 +1,37 @@
+// What a guarded run's workplace journal says about its failures and their repairs.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace crash {
+
+struct JournalSummary {
+  int64_t failures = 0;
+  std::map<std::string, int64_t> kinds;      ///< failure kind -> count
+  std::map<std::string, int64_t> surgeries;  ///< repairing surgery (or patch, command) -> count
+  int64_t rollbacks = 0;
+  int64_t rerun_steps = 0;
+  int64_t skipped = 0;
+  int64_t pauses = 0;       ///< a human was asked (on_unrecovered(Pause))
+  int64_t commands = 0;     ///< and answered through control/
+  int64_t patches = 0;      ///< hot patches that ran
+  int64_t unrecovered = 0;
+  /// One per failure that training got past: failure caught -> training running again
+  /// (the re-run of a rollback included), in microseconds.
+  std::vector<double> recovery_us;
+  std::vector<int64_t> failure_steps;
+  std::string first_exception;  ///< "type: message" of the first failure
+  std::vector<std::string> warnings;  ///< lines that were not JSON objects with an "event"
+};
+
+/// Reads `journal` (journal.jsonl). Never throws for bad lines: they land in `warnings`.
+/// Throws std::runtime_error if the file cannot be read.
+JournalSummary summarize_journal(const std::filesystem::path& journal);
+
+}  // namespace crash
