@@ -60,6 +60,37 @@ TEST(Journal, FailureReportHasTheSymbolizedThrowSite) {
   EXPECT_NE(stack.find("journal_test.cpp:"), std::string::npos) << stack;
 }
 
+// Symbolizing maps the libraries' symbol tables (~176 MB): not when memory is what is short.
+TEST(Journal, AnOutOfMemoryReportNamesItsFramesWithoutSymbolizing) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@0"));
+    EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 1){}; }, daifu::Unrecovered);  // no batch knob to halve
+  }
+  const auto failure = events(wp, "failure").at(0);
+  const auto report = nlohmann::json::parse(slurp(failure["report"].get<std::string>()));
+  EXPECT_EQ(report["kind"], "out_of_memory");
+  EXPECT_EQ(report["stack_symbolized"], false);
+  const std::string stack = report["stack"];
+  EXPECT_EQ(stack.rfind("#0 ", 0), 0u) << stack;
+  EXPECT_NE(stack.find(" in "), std::string::npos) << stack;
+  EXPECT_NE(stack.find("libdaifu"), std::string::npos) << stack;
+  EXPECT_EQ(stack.find(".cpp:"), std::string::npos) << stack;
+}
+
+TEST(Journal, ASkippedStepSaysHowLongTheRecoveryTook) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("io@1"));
+    session.surgeries().add("skip", [](const daifu::Failure&) { return true; },
+                            [](daifu::RepairContext&) { return daifu::Action::Skip; });
+    DAIFU_GUARD(session, step, 0, 3){};
+  }
+  const auto skip = events(wp, "skip").at(0);
+  EXPECT_EQ(skip["step"], 1);
+  EXPECT_GT(skip["recovery_us"].get<double>(), 0);
+}
+
 TEST(Journal, ReportNumbersContinueAcrossRuns) {
   const auto wp = fresh_dir();
   for (int run = 0; run < 2; ++run) {

@@ -5,8 +5,8 @@
 //              buffers and threads) the address space is capped at the current VmSize plus
 //              MARGIN_MB (default 640). The backward of a 512-sample micro-batch holds three
 //              512 x kHidden float tensors (768 MiB) and is refused by the allocator; a
-//              256-sample one needs 384 MiB, plus what daifu's failure report takes to
-//              symbolize its stack (~60-130 MiB of mappings measured), and fits.
+//              256-sample one needs 384 MiB and fits (daifu's report of an out-of-memory
+//              failure does not symbolize its stack, which would map ~176 MiB).
 //   reference: the same training with no cap (micro_batch stays kBatch).
 // Writes the final parameters to OUT_FILE (torch::save), "micro_batch=N" to stdout and, when
 // capped, the address space used after the cap to stderr.

@@ -157,6 +157,13 @@ TEST_P(EveryOptimizer, FailureInsideOptimizerStepAtStep37EndsBitwiseEqualToAFaul
   EXPECT_EQ(rollback[0]["to_step"], 30);
   EXPECT_EQ(rollback[0]["rerun_steps"], 7);
   EXPECT_EQ(rollback[0]["mutated"], nlohmann::json::array({"model", "optimizer"}));
+  // Recovery ends when the re-run is back at the failed step.
+  const auto caught_up = events(wp, "caught_up");
+  ASSERT_EQ(caught_up.size(), 1u);
+  EXPECT_EQ(caught_up[0]["step"], 37);
+  EXPECT_EQ(caught_up[0]["rerun_from"], 30);
+  EXPECT_EQ(caught_up[0]["rerun_steps"], 7);
+  EXPECT_GE(caught_up[0]["recovery_us"].get<double>(), events(wp, "resume").at(0)["recovery_us"].get<double>());
 }
 
 INSTANTIATE_TEST_SUITE_P(Snapshot, EveryOptimizer,
@@ -271,7 +278,8 @@ TEST(Snapshot, SkipAfterRollbackReRunsTheStepsBeforeAndDropsOnlyTheFailedOne) {
     plain.optimizer->step();
   }
   Trainer guarded(Opt::Adam, 0.0);
-  daifu::Session session(options_for(fresh_dir()).snapshot_every(5));
+  const auto wp = fresh_dir();
+  daifu::Session session(options_for(wp).snapshot_every(5));
   session.track("model", *guarded.net);
   session.track("optimizer", *guarded.optimizer);
   session.surgeries().add("skip", [](const daifu::Failure&) { return true; },
@@ -284,6 +292,12 @@ TEST(Snapshot, SkipAfterRollbackReRunsTheStepsBeforeAndDropsOnlyTheFailedOne) {
   expect_bitwise_equal(plain.state(), guarded.state());
   EXPECT_EQ(session.stats().skipped_steps, 1);
   EXPECT_EQ(session.global_step(), 19);
+  // Steps 10-12 re-run, then 13 skipped: the recovery is timed by caught_up, not by the skip.
+  const auto caught_up = events(wp, "caught_up");
+  ASSERT_EQ(caught_up.size(), 1u);
+  EXPECT_EQ(caught_up[0]["step"], 13);
+  EXPECT_EQ(caught_up[0]["rerun_steps"], 3);
+  EXPECT_FALSE(events(wp, "skip").at(0).contains("recovery_us"));
 }
 
 TEST(Snapshot, PermanentFaultAfterTheUpdateIsStillBounded) {

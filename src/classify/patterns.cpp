@@ -104,6 +104,7 @@ const std::vector<FailurePattern>& builtin_failure_patterns() {
       {"not implemented for", K::ApiMisuse},
       {"invalid argument", K::ApiMisuse},
       {"expected a non-empty list of tensors", K::ApiMisuse},
+      {"could not infer output dtype", K::ApiMisuse},
   };
   return table;
 }

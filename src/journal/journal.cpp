@@ -4,6 +4,7 @@
 
 #include <daifu/journal.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -53,6 +54,31 @@ bool ends_with_newline(int fd) {
   if (size <= 0) return true;
   char last = '\n';
   return ::pread(fd, &last, 1, size - 1) == 1 && last == '\n';
+}
+
+// Each frame as "symbol+0xoff in module", from the dynamic symbol tables already in memory
+// (dladdr). Symbolizing with file:line maps the libraries' symbol tables (176 MB of address
+// space for libtorch, measured), which an out-of-memory failure cannot afford.
+std::string frames_from_dladdr(const RawStack& stack) {
+  std::string out;
+  for (std::size_t i = 0; i < stack.size(); ++i) {
+    Dl_info info{};
+    char line[512];
+    if (dladdr(stack[i], &info) != 0 && info.dli_fname != nullptr) {
+      const auto* address = static_cast<const char*>(stack[i]);
+      if (info.dli_sname != nullptr) {
+        std::snprintf(line, sizeof line, "#%zu %s+0x%tx in %s\n", i, info.dli_sname,
+                      address - static_cast<const char*>(info.dli_saddr), info.dli_fname);
+      } else {
+        std::snprintf(line, sizeof line, "#%zu 0x%tx in %s\n", i, address - static_cast<const char*>(info.dli_fbase),
+                      info.dli_fname);
+      }
+    } else {
+      std::snprintf(line, sizeof line, "#%zu %p\n", i, stack[i]);
+    }
+    out += line;
+  }
+  return out;
 }
 
 }  // namespace
@@ -158,7 +184,12 @@ std::pair<int64_t, std::filesystem::path> Journal::reserve_report() {
 void Journal::write_report_now(const PendingReport& pending) noexcept {
   try {
     nlohmann::json report = pending.report;
-    report["stack"] = symbolize_stack(pending.stack);
+    if (report.value("kind", "") == "out_of_memory") {
+      report["stack"] = frames_from_dladdr(pending.stack);
+      report["stack_symbolized"] = false;
+    } else {
+      report["stack"] = symbolize_stack(pending.stack);
+    }
     const auto tmp = pending.path.string() + ".tmp";
     {
       std::ofstream out(tmp, std::ios::trunc);

@@ -102,10 +102,21 @@ int64_t Run::start(const Trainees& t) {
   if (args_.resume.empty()) return 0;
   torch::serialize::InputArchive archive;
   archive.load_from(args_.resume.string());
+  // Module::load takes a saved tensor's shape as it is: a checkpoint of another model would
+  // load "successfully" and break the program later. A checkpoint that does not fit is refused.
   for (const auto& [name, module] : t.modules) {
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const auto& p : module->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
     torch::serialize::InputArchive part;
     archive.read(name, part);
     module->load(part);
+    for (const auto& p : module->named_parameters()) {
+      if (shapes[p.key()] != p.value().sizes().vec()) {
+        throw std::runtime_error("the checkpoint " + args_.resume.string() + " does not fit this program's " + name +
+                                 ": " + p.key() + " is " + c10::str(p.value().sizes()) + " there and " +
+                                 c10::str(c10::IntArrayRef(shapes[p.key()])) + " here");
+      }
+    }
   }
   for (const auto& [name, optimizer] : t.optimizers) {
     torch::serialize::InputArchive part;
@@ -183,7 +194,7 @@ void train(Run& run, const Trainees& t, int64_t last, const std::function<double
   daifu::Session session(run.options().workplace("overhead_workplace"));
   for (const auto& [name, module] : t.modules) session.track(name, *module);
   for (const auto& [name, optimizer] : t.optimizers) session.track(name, *optimizer);
-  std::vector<double> plain_ms, guarded_ms, pair_ratio;
+  std::vector<double> plain_ms, guarded_ms, pair_ratio, plain_block_medians;
   const int64_t block = run.args().block;
   int64_t previous_ns = 0;
   auto timed = [&](std::vector<double>& into, int64_t step, int64_t block_first) {
@@ -209,12 +220,10 @@ void train(Run& run, const Trainees& t, int64_t last, const std::function<double
     }
     const int64_t end_ns = monotonic_ns();  // the block's last step ends here
     if (e - b > 1) into.push_back(static_cast<double>(end_ns - previous_ns) / 1e6);
+    const std::vector<double> this_block(into.begin() + static_cast<long>(before), into.end());
+    if (!guarded) plain_block_medians.push_back(median(this_block));
     // Pairs of adjacent blocks: guarded block median / the plain block before it.
-    if (guarded && plain_ms.size() >= static_cast<size_t>(e - b)) {
-      const std::vector<double> g(guarded_ms.begin() + static_cast<long>(before), guarded_ms.end());
-      const std::vector<double> p(plain_ms.end() - static_cast<long>(g.size()), plain_ms.end());
-      pair_ratio.push_back(median(g) / median(p) - 1);
-    }
+    if (guarded && !plain_block_medians.empty()) pair_ratio.push_back(median(this_block) / plain_block_medians.back() - 1);
   }
   auto& r = run.result();
   r["overhead"] = {{"block", block},
@@ -224,6 +233,14 @@ void train(Run& run, const Trainees& t, int64_t last, const std::function<double
                    {"guarded_steps", guarded_ms.size()},
                    {"median_overhead", median(guarded_ms) / median(plain_ms) - 1},
                    {"pair_overheads", pair_ratio},
+                   {"median_pair_overhead", median(pair_ratio)},
+                   // The noise floor: how much plain blocks alone differ, (max - min) / median.
+                   {"plain_block_spread",
+                    plain_block_medians.empty()
+                        ? 0.0
+                        : (*std::max_element(plain_block_medians.begin(), plain_block_medians.end()) -
+                           *std::min_element(plain_block_medians.begin(), plain_block_medians.end())) /
+                              median(plain_block_medians)},
                    {"snapshot_captures", session.snapshot_stats().captures}};
 }
 

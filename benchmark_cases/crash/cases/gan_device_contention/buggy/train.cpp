@@ -1,0 +1,62 @@
+// gan_device_contention, buggy: every 250 steps a sample sheet is rendered on the accelerator,
+// a device in exclusive-process mode that another job holds at the time; the first refusal,
+// "CUDA error: all CUDA-capable devices are busy or unavailable" (simulated), ends the run at
+// step 250.
+#include "common/case.h"
+#include "common/environment.h"
+#include "workloads/gan.h"
+
+#include <filesystem>
+#include <fstream>
+
+namespace gan_device_contention::buggy {
+
+// The sample sheet of the run: the generator's images of a fixed noise batch, rendered on the
+// accelerator (exclusive-process mode: one process at a time) into samples/step_N.pgm.
+void write_sample_sheet(crash::gan::Generator& generator, const torch::Tensor& z, int64_t step) {
+  torch::NoGradGuard no_grad;
+  std::ofstream("samples/step_" + std::to_string(step) + ".pgm", std::ios::binary)
+      << crash::gan::pgm_grid(generator->forward(z));
+}
+
+int run(crash::Run& run) {
+  namespace gan = crash::gan;
+  auto data = gan::load();
+  gan::Generator generator;
+  gan::Discriminator discriminator;
+  torch::optim::Adam g_optimizer(generator->parameters(), gan::adam_options());
+  torch::optim::Adam d_optimizer(discriminator->parameters(), gan::adam_options());
+  const auto sheet_noise = torch::randn({64, gan::kNoise}, at::detail::createCPUGenerator(/*seed_in=*/5));
+  std::filesystem::create_directories("samples");
+  const crash::Trainees trainees{{{"generator", generator.get()}, {"discriminator", discriminator.get()}},
+                                 {{"g_optimizer", &g_optimizer}, {"d_optimizer", &d_optimizer}}};
+  crash::train(run, trainees, run.steps(gan::kSteps), [&](int64_t step) {
+    if (step > 0 && step % 250 == 0) {
+      crash::ExclusiveDevice device;  // BUG: the device may be held by another process; no retry
+      write_sample_sheet(generator, sheet_noise, step);
+    }
+    const auto real = gan::real_batch(data, step);
+    const int64_t b = real.size(0);
+    const auto fake = generator->forward(gan::noise(b));
+    d_optimizer.zero_grad();
+    auto d_loss = gan::bce(discriminator->forward(real), torch::ones({b, 1})) +
+                  gan::bce(discriminator->forward(fake.detach()), torch::zeros({b, 1}));
+    d_loss.backward();
+    d_optimizer.step();
+    double loss = d_loss.item<double>();
+    if (step >= gan::kWarmupSteps) {
+      g_optimizer.zero_grad();
+      auto g_loss = gan::bce(discriminator->forward(fake), torch::ones({b, 1}));
+      g_loss.backward();
+      g_optimizer.step();
+      loss += g_loss.item<double>();
+    }
+    return loss;
+  });
+  run.finish("frechet_distance", gan::frechet_distance(generator, data), /*higher_is_better=*/false);
+  return 0;
+}
+
+CRASH_PROGRAM("gan_device_contention", Buggy, run);
+
+}  // namespace gan_device_contention::buggy

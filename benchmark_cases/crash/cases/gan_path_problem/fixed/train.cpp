@@ -1,0 +1,45 @@
+// gan_path_problem, fixed: the export folder is created before training.
+#include "common/case.h"
+#include "workloads/gan.h"
+
+#include <filesystem>
+
+namespace gan_path_problem::fixed {
+
+int run(crash::Run& run) {
+  namespace gan = crash::gan;
+  auto data = gan::load();
+  gan::Generator generator;
+  gan::Discriminator discriminator;
+  torch::optim::Adam g_optimizer(generator->parameters(), gan::adam_options());
+  torch::optim::Adam d_optimizer(discriminator->parameters(), gan::adam_options());
+  std::filesystem::create_directories("runs/gan");  // FIX
+  const crash::Trainees trainees{{{"generator", generator.get()}, {"discriminator", discriminator.get()}},
+                                 {{"g_optimizer", &g_optimizer}, {"d_optimizer", &d_optimizer}}};
+  crash::train(run, trainees, run.steps(gan::kSteps), [&](int64_t step) {
+    if (step > 0 && step % 250 == 0) torch::save(generator, "runs/gan/generator_" + std::to_string(step) + ".pt");
+    const auto real = gan::real_batch(data, step);
+    const int64_t b = real.size(0);
+    const auto fake = generator->forward(gan::noise(b));
+    d_optimizer.zero_grad();
+    auto d_loss = gan::bce(discriminator->forward(real), torch::ones({b, 1})) +
+                  gan::bce(discriminator->forward(fake.detach()), torch::zeros({b, 1}));
+    d_loss.backward();
+    d_optimizer.step();
+    double loss = d_loss.item<double>();
+    if (step >= gan::kWarmupSteps) {
+      g_optimizer.zero_grad();
+      auto g_loss = gan::bce(discriminator->forward(fake), torch::ones({b, 1}));
+      g_loss.backward();
+      g_optimizer.step();
+      loss += g_loss.item<double>();
+    }
+    return loss;
+  });
+  run.finish("frechet_distance", gan::frechet_distance(generator, data), /*higher_is_better=*/false);
+  return 0;
+}
+
+CRASH_PROGRAM("gan_path_problem", Fixed, run);
+
+}  // namespace gan_path_problem::fixed

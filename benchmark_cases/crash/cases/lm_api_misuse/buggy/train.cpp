@@ -1,0 +1,36 @@
+// lm_api_misuse, buggy: truncated backpropagation through time over consecutive chunks of 32
+// text streams. The first 100 steps start every chunk from a zero state (a stateless
+// warm-up); from step 100 the last hidden state is carried into the next chunk, but without
+// detach(): the backward of step 100 runs into step 99's graph, already freed, and libtorch
+// throws "Trying to backward through the graph a second time ...".
+#include "common/case.h"
+#include "workloads/lm.h"
+
+namespace lm_api_misuse::buggy {
+
+inline constexpr int64_t kCarryFrom = 100;
+
+int run(crash::Run& run) {
+  auto data = crash::lm::load();
+  crash::lm::Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
+  const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
+  at::Tensor hidden;  // the last hidden state of the previous chunk
+  crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
+    const auto [input, target] = crash::lm::stream_batch(data, step);
+    const at::Tensor h0 = step >= kCarryFrom && hidden.defined() ? hidden : at::Tensor();  // BUG: not detached
+    optimizer.zero_grad();
+    auto [logits, last] = net->forward(input, h0);
+    auto loss = crash::lm::loss(logits, target);
+    loss.backward();
+    optimizer.step();
+    hidden = last;
+    return loss.item<double>();
+  });
+  run.finish("bits_per_char", crash::lm::bits_per_char(net, data.corpus), /*higher_is_better=*/false);
+  return 0;
+}
+
+CRASH_PROGRAM("lm_api_misuse", Buggy, run);
+
+}  // namespace lm_api_misuse::buggy

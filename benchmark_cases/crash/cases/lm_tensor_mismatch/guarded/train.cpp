@@ -1,0 +1,57 @@
+// lm_tensor_mismatch, guarded: the buggy program under DAIFU_GUARD, the batch fetched with
+// step.once (an (input, target) pair). Repaired by the built-in tensor_mismatch surgery: its
+// dtype adapter casts the memoized int32 targets to int64 and the step is retried (the loss
+// fails before the update, so nothing is restored). Every in-domain batch fails once.
+#include "common/case.h"
+#include "workloads/lm.h"
+
+#include <fstream>
+#include <iterator>
+
+namespace lm_tensor_mismatch::guarded {
+
+inline constexpr int64_t kDomainFrom = 100;
+inline constexpr int64_t kDomainEvery = 50;
+
+/// The in-domain corpus as int32 token ids.
+at::Tensor domain_tokens() {
+  std::vector<int32_t> ids;
+  for (const char* name : {"debian", "linux", "linuxcookie"}) {
+    std::ifstream in(std::string(crash::lm::kFortunesDir) + "/" + name, std::ios::binary);
+    for (auto it = std::istreambuf_iterator<char>(in); it != std::istreambuf_iterator<char>(); ++it) {
+      ids.push_back(static_cast<uint8_t>(*it));
+    }
+  }
+  return torch::tensor(ids, torch::kInt);  // BUG: int32 token ids
+}
+
+int run(crash::Run& run) {
+  auto data = crash::lm::load();
+  const at::Tensor domain = domain_tokens();
+  crash::lm::Sampler domain_windows((domain.size(0) - 1) / crash::lm::kSeq, crash::lm::kBatch, /*seed=*/2);
+  crash::lm::Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
+  auto batch = [&](int64_t step) {
+    if (step < kDomainFrom || step % kDomainEvery != 0) return crash::lm::batch(data, step);
+    auto firsts = domain_windows.items((step - kDomainFrom) / kDomainEvery, crash::lm::kBatch);
+    for (auto& k : firsts) k *= crash::lm::kSeq;
+    return crash::lm::windows(domain, firsts);
+  };
+  daifu::Session session(run.options());
+  session.track("model", *net);
+  session.track("optimizer", optimizer);
+  DAIFU_GUARD(session, step, 0, run.steps(crash::lm::kSteps)) {
+    const auto& [input, target] = step.once("batch", [&] { return batch(step.index()); });
+    optimizer.zero_grad();
+    auto loss = crash::lm::loss(std::get<0>(net->forward(input)), target);
+    loss.backward();
+    optimizer.step();
+    session.report("loss", loss.item<double>());
+  };
+  run.finish("bits_per_char", crash::lm::bits_per_char(net, data.corpus), /*higher_is_better=*/false);
+  return 0;
+}
+
+CRASH_PROGRAM("lm_tensor_mismatch", Guarded, run);
+
+}  // namespace lm_tensor_mismatch::guarded
