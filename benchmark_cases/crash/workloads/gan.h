@@ -51,8 +51,9 @@ struct Data {
 };
 
 /// Reads the data set (rescaled from the reader's mean/std normalization to [-1, 1], for the
-/// tanh generator) and seeds libtorch (torch::manual_seed(1)), so that models built next start
-/// from the same weights in every variant.
+/// tanh generator), sets libtorch to one intra-op thread (see gan.cpp) and seeds it
+/// (torch::manual_seed(1)), so that models built next start from the same weights in every
+/// variant.
 Data load();
 
 /// The first `size` real images of step `step` (a fixed permutation per epoch), (size, 784).

@@ -1,7 +1,7 @@
-// gan_out_of_memory, buggy: every 500 steps a memorization check compares 128 generated images
+// gan_out_of_memory, buggy: every 400 steps a memorization check compares 128 generated images
 // with 2000 training images by broadcasting, all at once: a 766 MiB tensor on a device with
 // 640 MiB free (an address-space cap); the allocator refuses it, c10::Error "DefaultCPUAllocator:
-// can't allocate memory: you tried to allocate 802816000 bytes", at step 500.
+// can't allocate memory: you tried to allocate 802816000 bytes", at step 400.
 #include "common/case.h"
 #include "common/environment.h"
 #include "workloads/gan.h"
@@ -44,7 +44,7 @@ int run(crash::Run& run) {
   const crash::Trainees trainees{{{"generator", generator.get()}, {"discriminator", discriminator.get()}},
                                  {{"g_optimizer", &g_optimizer}, {"d_optimizer", &d_optimizer}}};
   crash::train(run, trainees, run.steps(gan::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 500 == 0) {
+    if (step > 0 && step % 400 == 0) {
       run.result()["nn_distance_" + std::to_string(step)] =
           nearest_neighbour_distance(generator, reference, check_noise, check_chunk);
     }

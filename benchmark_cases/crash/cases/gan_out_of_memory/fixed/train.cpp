@@ -41,7 +41,7 @@ int run(crash::Run& run) {
   const crash::Trainees trainees{{{"generator", generator.get()}, {"discriminator", discriminator.get()}},
                                  {{"g_optimizer", &g_optimizer}, {"d_optimizer", &d_optimizer}}};
   crash::train(run, trainees, run.steps(gan::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 500 == 0) {
+    if (step > 0 && step % 400 == 0) {
       run.result()["nn_distance_" + std::to_string(step)] =
           nearest_neighbour_distance(generator, reference, check_noise, check_chunk);
     }

@@ -48,7 +48,7 @@ int run(crash::Run& run) {
   auto& check_chunk = session.knob<int64_t>("check_chunk", kCheckSamples).min(1);  // BUG: starts at all 128
   DAIFU_GUARD(session, current, 0, run.steps(gan::kSteps)) {
     const int64_t step = current.index();
-    if (step > 0 && step % 500 == 0) {
+    if (step > 0 && step % 400 == 0) {
       run.result()["nn_distance_" + std::to_string(step)] =
           nearest_neighbour_distance(generator, reference, check_noise, check_chunk.get());
     }
