@@ -417,7 +417,8 @@ std::string markdown(const json& rows, const json& summary) {
   for (const auto& r : rows) {
     const auto& g = r["guarded"];
     std::string surgeries;
-    for (const auto& [s, n] : g.value("surgeries", json::object()).items()) {
+    const json by_surgery = g.value("surgeries", json::object());
+    for (const auto& [s, n] : by_surgery.items()) {
       surgeries += (surgeries.empty() ? "" : ", ") + s + (n.get<int64_t>() > 1 ? " x" + std::to_string(n.get<int64_t>()) : "");
     }
     const std::string crash_step = r.contains("crash_step") ? std::to_string(r["crash_step"].get<int64_t>()) : "no crash";
