@@ -1,5 +1,7 @@
 #include "lm.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -87,7 +89,19 @@ Corpus read_corpus(const std::string& dir) {
   return corpus;
 }
 
+// Debian's libtorch does its matrix products in OpenBLAS (the pthreads build), which runs a
+// thread pool of its own, one thread per core, next to libtorch's OpenMP threads
+// (at::set_num_threads). The GRU makes hundreds of small products per step; with both pools
+// on the same cores they wait on each other, and with 2 OpenMP threads a step took 1-2 s
+// instead of ~40 ms on a busy 2-core machine. So OpenBLAS gets one thread, as
+// OPENBLAS_NUM_THREADS=1 would give it; libtorch keeps the threads it was given.
+void one_blas_thread() {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
+}
+
 Data load() {
+  one_blas_thread();
   torch::manual_seed(1);
   auto corpus = read_corpus();
   const int64_t windows = (corpus.train_size - 1) / kSeq;

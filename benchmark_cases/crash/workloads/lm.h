@@ -16,17 +16,17 @@
 namespace crash::lm {
 
 inline constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
-inline constexpr int64_t kSteps = 300;
+inline constexpr int64_t kSteps = 200;
 inline constexpr int64_t kBatch = 32;   ///< windows per step
 inline constexpr int64_t kSeq = 64;     ///< characters per window (the targets are the next 64)
 inline constexpr int64_t kVocab = 256;  ///< bytes
 inline constexpr int64_t kEmbed = 64;
 inline constexpr int64_t kHidden = 128;
 inline constexpr double kLearningRate = 3e-3;
-inline constexpr int64_t kEvalBatch = 256;  ///< held-out windows per forward pass
+inline constexpr int64_t kEvalBatch = 512;  ///< held-out windows per forward pass
 inline constexpr int64_t kPad = 0;          ///< the padding byte of fortune-per-row batches
-inline constexpr int64_t kEntryBatch = 16;  ///< fortunes per fortune-per-row batch
-inline constexpr int64_t kEntryLen = 128;   ///< characters per fortune-per-row row
+inline constexpr int64_t kEntryBatch = 32;  ///< fortunes per fortune-per-row batch
+inline constexpr int64_t kEntryLen = 64;    ///< characters per fortune-per-row row
 
 /// (input [N, T] int64 tokens, target [N * T] int64: the next token of each input position).
 using Batch = std::pair<at::Tensor, at::Tensor>;
@@ -86,7 +86,7 @@ struct Data {
 Corpus read_corpus(const std::string& dir = kFortunesDir);
 
 /// Reads the corpus and seeds libtorch (torch::manual_seed(1)), so that the models built next
-/// start from the same weights in every variant.
+/// start from the same weights in every variant. Also keeps OpenBLAS to one thread (see lm.cpp).
 Data load();
 
 /// The windows of step `step` (the first `size` of them).

@@ -1,14 +1,14 @@
 // lm_api_misuse, buggy: truncated backpropagation through time over consecutive chunks of 32
-// text streams. The first 100 steps start every chunk from a zero state (a stateless
-// warm-up); from step 100 the last hidden state is carried into the next chunk, but without
-// detach(): the backward of step 100 runs into step 99's graph, already freed, and libtorch
+// text streams. The first 80 steps start every chunk from a zero state (a stateless
+// warm-up); from step 80 the last hidden state is carried into the next chunk, but without
+// detach(): the backward of step 80 runs into step 79's graph, already freed, and libtorch
 // throws "Trying to backward through the graph a second time ...".
 #include "common/case.h"
 #include "workloads/lm.h"
 
 namespace lm_api_misuse::buggy {
 
-inline constexpr int64_t kCarryFrom = 100;
+inline constexpr int64_t kCarryFrom = 80;
 
 int run(crash::Run& run) {
   auto data = crash::lm::load();

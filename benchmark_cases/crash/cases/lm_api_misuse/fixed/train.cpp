@@ -5,7 +5,7 @@
 
 namespace lm_api_misuse::fixed {
 
-inline constexpr int64_t kCarryFrom = 100;
+inline constexpr int64_t kCarryFrom = 80;
 
 int run(crash::Run& run) {
   auto data = crash::lm::load();

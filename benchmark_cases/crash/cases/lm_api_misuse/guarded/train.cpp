@@ -8,7 +8,7 @@
 
 namespace lm_api_misuse::guarded {
 
-inline constexpr int64_t kCarryFrom = 100;
+inline constexpr int64_t kCarryFrom = 80;
 
 int run(crash::Run& run) {
   auto data = crash::lm::load();

@@ -1,4 +1,4 @@
-// lm_device_contention, buggy: every 100 steps the model is validated on the machine's
+// lm_device_contention, buggy: every 50 steps the model is validated on the machine's
 // accelerator, which runs in exclusive-process mode and is shared with another job; the
 // program does not expect it to be busy (CPU variant: the device is an exclusive flock that
 // another process, started by the harness, holds until 250 ms after our program was refused).
@@ -14,7 +14,7 @@ int run(crash::Run& run) {
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 100 == 0) {
+    if (step > 0 && step % 50 == 0) {
       crash::ExclusiveDevice device;  // BUG: throws while the other job holds the device
       run.result()["validation"][std::to_string(step)] = crash::lm::bits_per_char(net, data.corpus);
     }

@@ -28,7 +28,7 @@ int run(crash::Run& run) {
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 100 == 0) {
+    if (step > 0 && step % 50 == 0) {
       std::optional<crash::ExclusiveDevice> device;
       acquire(device);  // FIX
       run.result()["validation"][std::to_string(step)] = crash::lm::bits_per_char(net, data.corpus);

@@ -15,7 +15,7 @@ int run(crash::Run& run) {
   session.track("model", *net);
   session.track("optimizer", optimizer);
   DAIFU_GUARD(session, step, 0, run.steps(crash::lm::kSteps)) {
-    if (step.index() > 0 && step.index() % 100 == 0) {
+    if (step.index() > 0 && step.index() % 50 == 0) {
       crash::ExclusiveDevice device;  // BUG: throws while the other job holds the device
       run.result()["validation"][std::to_string(step.index())] = crash::lm::bits_per_char(net, data.corpus);
     }

@@ -1,8 +1,8 @@
-// lm_exceptional_data, buggy: trains on one fortune per row (its first 129 bytes, padded), the
+// lm_exceptional_data, buggy: trains on one fortune per row (its first 65 bytes, padded), the
 // loss of each row normalized by its number of non-padding targets. The corpus holds four
 // empty fortunes (a "%" line right after another, or at the top of a file): such a row has
 // no target, its loss is 0 / 0 = NaN, and so is the batch's; the program's own check stops
-// it with "loss is NaN at step 103" (the first empty fortune in this data order).
+// it with "loss is NaN at step 61" (the first empty fortune in this data order).
 #include "common/case.h"
 #include "workloads/lm.h"
 
@@ -24,7 +24,7 @@ at::Tensor per_fortune_loss(const at::Tensor& logits, const at::Tensor& target) 
 
 int run(crash::Run& run) {
   auto data = crash::lm::load();
-  crash::lm::Sampler fortunes(static_cast<int64_t>(data.corpus.entries.size()), crash::lm::kEntryBatch, /*seed=*/34);
+  crash::lm::Sampler fortunes(static_cast<int64_t>(data.corpus.entries.size()), crash::lm::kEntryBatch, /*seed=*/33);
   crash::lm::Net net;
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};

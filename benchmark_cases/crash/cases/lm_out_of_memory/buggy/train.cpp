@@ -1,4 +1,4 @@
-// lm_out_of_memory, buggy: every 100 steps the model is validated on the whole held-out slice
+// lm_out_of_memory, buggy: every 50 steps the model is validated on the whole held-out slice
 // (2013 windows of 64 characters) in one forward pass: no gradients, so "it fits". It does not
 // on a device with 300 MiB free (simulated: the address space is capped at its size plus
 // 300 MiB, so the allocation failure is real): the GRU alone asks for its input projection of
@@ -17,7 +17,7 @@ int run(crash::Run& run) {
   crash::cap_memory(/*free_mib=*/300);
   const int64_t eval_batch = crash::lm::heldout_windows(data.corpus);  // BUG: the whole held-out slice at once
   crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 100 == 0) {
+    if (step > 0 && step % 50 == 0) {
       run.result()["validation"][std::to_string(step)] = crash::lm::bits_per_char(net, data.corpus, eval_batch);
     }
     const auto [input, target] = crash::lm::batch(data, step);

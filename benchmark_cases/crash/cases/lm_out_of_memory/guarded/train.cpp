@@ -19,7 +19,7 @@ int run(crash::Run& run) {
   session.track("optimizer", optimizer);
   auto& eval_batch = session.knob<int64_t>("eval_batch", crash::lm::heldout_windows(data.corpus)).min(16);  // BUG: the whole held-out slice at once
   DAIFU_GUARD(session, step, 0, run.steps(crash::lm::kSteps)) {
-    if (step.index() > 0 && step.index() % 100 == 0) {
+    if (step.index() > 0 && step.index() % 50 == 0) {
       run.result()["validation"][std::to_string(step.index())] =
           crash::lm::bits_per_char(net, data.corpus, eval_batch.get());
     }

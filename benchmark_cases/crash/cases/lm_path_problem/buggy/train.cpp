@@ -1,6 +1,6 @@
-// lm_path_problem, buggy: every 100 steps a text sample of the model is written to
+// lm_path_problem, buggy: every 80 steps a text sample of the model is written to
 // samples/step_N.txt, a folder the program never creates; the write checks its stream and
-// throws std::system_error "cannot open "samples/step_100.txt": No such file or directory".
+// throws std::system_error "cannot open "samples/step_80.txt": No such file or directory".
 #include "common/case.h"
 #include "workloads/lm.h"
 
@@ -22,7 +22,7 @@ int run(crash::Run& run) {
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 100 == 0) {  // what the model writes after `step` steps
+    if (step > 0 && step % 80 == 0) {  // what the model writes after `step` steps
       const std::string text = crash::lm::sample(net, "Q:", 300, static_cast<uint64_t>(step));
       write_text("samples/step_" + std::to_string(step) + ".txt", text);  // BUG: samples/ does not exist
     }

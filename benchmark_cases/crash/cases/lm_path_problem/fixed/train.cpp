@@ -22,7 +22,7 @@ int run(crash::Run& run) {
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   std::filesystem::create_directories("samples");  // FIX
   crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 100 == 0) {  // what the model writes after `step` steps
+    if (step > 0 && step % 80 == 0) {  // what the model writes after `step` steps
       const std::string text = crash::lm::sample(net, "Q:", 300, static_cast<uint64_t>(step));
       write_text("samples/step_" + std::to_string(step) + ".txt", text);
     }

@@ -24,7 +24,7 @@ int run(crash::Run& run) {
   session.track("model", *net);
   session.track("optimizer", optimizer);
   DAIFU_GUARD(session, step, 0, run.steps(crash::lm::kSteps)) {
-    if (step.index() > 0 && step.index() % 100 == 0) {  // what the model writes after `step` steps
+    if (step.index() > 0 && step.index() % 80 == 0) {  // what the model writes after `step` steps
       const std::string text = crash::lm::sample(net, "Q:", 300, static_cast<uint64_t>(step.index()));
       write_text("samples/step_" + std::to_string(step.index()) + ".txt", text);  // BUG: samples/ does not exist
     }

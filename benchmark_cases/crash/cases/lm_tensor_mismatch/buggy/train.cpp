@@ -1,4 +1,4 @@
-// lm_tensor_mismatch, buggy: from step 100 one step in 50 trains on a small in-domain corpus
+// lm_tensor_mismatch, buggy: from step 80 one step in 60 trains on a small in-domain corpus
 // (the Debian and Linux fortunes). Its tokens come from a second loader that keeps them as
 // int32, like most tokenizers' output; the embedding takes int32 indices, cross_entropy does
 // not: "expected scalar type Long but found Int".
@@ -10,8 +10,8 @@
 
 namespace lm_tensor_mismatch::buggy {
 
-inline constexpr int64_t kDomainFrom = 100;
-inline constexpr int64_t kDomainEvery = 50;
+inline constexpr int64_t kDomainFrom = 80;
+inline constexpr int64_t kDomainEvery = 60;
 
 /// The in-domain corpus as int32 token ids.
 at::Tensor domain_tokens() {
@@ -33,7 +33,7 @@ int run(crash::Run& run) {
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   auto batch = [&](int64_t step) {
-    if (step < kDomainFrom || step % kDomainEvery != 0) return crash::lm::batch(data, step);
+    if (step < kDomainFrom || (step - kDomainFrom) % kDomainEvery != 0) return crash::lm::batch(data, step);
     auto firsts = domain_windows.items((step - kDomainFrom) / kDomainEvery, crash::lm::kBatch);
     for (auto& k : firsts) k *= crash::lm::kSeq;
     return crash::lm::windows(domain, firsts);

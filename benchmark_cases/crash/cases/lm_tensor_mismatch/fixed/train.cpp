@@ -7,8 +7,8 @@
 
 namespace lm_tensor_mismatch::fixed {
 
-inline constexpr int64_t kDomainFrom = 100;
-inline constexpr int64_t kDomainEvery = 50;
+inline constexpr int64_t kDomainFrom = 80;
+inline constexpr int64_t kDomainEvery = 60;
 
 /// The in-domain corpus as int32 token ids.
 at::Tensor domain_tokens() {
@@ -30,7 +30,7 @@ int run(crash::Run& run) {
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   auto batch = [&](int64_t step) {
-    if (step < kDomainFrom || step % kDomainEvery != 0) return crash::lm::batch(data, step);
+    if (step < kDomainFrom || (step - kDomainFrom) % kDomainEvery != 0) return crash::lm::batch(data, step);
     auto firsts = domain_windows.items((step - kDomainFrom) / kDomainEvery, crash::lm::kBatch);
     for (auto& k : firsts) k *= crash::lm::kSeq;
     return crash::lm::windows(domain, firsts);

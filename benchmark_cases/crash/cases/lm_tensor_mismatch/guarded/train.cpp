@@ -10,8 +10,8 @@
 
 namespace lm_tensor_mismatch::guarded {
 
-inline constexpr int64_t kDomainFrom = 100;
-inline constexpr int64_t kDomainEvery = 50;
+inline constexpr int64_t kDomainFrom = 80;
+inline constexpr int64_t kDomainEvery = 60;
 
 /// The in-domain corpus as int32 token ids.
 at::Tensor domain_tokens() {
@@ -32,7 +32,7 @@ int run(crash::Run& run) {
   crash::lm::Net net;
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
   auto batch = [&](int64_t step) {
-    if (step < kDomainFrom || step % kDomainEvery != 0) return crash::lm::batch(data, step);
+    if (step < kDomainFrom || (step - kDomainFrom) % kDomainEvery != 0) return crash::lm::batch(data, step);
     auto firsts = domain_windows.items((step - kDomainFrom) / kDomainEvery, crash::lm::kBatch);
     for (auto& k : firsts) k *= crash::lm::kSeq;
     return crash::lm::windows(domain, firsts);

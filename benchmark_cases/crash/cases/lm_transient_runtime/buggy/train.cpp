@@ -1,7 +1,7 @@
-// lm_transient_runtime, buggy: every 25 steps the model is uploaded to shared storage whose
+// lm_transient_runtime, buggy: every 20 steps the model is uploaded to shared storage whose
 // writes fail now and then (simulated as in seed 000: each write fails with probability 0.2,
 // seeded), and a failed upload ends the run: std::system_error "storage: writing
-// storage/model_100.pt: Input/output error".
+// storage/model_80.pt: Input/output error".
 #include "common/case.h"
 #include "common/environment.h"
 #include "workloads/lm.h"
@@ -15,7 +15,7 @@ int run(crash::Run& run) {
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   crash::FlakyStorage storage("storage", /*p=*/0.2, /*seed=*/56);
   crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 25 == 0) {  // the model after `step` steps
+    if (step > 0 && step % 20 == 0) {  // the model after `step` steps
       storage.put("model_" + std::to_string(step) + ".pt", crash::lm::serialize(net));  // BUG: one failure ends the run
     }
     const auto [input, target] = crash::lm::batch(data, step);

@@ -25,7 +25,7 @@ int run(crash::Run& run) {
   const crash::Trainees trainees{{{"model", net.get()}}, {{"optimizer", &optimizer}}};
   crash::FlakyStorage storage("storage", /*p=*/0.2, /*seed=*/56);
   crash::train(run, trainees, run.steps(crash::lm::kSteps), [&](int64_t step) {
-    if (step > 0 && step % 25 == 0) {  // the model after `step` steps
+    if (step > 0 && step % 20 == 0) {  // the model after `step` steps
       upload(storage, "model_" + std::to_string(step) + ".pt", crash::lm::serialize(net));  // FIX
     }
     const auto [input, target] = crash::lm::batch(data, step);

@@ -16,7 +16,7 @@ int run(crash::Run& run) {
   session.track("model", *net);
   session.track("optimizer", optimizer);
   DAIFU_GUARD(session, step, 0, run.steps(crash::lm::kSteps)) {
-    if (step.index() > 0 && step.index() % 25 == 0) {  // the model after `step` steps
+    if (step.index() > 0 && step.index() % 20 == 0) {  // the model after `step` steps
       storage.put("model_" + std::to_string(step.index()) + ".pt", crash::lm::serialize(net));  // BUG: one failure ends the run
     }
     const auto [input, target] = crash::lm::batch(data, step.index());
