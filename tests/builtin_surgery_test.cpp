@@ -259,6 +259,7 @@ TEST(BuiltinSurgeries, EachFiresOnlyOnTheKindsItOwnsWhateverTheMessageSays) {
       {"device_contention", {FailureKind::DeviceContention}},
       {"path_problem", {FailureKind::PathProblem}},
       {"exceptional_data", {FailureKind::ExceptionalData, FailureKind::NumericFault}},
+      {"numeric_fault", {FailureKind::NumericFault}},
       {"tensor_mismatch", {FailureKind::TensorMismatch}},
       {"transient_retry", {FailureKind::TransientRuntime}},
       {"api_misuse", {FailureKind::ApiMisuse}},

@@ -14,20 +14,20 @@ using daifu::testing::events;
 using daifu::testing::fresh_dir;
 
 TEST(Inject, ParsesPlans) {
-  const auto plan = daifu::parse_injections(" transient@12, shape@30*;oom@80  nan_data@0 ");
+  const auto plan = daifu::parse_plan(" transient@12, shape@30*;oom@80  nan_data@0 ").crashes;
   ASSERT_EQ(plan.size(), 4u);
   EXPECT_EQ(plan[0].fault, "transient");
   EXPECT_EQ(plan[0].step, 12);
   EXPECT_FALSE(plan[0].every_attempt);
   EXPECT_TRUE(plan[1].every_attempt);
   EXPECT_EQ(plan[3].step, 0);
-  EXPECT_TRUE(daifu::parse_injections("").empty());
+  EXPECT_TRUE(daifu::parse_plan("").crashes.empty());
 }
 
 TEST(Inject, RefusesBadPlansNamingTheItem) {
   for (const char* bad : {"oom", "@3", "oom@", "oom@x", "oom@-1", "flood@3", "oom@99999999999999999999"}) {
     try {
-      daifu::parse_injections(bad);
+      daifu::parse_plan(bad);
       ADD_FAILURE() << bad << " was accepted";
     } catch (const daifu::Error& e) {
       EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();

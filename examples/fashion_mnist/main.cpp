@@ -132,9 +132,12 @@ int train(const Args& args) {
       return fashion_mnist::gather(train_set, sampler.indices(step.index(), b));
     });
     optimizer.zero_grad();
-    auto loss = torch::nll_loss(model->forward(batch.images), batch.labels);
+    // A point where a value fault may be injected (try DAIFU_INJECT="nanx16:out:input@300").
+    const auto images = step.probe("input", batch.images);
+    auto loss = torch::nll_loss(model->forward(images), batch.labels);
     daifu::check_finite(loss, "loss");  // NaN data: the step is skipped before it reaches the weights
     loss.backward();
+    step.before_update();  // silent-fault detectors: non-finite or spiking gradients
     optimizer.step();
     const double value = loss.item<double>();
     session.report("loss", value);

@@ -3,6 +3,7 @@
 
 #include <daifu/checks.h>
 #include <daifu/classifier.h>
+#include <daifu/detectors.h>
 #include <daifu/entry.h>
 #include <daifu/errors.h>
 #include <daifu/failure.h>

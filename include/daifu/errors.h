@@ -16,6 +16,22 @@ class DAIFU_API Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Thrown inside a step by a silent-fault detector (docs/silent-faults.md): a value that a
+/// correct step does not produce (a NaN loss, an infinite gradient, a 1e17x gradient-norm
+/// spike). Classified as FailureKind::NumericFault: the step is rolled back and run again,
+/// and a fault that repeats the same way is treated as persistent.
+class DAIFU_API FaultDetected : public Error {
+ public:
+  /// what() is "daifu detector <detector>: <message>".
+  FaultDetected(std::string detector, const std::string& message);
+  /// "nonfinite_loss", "nonfinite_buffer", "nonfinite_grad", "grad_spike", "loss_spike" or
+  /// "adam_moments".
+  const std::string& detector() const noexcept { return detector_; }
+
+ private:
+  std::string detector_;
+};
+
 /// Thrown out of DAIFU_GUARD when a step could not be repaired. The original exception is
 /// nested (std::rethrow_if_nested / nested_ptr()); failure() is its classified form.
 class DAIFU_API Unrecovered : public std::runtime_error, public std::nested_exception {

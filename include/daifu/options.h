@@ -1,7 +1,9 @@
 // Options for a daifu::Session, as a builder in the style of torch::optim::AdamOptions.
 #pragma once
 
+#include <daifu/detectors.h>
 #include <daifu/export.h>
+#include <daifu/inject.h>
 
 #include <chrono>
 #include <cstdint>
@@ -116,9 +118,17 @@ class DAIFU_API Options {
   Options& cpu_fallback(bool on) { cpu_fallback_ = on; return *this; }
   bool cpu_fallback() const noexcept { return cpu_fallback_; }
 
-  /// Fault-injection plan (docs/injection.md). Unset: taken from $DAIFU_INJECT.
+  /// Fault-injection plan (docs/injection.md, docs/silent-faults.md). Unset: taken from
+  /// $DAIFU_INJECT.
   Options& inject(std::string plan) { inject_ = std::move(plan); return *this; }
   const std::optional<std::string>& inject() const noexcept { return inject_; }
+  /// Adds a value fault, in addition to the plan's.
+  Options& inject(ValueFault fault) { value_faults_.push_back(std::move(fault)); return *this; }
+  const std::vector<ValueFault>& value_faults() const noexcept { return value_faults_; }
+
+  /// Silent-fault detectors (docs/silent-faults.md); the default set is on.
+  Options& detectors(DetectorOptions d) { detectors_ = std::move(d); return *this; }
+  const DetectorOptions& detectors() const noexcept { return detectors_; }
 
   /// What to do when no surgery repairs a failure. Unset: $DAIFU_ON_UNRECOVERED ("rethrow" or
   /// "pause"), else Rethrow. A fatal failure, or one that left tracked state half-updated with
@@ -160,6 +170,8 @@ class DAIFU_API Options {
   std::chrono::microseconds contention_backoff_{100'000};
   bool cpu_fallback_ = false;
   std::optional<std::string> inject_;
+  std::vector<ValueFault> value_faults_;
+  DetectorOptions detectors_;
   std::optional<OnUnrecovered> on_unrecovered_;
   std::optional<std::chrono::milliseconds> pause_timeout_;
   bool echo_ = false;

@@ -5,6 +5,7 @@
 #include <daifu/errors.h>
 #include <daifu/export.h>
 #include <daifu/knob.h>
+#include <daifu/torch_fwd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -18,6 +19,7 @@
 
 namespace daifu {
 namespace detail {
+class SessionImpl;
 class StepLoop;
 struct StepMemos;
 }
@@ -57,7 +59,8 @@ class DAIFU_API Step {
   /// `micro` samples and calls fn(begin, end, weight) for each, weight = (end - begin) / size.
   /// Scale a mean-reduced loss by `weight` before backward() and the accumulated gradients are
   /// those of the whole batch: when the step runs out of memory, the out-of-memory surgery
-  /// halves `micro` and each optimizer step still sees the whole logical batch.
+  /// halves `micro` and each optimizer step still sees the whole logical batch. After the
+  /// last micro-batch it calls before_update(), so the gradient detectors see the sum.
   /// Example:
   ///   auto& micro = session.knob<int64_t>("micro_batch", 256).min(1);
   ///   optimizer.zero_grad();
@@ -76,9 +79,22 @@ class DAIFU_API Step {
       const int64_t end = std::min(size, begin + micro.get());
       fn(begin, end, static_cast<double>(end - begin) / static_cast<double>(size));
     }
+    before_update();
   }
   /// The knob the last micro_batches() call of this attempt used; empty if none.
   const std::string& micro_batch_knob() const noexcept { return micro_knob_; }
+
+  /// Marks a point where a value fault may be injected (docs/silent-faults.md): returns `x`
+  /// itself, or, when a planned fault targets `name` in this attempt, a copy of `x` with the
+  /// fault applied (FaultTarget::Output) or `x` with a hook that corrupts the gradient flowing
+  /// back through it (FaultTarget::Gradient). Costs a function call when nothing is planned.
+  /// Example:  auto h = step.probe("fc1.out", torch::relu(fc1->forward(x)));
+  at::Tensor probe(const std::string& name, const at::Tensor& x);
+
+  /// Call between backward() and optimizer.step(): the gradient detectors (non-finite values,
+  /// norm spikes) check the tracked parameters' gradients and throw daifu::FaultDetected
+  /// before a bad gradient reaches the weights. Without this call they do not run.
+  void before_update();
 
  private:
   friend class detail::StepLoop;
@@ -89,6 +105,7 @@ class DAIFU_API Step {
   };
   int64_t index_ = 0;
   int64_t attempt_ = 0;
+  detail::SessionImpl* session_ = nullptr;  // set by the step loop; null outside one
   std::unordered_map<std::string, Memo> memo_;
   std::string micro_knob_;
 };

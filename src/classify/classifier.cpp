@@ -144,6 +144,8 @@ std::optional<std::pair<FailureKind, const char*>> kind_by_definite_type(const s
   using R = std::pair<FailureKind, const char*>;
   try {
     std::rethrow_exception(error);
+  } catch (const FaultDetected&) {
+    return R{FailureKind::NumericFault, "type:daifu::FaultDetected"};
   } catch (const c10::OutOfMemoryError&) {
     return R{FailureKind::OutOfMemory, "type:c10::OutOfMemoryError"};
   } catch (const std::bad_alloc&) {

@@ -3,8 +3,6 @@
 
 #include <torch/torch.h>
 
-#include <algorithm>
-#include <cctype>
 #include <filesystem>
 #include <sstream>
 #include <system_error>
@@ -69,53 +67,6 @@ namespace {
 }
 
 }  // namespace
-
-const std::vector<std::string>& injectable_faults() {
-  static const std::vector<std::string> faults = {"transient", "io",  "oom",        "shape",      "dtype",
-                                                  "index",     "path", "nan_data",  "nan_loss",   "api",
-                                                  "contention", "illegal_address", "unknown"};
-  return faults;
-}
-
-std::vector<Injection> parse_injections(const std::string& plan) {
-  std::vector<Injection> out;
-  std::string item;
-  auto flush = [&] {
-    if (item.empty()) return;
-    Injection inj;
-    const auto at = item.find('@');
-    if (at == std::string::npos || at == 0 || at + 1 == item.size()) {
-      throw Error("daifu: injection \"" + item + "\" is not fault@step (for example transient@12)");
-    }
-    inj.fault = item.substr(0, at);
-    std::string step = item.substr(at + 1);
-    if (step.back() == '*') {
-      inj.every_attempt = true;
-      step.pop_back();
-    }
-    const auto& faults = injectable_faults();
-    if (std::find(faults.begin(), faults.end(), inj.fault) == faults.end()) {
-      std::string known;
-      for (const auto& f : faults) known += (known.empty() ? "" : ", ") + f;
-      throw Error("daifu: injection \"" + item + "\" names an unknown fault; known: " + known);
-    }
-    if (step.empty() || step.size() > 18 || step.find_first_not_of("0123456789") != std::string::npos) {
-      throw Error("daifu: injection \"" + item + "\" needs a non-negative step number after '@'");
-    }
-    inj.step = std::stoll(step);
-    out.push_back(inj);
-    item.clear();
-  };
-  for (char c : plan) {
-    if (c == ',' || c == ';' || std::isspace(static_cast<unsigned char>(c))) {
-      flush();
-    } else {
-      item.push_back(c);
-    }
-  }
-  flush();
-  return out;
-}
 
 void throw_injected(const std::string& fault, const std::string& scratch_dir) { raise(fault, scratch_dir); }
 

@@ -60,6 +60,8 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
       step.micro_knob_.clear();
       impl_.state.begin_step();
       impl_.step_metrics.clear();
+      impl_.detectors.begin_attempt(index, step.attempt_);
+      step.session_ = &impl_;
       const auto started = Clock::now();
       Decision decision;
       bool committed = false;
@@ -67,13 +69,18 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         if (const Injection* inj = impl_.injection_for(index, step.attempt_)) {
           throw_injected(inj->fault, (impl_.workplace / "inject").string());
         }
+        impl_.injector.begin_attempt(index, step.attempt_);
         body(step);
+        impl_.injector.end_attempt();
         impl_.state.synchronize_devices();
+        impl_.detectors.end_attempt(impl_.step_metrics);
         committed = true;
       } catch (...) {
+        impl_.injector.end_attempt();
         decision = handle_failure(step, Clock::now());  // throws daifu::Unrecovered to escalate
       }
       if (committed) {
+        impl_.detectors.commit(index);
         impl_.policy.record_step(std::chrono::duration<double>(Clock::now() - started).count());
         commit(step, rerun);
         ++index;

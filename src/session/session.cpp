@@ -49,6 +49,33 @@ void validate(const Options& o) {
   if (o.contention_backoff().count() < 0) {
     throw Error("daifu: Options::contention_backoff must not be negative");
   }
+  const DetectorOptions& d = o.detectors();
+  if (d.window() < 1 || d.warmup() < 0 || d.warmup() > d.window()) {
+    throw Error("daifu: DetectorOptions window(" + std::to_string(d.window()) + ") must be >= 1 and warmup(" +
+                std::to_string(d.warmup()) + ") in [0, window]");
+  }
+  if (!(d.spike_ratio() > 1) || !(d.spike_mads() >= 0)) {
+    throw Error("daifu: DetectorOptions spike_ratio(" + std::to_string(d.spike_ratio()) + ") must be > 1 and spike_mads(" +
+                std::to_string(d.spike_mads()) + ") >= 0");
+  }
+}
+
+// A value fault that cannot mean anything is refused before training starts.
+void validate(const ValueFault& f) {
+  const std::string name = std::string(to_string(f.model)) + " into " + to_string(f.target) + " \"" + f.where + "\"";
+  if (f.where.empty()) throw Error("daifu: value fault " + name + ": names no probe or parameter");
+  if (f.step < 0) throw Error("daifu: value fault " + name + ": step " + std::to_string(f.step) + " is negative");
+  if (f.bit < -1 || f.bit > 31) throw Error("daifu: value fault " + name + ": bit " + std::to_string(f.bit) + " is not in 0..31 (or -1, random)");
+  if (f.positions.empty() && f.count < 1) throw Error("daifu: value fault " + name + ": count must be at least 1");
+  if (!f.values.empty() && f.values.size() != f.positions.size()) {
+    throw Error("daifu: value fault " + name + ": " + std::to_string(f.values.size()) + " values for " +
+                std::to_string(f.positions.size()) + " positions");
+  }
+  for (const auto& p : f.positions) {
+    for (int64_t i : p) {
+      if (i < 0) throw Error("daifu: value fault " + name + ": a position has the negative index " + std::to_string(i));
+    }
+  }
 }
 
 Options validated(Options o) {
@@ -95,10 +122,13 @@ std::optional<ReplayMode> resolve_replay(const Options& o) {
   throw Error("daifu: DAIFU_REPLAY=\"" + value + "\" is none of 0, 1, eager, at_step");
 }
 
-std::string injection_plan(const Options& o) {
-  if (o.inject()) return *o.inject();
+// The plan of Options::inject (else $DAIFU_INJECT) and Options::inject(ValueFault), validated.
+InjectionPlan injection_plan(const Options& o) {
   const char* env = std::getenv("DAIFU_INJECT");
-  return env != nullptr ? env : "";
+  InjectionPlan plan = parse_plan(o.inject() ? *o.inject() : env != nullptr ? env : "");
+  plan.values.insert(plan.values.end(), o.value_faults().begin(), o.value_faults().end());
+  for (const ValueFault& f : plan.values) validate(f);
+  return plan;
 }
 
 // libtorch symbolizes a backtrace into every c10::Error (~4 ms a throw). While a session with
@@ -126,7 +156,7 @@ SessionImpl::SessionImpl(Options opts)
       workplace(prepare_workplace(options.workplace())),
       journal(workplace, options.echo()),
       policy(options.snapshot_every(), options.overhead_budget(), options.max_rollback_steps()),
-      injections(parse_injections(injection_plan(options))) {
+      plan(injection_plan(options)) {
   if (options.persist()) store.emplace(workplace / "snapshots");
 }
 
@@ -177,8 +207,8 @@ void SessionImpl::flush_metrics() noexcept {
 }
 
 const Injection* SessionImpl::injection_for(int64_t step, int64_t attempt) noexcept {
-  for (std::size_t i = 0; i < injections.size(); ++i) {
-    const Injection& inj = injections[i];
+  for (std::size_t i = 0; i < plan.crashes.size(); ++i) {
+    const Injection& inj = plan.crashes[i];
     if (inj.step != step) continue;
     if (inj.every_attempt) return &inj;
     if (attempt == 0 && injections_fired.insert(i).second) return &inj;
@@ -196,8 +226,12 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
   // The first classification compiles the pattern table (~ms): do it now, not in a recovery.
   impl_->classifier.classify(std::make_exception_ptr(std::runtime_error("warm-up")));
   nlohmann::json inject = nlohmann::json::array();
-  for (const auto& i : impl_->injections) {
+  for (const auto& i : impl_->plan.crashes) {
     inject.push_back(i.fault + "@" + std::to_string(i.step) + (i.every_attempt ? "*" : ""));
+  }
+  for (const auto& f : impl_->plan.values) {
+    inject.push_back(std::string(to_string(f.model)) + ":" + to_string(f.target) + ":" + f.where + "@" +
+                     std::to_string(f.step) + (f.every_attempt ? "*" : ""));
   }
   impl_->journal.write({{"event", "run_start"},
                         {"step", 0},

@@ -8,6 +8,8 @@
 #include <daifu/session.h>
 #include <daifu/surgery.h>
 
+#include "detect/detectors.h"
+#include "inject/value_injector.h"
 #include "journal/journal.h"
 #include "patch/patch_runner.h"
 #include "replay/replayer.h"
@@ -58,7 +60,9 @@ class SessionImpl {
   /// Restores the newest persisted snapshot, if any (Options::resume), and sets resume_point.
   void resume_from_disk();
   std::map<std::string, std::unique_ptr<KnobBase>> knobs;
-  std::vector<Injection> injections;
+  InjectionPlan plan;  // crash faults (injection_for) and value faults (injector)
+  ValueInjector injector{plan.values, journal, state};
+  Detectors detectors{options.detectors(), journal, state};
   PatchRunner patches{*this};
   Replayer replayer{*this};
   /// Session::transform functions by name.

@@ -97,6 +97,7 @@ void TrackedState::add_tensor(const std::string& name, at::Tensor& tensor) {
 }
 
 const std::vector<TrackedObject>& TrackedState::objects() const noexcept { return impl_->objects; }
+int64_t TrackedState::generation() const noexcept { return impl_->generation; }
 
 std::vector<std::string> TrackedState::names() const {
   std::vector<std::string> out;

@@ -50,6 +50,8 @@ class TrackedState {
   /// A number that changes whenever a tracked tensor is modified in place or an optimizer
   /// grows or drops state: compare two stamps to see whether code in between touched the state.
   int64_t version_stamp() const;
+  /// Changes when refresh() looked the tracked tensors up again.
+  int64_t generation() const noexcept;
   /// Puts the CPU RNG back to its state at begin_step().
   void restore_rng() const;
 

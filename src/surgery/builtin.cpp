@@ -5,6 +5,7 @@
 #include "surgery/api_misuse.h"
 #include "surgery/device_contention.h"
 #include "surgery/exceptional_data.h"
+#include "surgery/numeric_fault.h"
 #include "surgery/out_of_memory.h"
 #include "surgery/path_problem.h"
 #include "surgery/tensor_mismatch.h"
@@ -21,6 +22,7 @@ void add_builtin_surgeries(SessionImpl& impl) {
   impl.surgeries.add(std::make_unique<DeviceContentionSurgery>(impl));
   impl.surgeries.add(std::make_unique<TensorMismatchSurgery>(impl));
   impl.surgeries.add(std::make_unique<PathProblemSurgery>(std::move(roots)));
+  impl.surgeries.add(std::make_unique<NumericFaultSurgery>(impl));
   impl.surgeries.add(std::make_unique<ExceptionalDataSurgery>(impl));
   impl.surgeries.add(std::make_unique<OutOfMemorySurgery>(impl));
   impl.surgeries.add(std::make_unique<TransientRetry>(o.transient_retries(), o.transient_backoff(), o.max_backoff()));

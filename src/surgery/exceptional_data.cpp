@@ -35,7 +35,8 @@ ExceptionalDataSurgery::ExceptionalDataSurgery(SessionImpl& impl)
 
 bool ExceptionalDataSurgery::matches(const Failure& failure) const {
   return failure.kind == FailureKind::ExceptionalData ||
-         (failure.kind == FailureKind::NumericFault && names_non_finite(failure.message));
+         (failure.kind == FailureKind::NumericFault &&
+          (failure.exception_type == "daifu::FaultDetected" || names_non_finite(failure.message)));
 }
 
 Action ExceptionalDataSurgery::operate(RepairContext& context) {

@@ -1,0 +1,82 @@
+// Silent-fault detectors: checks at the step boundary that turn a value no correct step
+// produces into a daifu::FaultDetected failure, which is rolled back and run again like a
+// crash (docs/silent-faults.md). Set with Options::detectors().
+#pragma once
+
+#include <daifu/export.h>
+
+#include <cstdint>
+#include <string>
+
+namespace daifu {
+
+/// Which detectors run and how sensitive the spike detectors are. The default set (the
+/// non-finite and spike checks) costs a few scalar comparisons and one norm per floating
+/// buffer per step, plus one norm per gradient in steps that call Step::before_update();
+/// adam_moments is off by default.
+/// Example:
+///   daifu::Options().detectors(daifu::DetectorOptions().adam_moments(true).spike_ratio(1e3))
+class DAIFU_API DetectorOptions {
+ public:
+  /// Every value given to Session::report in the step must be finite (checked at the step end).
+  DetectorOptions& nonfinite_loss(bool on) { nonfinite_loss_ = on; return *this; }
+  bool nonfinite_loss() const noexcept { return nonfinite_loss_; }
+
+  /// At the step end: every floating buffer of the tracked modules (batch norm's running
+  /// statistics) must be finite. A huge activation can leave training itself finite (batch
+  /// norm's batch statistics absorb it) and still make a running variance infinite for good.
+  DetectorOptions& nonfinite_buffers(bool on) { nonfinite_buffers_ = on; return *this; }
+  bool nonfinite_buffers() const noexcept { return nonfinite_buffers_; }
+
+  /// In Step::before_update(): every gradient of the tracked parameters must be finite.
+  DetectorOptions& nonfinite_grads(bool on) { nonfinite_grads_ = on; return *this; }
+  bool nonfinite_grads() const noexcept { return nonfinite_grads_; }
+
+  /// In Step::before_update(): the total gradient norm must not spike (see spike_ratio).
+  DetectorOptions& grad_spikes(bool on) { grad_spikes_ = on; return *this; }
+  bool grad_spikes() const noexcept { return grad_spikes_; }
+
+  /// At the step end: the reported metric loss_metric() must not spike.
+  DetectorOptions& loss_spikes(bool on) { loss_spikes_ = on; return *this; }
+  bool loss_spikes() const noexcept { return loss_spikes_; }
+  DetectorOptions& loss_metric(std::string name) { loss_metric_ = std::move(name); return *this; }
+  const std::string& loss_metric() const noexcept { return loss_metric_; }
+
+  /// At the step end: the largest |first moment| and sqrt(second moment) of every tracked
+  /// Adam/AdamW optimizer must be finite and must not spike (the ISCA'23 mitigation). One
+  /// pass over the moments per step.
+  DetectorOptions& adam_moments(bool on) { adam_moments_ = on; return *this; }
+  bool adam_moments() const noexcept { return adam_moments_; }
+
+  /// A value x spikes when both x - median > (spike_ratio - 1) * |median| and
+  /// x - median > spike_mads * MAD, over the values of the last window() committed steps,
+  /// once warmup() steps have been seen.
+  DetectorOptions& spike_ratio(double r) { spike_ratio_ = r; return *this; }
+  double spike_ratio() const noexcept { return spike_ratio_; }
+  DetectorOptions& spike_mads(double k) { spike_mads_ = k; return *this; }
+  double spike_mads() const noexcept { return spike_mads_; }
+  DetectorOptions& window(int64_t steps) { window_ = steps; return *this; }
+  int64_t window() const noexcept { return window_; }
+  DetectorOptions& warmup(int64_t steps) { warmup_ = steps; return *this; }
+  int64_t warmup() const noexcept { return warmup_; }
+
+  /// All detectors off.
+  static DetectorOptions none() {
+    return DetectorOptions().nonfinite_loss(false).nonfinite_buffers(false).nonfinite_grads(false).grad_spikes(false).loss_spikes(false);
+  }
+
+ private:
+  bool nonfinite_loss_ = true;
+  bool nonfinite_buffers_ = true;
+  bool nonfinite_grads_ = true;
+  bool grad_spikes_ = true;
+  bool loss_spikes_ = true;
+  std::string loss_metric_ = "loss";
+  bool adam_moments_ = false;
+  double spike_ratio_ = 100;
+  double spike_mads_ = 20;
+  int64_t window_ = 100;
+  int64_t warmup_ = 20;
+};
+
+}  // namespace daifu

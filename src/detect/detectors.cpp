@@ -1,0 +1,255 @@
+#include "detect/detectors.h"
+
+#include <daifu/errors.h>
+#include <daifu/step.h>
+
+#include "journal/journal.h"
+#include "session/session_impl.h"
+#include "state/tracked_state.h"
+
+#include <ATen/ATen.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+namespace daifu {
+namespace detail {
+namespace {
+
+std::string fmt(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g", v);
+  return text;
+}
+
+nlohmann::json number_json(double v) {
+  if (std::isfinite(v)) return v;
+  return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf";
+}
+
+// The 2-norm (or the largest value, `largest`) over per-tensor norms, in double precision:
+// one synchronization for tensors on one device.
+double combine(const std::vector<at::Tensor>& norms, bool largest) {
+  try {
+    const at::Tensor all = at::stack(norms).to(at::kDouble);
+    return (largest ? all.max() : all.norm()).item<double>();
+  } catch (const c10::Error&) {  // tensors on several devices
+    double acc = 0;
+    for (const auto& n : norms) {
+      const double v = n.item<double>();
+      if (!std::isfinite(v)) return v;
+      acc = largest ? std::max(acc, v) : acc + v * v;
+    }
+    return largest ? acc : std::sqrt(acc);
+  }
+}
+
+}  // namespace
+
+// The tracked parameters by name ("model.fc1.weight"), then optimizer parameters no tracked
+// module holds; looked up again when the tracked state changes.
+struct Detectors::Parameters {
+  int64_t generation = -1;
+  std::size_t objects = 0;
+  std::vector<std::pair<std::string, at::Tensor>> list;
+  std::vector<std::pair<std::string, at::Tensor>> buffers;  // floating buffers of the tracked modules
+
+  const std::vector<std::pair<std::string, at::Tensor>>& of(const TrackedState& state) {
+    if (generation == state.generation() && objects == state.objects().size()) return list;
+    list.clear();
+    buffers.clear();
+    for (const auto& o : state.objects()) {
+      if (o.module == nullptr) continue;
+      for (const auto& item : o.module->named_buffers(/*recurse=*/true)) {
+        if (item.value().defined() && at::isFloatingType(item.value().scalar_type())) {
+          buffers.emplace_back(o.name + "." + item.key(), item.value());
+        }
+      }
+    }
+    std::set<const void*> seen;
+    for (const auto& o : state.objects()) {
+      if (o.module == nullptr) continue;
+      for (const auto& item : o.module->named_parameters(/*recurse=*/true)) {
+        if (seen.insert(item.value().unsafeGetTensorImpl()).second) list.emplace_back(o.name + "." + item.key(), item.value());
+      }
+    }
+    for (const auto& o : state.objects()) {
+      if (o.optimizer == nullptr) continue;
+      const auto& groups = o.optimizer->param_groups();
+      for (std::size_t g = 0; g < groups.size(); ++g) {
+        for (std::size_t p = 0; p < groups[g].params().size(); ++p) {
+          const at::Tensor& t = groups[g].params()[p];
+          if (seen.insert(t.unsafeGetTensorImpl()).second) {
+            list.emplace_back(o.name + ".group" + std::to_string(g) + ".param" + std::to_string(p), t);
+          }
+        }
+      }
+    }
+    generation = state.generation();
+    objects = state.objects().size();
+    return list;
+  }
+};
+
+Detectors::Detectors(DetectorOptions options, Journal& journal, TrackedState& state)
+    : options_(std::move(options)),
+      journal_(journal),
+      state_(state),
+      parameters_(std::make_unique<Parameters>()),
+      grad_norms_(options_.window()),
+      losses_(options_.window()),
+      first_moments_(options_.window()),
+      second_moments_(options_.window()) {}
+
+Detectors::~Detectors() = default;
+
+void Detectors::begin_attempt(int64_t step, int64_t attempt) noexcept {
+  step_ = step;
+  attempt_ = attempt;
+  grad_norm_.reset();
+  loss_.reset();
+  first_moment_.reset();
+  second_moment_.reset();
+}
+
+void Detectors::detected(const std::string& detector, const std::string& message, nlohmann::json details) {
+  details["event"] = "detection";
+  details["step"] = step_;
+  details["attempt"] = attempt_;
+  details["detector"] = detector;
+  details["message"] = message;
+  journal_.write(std::move(details));
+  throw FaultDetected(detector, message + " (step " + std::to_string(step_) + ", attempt " + std::to_string(attempt_) + ")");
+}
+
+void Detectors::check_spike(const std::string& detector, const std::string& what, double value,
+                            const RobustWindow& window) {
+  const auto s = window.spike(value, options_.spike_ratio(), options_.spike_mads(), options_.warmup());
+  if (!s) return;
+  detected(detector,
+           what + " " + fmt(value) + " is " + fmt(std::abs(s->median) > 0 ? value / s->median : value) +
+               " times the median " + fmt(s->median) + " of the last " + std::to_string(window.count()) +
+               " steps (MAD " + fmt(s->mad) + ")",
+           {{"value", number_json(value)}, {"median", s->median}, {"mad", s->mad}});
+}
+
+void Detectors::before_update() {
+  if (!options_.nonfinite_grads() && !options_.grad_spikes()) return;
+  const auto& params = parameters_->of(state_);
+  std::vector<at::Tensor> grads;
+  std::vector<const std::string*> names;
+  for (const auto& [name, p] : params) {
+    if (!p.grad().defined()) continue;
+    grads.push_back(p.grad());
+    names.push_back(&name);
+  }
+  if (grads.empty()) return;
+  at::NoGradGuard no_grad;
+  const double norm = combine(at::_foreach_norm(grads, 2), /*largest=*/false);
+  if (std::isfinite(norm)) {
+    grad_norm_ = norm;
+    if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_);
+    return;
+  }
+  // The slow path, only when something is wrong: which gradient, and how.
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    const at::Tensor& g = grads[i];
+    if (!options_.nonfinite_grads() || at::isfinite(g).all().item<bool>()) continue;
+    const int64_t nan = at::isnan(g).sum().item<int64_t>();
+    const int64_t inf = at::isinf(g).sum().item<int64_t>();
+    detected("nonfinite_grad",
+             "the gradient of " + *names[i] + " has " + std::to_string(nan) + " NaN and " + std::to_string(inf) +
+                 " infinite values",
+             {{"parameter", *names[i]}, {"nan", nan}, {"inf", inf}});
+  }
+  if (!options_.grad_spikes()) return;  // finite gradients whose norm overflows float32
+  std::size_t worst = 0;
+  double largest = 0;
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    const double m = grads[i].abs().max().item<double>();
+    if (m > largest) largest = m, worst = i;
+  }
+  detected("grad_spike",
+           "the gradient norm overflows float32: the gradient of " + *names[worst] + " holds " + fmt(largest),
+           {{"value", "inf"}, {"parameter", *names[worst]}, {"largest", largest}});
+}
+
+void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& metrics) {
+  for (const auto& [name, value] : metrics) {
+    if (options_.nonfinite_loss() && !std::isfinite(value)) {
+      detected("nonfinite_loss", "the metric \"" + name + "\" reported by the step is " + fmt(value),
+               {{"metric", name}, {"value", number_json(value)}});
+    }
+    if (name != options_.loss_metric()) continue;
+    loss_ = value;
+    if (options_.loss_spikes()) check_spike("loss_spike", "the loss", value, losses_);
+  }
+  if (options_.nonfinite_buffers()) check_buffers();
+  if (options_.adam_moments()) check_adam_moments();
+}
+
+void Detectors::check_buffers() {
+  parameters_->of(state_);
+  const auto& buffers = parameters_->buffers;
+  if (buffers.empty()) return;
+  std::vector<at::Tensor> tensors;
+  for (const auto& [name, b] : buffers) tensors.push_back(b);
+  at::NoGradGuard no_grad;
+  if (std::isfinite(combine(at::_foreach_norm(tensors, 2), /*largest=*/false))) return;
+  for (const auto& [name, b] : buffers) {
+    if (at::isfinite(b).all().item<bool>()) continue;
+    const int64_t nan = at::isnan(b).sum().item<int64_t>();
+    const int64_t inf = at::isinf(b).sum().item<int64_t>();
+    detected("nonfinite_buffer",
+             "the buffer " + name + " has " + std::to_string(nan) + " NaN and " + std::to_string(inf) + " infinite values",
+             {{"buffer", name}, {"nan", nan}, {"inf", inf}});
+  }
+}
+
+void Detectors::check_adam_moments() {
+  std::vector<at::Tensor> first, second;
+  for (const auto& o : state_.objects()) {
+    if (o.optimizer == nullptr) continue;
+    for (const auto& [key, state] : o.optimizer->state()) {
+      if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(state.get())) {
+        first.push_back(a->exp_avg());
+        second.push_back(a->exp_avg_sq());
+      } else if (auto* w = dynamic_cast<torch::optim::AdamWParamState*>(state.get())) {
+        first.push_back(w->exp_avg());
+        second.push_back(w->exp_avg_sq());
+      }
+    }
+  }
+  if (first.empty()) return;
+  at::NoGradGuard no_grad;
+  const double inf = std::numeric_limits<double>::infinity();
+  const double m = combine(at::_foreach_norm(first, inf), /*largest=*/true);
+  const double v = std::sqrt(combine(at::_foreach_norm(second, inf), /*largest=*/true));
+  if (!std::isfinite(m) || !std::isfinite(v)) {
+    detected("adam_moments", "Adam's moments hold non-finite values (largest |m| " + fmt(m) + ", sqrt(v) " + fmt(v) + ")",
+             {{"first_moment", number_json(m)}, {"second_moment_sqrt", number_json(v)}});
+  }
+  first_moment_ = m;
+  second_moment_ = v;
+  check_spike("adam_moments", "Adam's largest |first moment|", m, first_moments_);
+  check_spike("adam_moments", "Adam's largest sqrt(second moment)", v, second_moments_);
+}
+
+void Detectors::commit(int64_t step) {
+  if (grad_norm_) grad_norms_.add(step, *grad_norm_);
+  if (loss_) losses_.add(step, *loss_);
+  if (first_moment_) first_moments_.add(step, *first_moment_);
+  if (second_moment_) second_moments_.add(step, *second_moment_);
+  begin_attempt(step + 1, 0);
+}
+
+}  // namespace detail
+
+void Step::before_update() {
+  if (session_ != nullptr) session_->detectors.before_update();
+}
+
+}  // namespace daifu

@@ -1,0 +1,59 @@
+// The silent-fault detectors of a session (DetectorOptions): gradient checks in
+// Step::before_update(), metric and optimizer-moment checks at the end of each attempt. A
+// detection is journaled ("detection") and thrown as daifu::FaultDetected inside the step.
+// Torch-free header; the work is in detectors.cpp.
+#pragma once
+
+#include <daifu/detectors.h>
+
+#include "detect/robust_window.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace daifu::detail {
+
+class Journal;
+class TrackedState;
+
+class Detectors {
+ public:
+  Detectors(DetectorOptions options, Journal& journal, TrackedState& state);
+  ~Detectors();
+
+  const DetectorOptions& options() const noexcept { return options_; }
+  /// An attempt of `step` begins: values measured by an earlier attempt are dropped.
+  void begin_attempt(int64_t step, int64_t attempt) noexcept;
+  /// Step::before_update(): non-finite gradients and gradient-norm spikes.
+  void before_update();
+  /// After the body returned: non-finite metrics and buffers, loss spikes, Adam moments.
+  void end_attempt(const std::vector<std::pair<std::string, double>>& metrics);
+  /// The step committed: the values it measured join the running statistics.
+  void commit(int64_t step);
+
+ private:
+  struct Parameters;
+  /// Journals a "detection" line and throws daifu::FaultDetected.
+  [[noreturn]] void detected(const std::string& detector, const std::string& message, nlohmann::json details);
+  /// Throws if `value` spikes against `window`; `what` names the value in the message.
+  void check_spike(const std::string& detector, const std::string& what, double value, const RobustWindow& window);
+  void check_buffers();
+  void check_adam_moments();
+
+  DetectorOptions options_;
+  Journal& journal_;
+  TrackedState& state_;
+  std::unique_ptr<Parameters> parameters_;
+  int64_t step_ = 0, attempt_ = 0;
+  RobustWindow grad_norms_, losses_, first_moments_, second_moments_;
+  // Values of the running attempt, recorded when it commits.
+  std::optional<double> grad_norm_, loss_, first_moment_, second_moment_;
+};
+
+}  // namespace daifu::detail

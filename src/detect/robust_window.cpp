@@ -1,0 +1,39 @@
+#include "detect/robust_window.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace daifu::detail {
+namespace {
+
+double median_of(std::vector<double>& v) {
+  const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  return *mid;
+}
+
+}  // namespace
+
+void RobustWindow::add(int64_t step, double value) {
+  if (!std::isfinite(value)) return;
+  values_[step] = value;
+  while (static_cast<int64_t>(values_.size()) > size_) values_.erase(values_.begin());
+}
+
+std::optional<RobustWindow::Spike> RobustWindow::spike(double value, double ratio, double mads,
+                                                       int64_t warmup) const {
+  if (count() < std::max<int64_t>(warmup, 1)) return std::nullopt;
+  std::vector<double> v;
+  v.reserve(values_.size());
+  for (const auto& [step, x] : values_) v.push_back(x);
+  const double median = median_of(v);
+  for (double& x : v) x = std::abs(x - median);
+  const double mad = median_of(v);
+  if (median == 0 && mad == 0) return std::nullopt;
+  const double excess = value - median;  // NaN compares false: a NaN is the non-finite detectors' business
+  if (excess > (ratio - 1) * std::abs(median) && excess > mads * mad) return Spike{value, median, mad};
+  return std::nullopt;
+}
+
+}  // namespace daifu::detail

@@ -1,0 +1,347 @@
+// Silent faults: value faults of the ISCA'23 fault models injected into a real CPU training
+// loop (a layer output at a probe, a parameter, a gradient), and the detectors that catch the
+// detectable ones, roll back and re-execute, or call a repeating fault persistent.
+#include <daifu/daifu.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "detect/robust_window.h"
+#include "test_util.h"
+
+namespace {
+
+using daifu::FaultModel;
+using daifu::FaultTarget;
+using daifu::testing::events;
+using daifu::testing::fresh_dir;
+namespace F = torch::nn::functional;
+
+constexpr int64_t kSteps = 50;
+constexpr int64_t kFaultStep = 30;  // after the spike detectors' warm-up of 20 steps
+
+// fc1 -> probe "fc1.out" -> batch norm -> relu -> fc2. Batch norm, as in the ISCA models, turns
+// one huge activation into NaN (its variance overflows).
+struct NetImpl : torch::nn::Module {
+  NetImpl() {
+    fc1 = register_module("fc1", torch::nn::Linear(8, 16));
+    bn = register_module("bn", torch::nn::BatchNorm1d(16));
+    fc2 = register_module("fc2", torch::nn::Linear(16, 4));
+  }
+  torch::Tensor forward(daifu::Step& step, torch::Tensor x) {
+    x = step.probe("input", x);
+    auto h = step.probe("fc1.out", fc1->forward(x));
+    return fc2->forward(torch::relu(bn->forward(h)));
+  }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  torch::nn::BatchNorm1d bn{nullptr};
+};
+TORCH_MODULE(Net);
+
+struct Trained {
+  std::vector<torch::Tensor> params;  // parameters and buffers at the end
+  daifu::SessionStats stats;
+  std::filesystem::path workplace;
+};
+
+// kSteps of Adam on fixed batches (step i always trains on batch i), guarded, with `options`.
+// `before_update`: the step calls Step::before_update() between backward() and step().
+Trained train(daifu::Options options, const std::filesystem::path& workplace, bool before_update = true) {
+  torch::manual_seed(5);
+  Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(1e-2));
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
+  for (int64_t i = 0; i < kSteps; ++i) batches.emplace_back(torch::randn({16, 8}), torch::randint(0, 4, {16}));
+  Trained run;
+  {
+    daifu::Session session(options.workplace(workplace.string()));
+    session.track("model", *net);
+    session.track("optimizer", optimizer);
+    DAIFU_GUARD(session, step, 0, kSteps) {
+      const auto& [x, y] = batches[static_cast<std::size_t>(step.index())];
+      optimizer.zero_grad();
+      auto loss = F::cross_entropy(net->forward(step, x), y);
+      loss.backward();
+      if (before_update) step.before_update();
+      optimizer.step();
+      session.report("loss", loss.item<double>());
+    };
+    run.stats = session.stats();
+  }
+  for (const auto& t : net->parameters()) run.params.push_back(t.detach().clone());
+  for (const auto& t : net->buffers()) run.params.push_back(t.detach().clone());
+  run.workplace = workplace;
+  return run;
+}
+
+daifu::Options no_plan() { return daifu::Options().inject(""); }
+
+bool bitwise_equal(const Trained& a, const Trained& b) {
+  if (a.params.size() != b.params.size()) return false;
+  for (std::size_t i = 0; i < a.params.size(); ++i) {
+    if (!torch::equal(a.params[i], b.params[i])) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> detectors_fired(const Trained& run) {
+  std::vector<std::string> out;
+  for (const auto& d : events(run.workplace, "detection")) out.push_back(d["detector"].get<std::string>());
+  return out;
+}
+
+const Trained& clean_run() {
+  static const Trained run = train(no_plan(), fresh_dir("clean"));
+  return run;
+}
+
+// (a) ISCA's immediate INF/NaN outcome: 2.9e24 in a layer's output.
+TEST(SilentFaults, HugeActivationIsDetectedRolledBackAndReExecutedBitwise) {
+  const Trained run = train(no_plan().inject("value=2.9e24:out:fc1.out@30"), fresh_dir());
+  const auto fired = detectors_fired(run);
+  ASSERT_EQ(fired.size(), 1u);
+  const auto detections = events(run.workplace, "detection");
+  EXPECT_EQ(detections[0]["step"], kFaultStep);
+  const auto injected = events(run.workplace, "injected");
+  ASSERT_EQ(injected.size(), 1u);
+  EXPECT_DOUBLE_EQ(injected[0]["after"][0].get<double>(), 2.9e24);
+  const auto failures = events(run.workplace, "failure");
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0]["kind"], "numeric_fault");
+  EXPECT_EQ(run.stats.retries, 1);
+  EXPECT_EQ(run.stats.skipped_steps, 0);
+  EXPECT_EQ(run.stats.committed_steps, kSteps);
+  // Batch norm's batch statistics absorb the value (training stays finite), but its running
+  // variance becomes infinite for good.
+  EXPECT_EQ(fired[0], "nonfinite_buffer");
+  EXPECT_EQ(events(run.workplace, "rollback").size(), 1u);
+  EXPECT_TRUE(bitwise_equal(run, clean_run()));
+}
+
+// (b) ISCA's SlowDegrade: ~9e17 in a gradient, caught before the optimizer applies it.
+TEST(SilentFaults, HugeGradientIsCaughtByTheSpikeDetectorBeforeTheUpdate) {
+  const Trained run = train(no_plan().inject("value=9e17:grad:model.fc1.weight@30"), fresh_dir());
+  EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"grad_spike"});
+  const auto detections = events(run.workplace, "detection");
+  ASSERT_EQ(detections.size(), 1u);
+  EXPECT_GT(detections[0]["value"].get<double>(), 1e17);
+  EXPECT_TRUE(bitwise_equal(run, clean_run()));
+}
+
+// (b) without before_update(): Adam's moments show the gradient after the update; rolled back.
+TEST(SilentFaults, HugeGradientIsCaughtByTheAdamMomentBoundAfterTheUpdate) {
+  const auto detectors = daifu::DetectorOptions::none().adam_moments(true);
+  const Trained clean = train(no_plan().detectors(detectors), fresh_dir("clean"), /*before_update=*/false);
+  const Trained run = train(no_plan().detectors(detectors).inject("value=9e17:grad:model.fc1.weight@30"), fresh_dir(),
+                        /*before_update=*/false);
+  EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"adam_moments"});
+  EXPECT_EQ(events(run.workplace, "rollback").size(), 1u);
+  EXPECT_TRUE(bitwise_equal(run, clean));
+}
+
+// (c) ISCA's Masked outcome: 0.06 written into one weight changes nothing that matters.
+TEST(SilentFaults, SmallMaskedFaultTriggersNothing) {
+  daifu::ValueFault fault;
+  fault.model = FaultModel::Value;
+  fault.value = 0.0606911815702915;
+  fault.target = FaultTarget::Parameter;
+  fault.where = "model.fc2.weight";
+  fault.step = kFaultStep;
+  const Trained run = train(no_plan().inject(fault), fresh_dir());
+  EXPECT_EQ(events(run.workplace, "injected").size(), 1u);
+  EXPECT_TRUE(detectors_fired(run).empty());
+  EXPECT_EQ(run.stats.failures, 0);
+}
+
+// (d) A permanent fault (every attempt) is called persistent after two attempts and skipped.
+TEST(SilentFaults, PermanentFaultEndsPersistentAfterABoundedNumberOfAttempts) {
+  const Trained run = train(no_plan().inject("nan:out:fc1.out@30*"), fresh_dir());
+  EXPECT_EQ(run.stats.failures, 2);
+  EXPECT_EQ(run.stats.skipped_steps, 1);
+  EXPECT_EQ(run.stats.unrecovered, 0);
+  const auto persistent = events(run.workplace, "persistent_fault");
+  ASSERT_EQ(persistent.size(), 1u);
+  EXPECT_EQ(persistent[0]["step"], kFaultStep);
+  const auto repairs = events(run.workplace, "repair");
+  ASSERT_EQ(repairs.size(), 2u);
+  EXPECT_EQ(repairs[0]["surgery"], "numeric_fault");
+  EXPECT_EQ(repairs[1]["surgery"], "exceptional_data");
+  EXPECT_EQ(repairs[1]["action"], "skip");
+}
+
+// (e) Bit 30 (the top exponent bit) of a weight is caught; bit 0 is far below notice.
+TEST(SilentFaults, BitFlipThirtyIsCaughtAndBitZeroIsNot) {
+  const Trained high = train(no_plan().inject("flip30:param!:model.fc1.weight@30"), fresh_dir("30"));
+  ASSERT_EQ(events(high.workplace, "injected").size(), 1u);
+  EXPECT_EQ(detectors_fired(high).size(), 1u);
+  EXPECT_TRUE(bitwise_equal(high, clean_run())) << "the rollback restores the flipped weight";
+
+  const Trained low = train(no_plan().inject("flip0:param!:model.fc1.weight@30"), fresh_dir("0"));
+  ASSERT_EQ(events(low.workplace, "injected").size(), 1u);
+  EXPECT_TRUE(detectors_fired(low).empty());
+  EXPECT_EQ(low.stats.failures, 0);
+}
+
+TEST(SilentFaults, CleanRunHasNoDetections) {
+  EXPECT_TRUE(detectors_fired(clean_run()).empty());
+  EXPECT_EQ(clean_run().stats.failures, 0);
+}
+
+TEST(SilentFaults, NonFiniteLossIsDetectedWithoutBeforeUpdate) {
+  const Trained run = train(no_plan().inject("inf:out:input@30"), fresh_dir(), /*before_update=*/false);
+  const auto fired = detectors_fired(run);
+  ASSERT_EQ(fired.size(), 1u);
+  EXPECT_EQ(fired[0], "nonfinite_loss");
+  EXPECT_EQ(events(run.workplace, "rollback").size(), 1u);
+  EXPECT_TRUE(bitwise_equal(run, train(no_plan(), fresh_dir("clean"), /*before_update=*/false)));
+}
+
+TEST(SilentFaults, InjectionIntoAnUnknownTargetIsJournaledAsMissed) {
+  const Trained run = train(no_plan().inject("nan:out:no.such.probe@3, nan:param:model.nothing@4"), fresh_dir());
+  const auto missed = events(run.workplace, "injection_missed");
+  ASSERT_EQ(missed.size(), 2u);
+  EXPECT_NE(missed[0]["reason"].get<std::string>().find("no.such.probe"), std::string::npos);
+  EXPECT_NE(missed[1]["reason"].get<std::string>().find("model.nothing"), std::string::npos);
+  EXPECT_EQ(run.stats.failures, 0);
+}
+
+TEST(SilentFaults, ProbeOutsideAGuardReturnsItsInput) {
+  daifu::Step step;
+  const auto x = torch::ones({3});
+  EXPECT_TRUE(step.probe("anything", x).is_same(x));
+  step.before_update();  // no session: nothing to check
+}
+
+TEST(SilentFaults, ReplaysAnIscaInjectionFile) {
+  const auto isca = daifu::read_isca_injection(DAIFU_TEST_DATA "/isca23/resnet18_inj_immediate_infs_nans.csv");
+  EXPECT_EQ(isca.model, "resnet18");
+  EXPECT_EQ(isca.stage, "fwrd_inject");
+  EXPECT_EQ(isca.fmodel, "RD");
+  EXPECT_EQ(isca.target_layer, "basicblock_2_basic_0_conv2");
+  EXPECT_EQ(isca.target_epoch, 19);
+  EXPECT_EQ(isca.target_step, 38);
+  ASSERT_EQ(isca.positions.size(), 1u);
+  EXPECT_EQ(isca.positions[0], (std::vector<int64_t>{107, 3, 3, 85}));
+  EXPECT_DOUBLE_EQ(isca.values[0], 2.86871514043344e+24);
+  EXPECT_EQ(isca.seed, 123u);
+
+  const Trained run = train(no_plan().inject(isca.fault("fc1.out", kFaultStep)), fresh_dir());
+  const auto injected = events(run.workplace, "injected");
+  ASSERT_EQ(injected.size(), 1u);
+  EXPECT_EQ(injected[0]["positions"][0], 3 * 16 + 85 % 16) << "aligned right, each index modulo its dimension";
+  EXPECT_EQ(detectors_fired(run).size(), 1u);
+  EXPECT_TRUE(bitwise_equal(run, clean_run()));
+}
+
+TEST(SilentFaults, ReadsSixteenPositionIscaFilesAndRefusesBadOnes) {
+  const auto isca = daifu::read_isca_injection(DAIFU_TEST_DATA "/isca23/densenet_inj_immediate_infs_nans.csv");
+  EXPECT_EQ(isca.positions.size(), 16u);
+  EXPECT_EQ(isca.values.size(), 16u);
+  EXPECT_EQ(isca.fault("x", 1).target, FaultTarget::Output);
+  EXPECT_EQ(daifu::read_isca_injection(DAIFU_TEST_DATA "/isca23/resnet18_inj_slow_degrade.csv").fault("x", 1).target,
+            FaultTarget::Gradient);
+
+  const auto dir = fresh_dir();
+  std::filesystem::create_directories(dir);
+  const std::string good = "model,m\nstage,fwrd_inject\nfmodel,RD\ntarget_worker,0\ntarget_layer,l\ntarget_epoch,1\n"
+                           "target_step,2\ninj_pos,1/2,3/4\ninj_values,1.5,2.5\nlearning_rate,0.001\nseed,7\n";
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+    return (dir / name).string();
+  };
+  EXPECT_EQ(daifu::read_isca_injection(write("good.csv", good)).positions.size(), 2u);
+  struct Bad {
+    std::string text, says;
+  };
+  const std::vector<Bad> bad = {
+      {"model,m\n", "no \"stage\" row"},
+      {std::string(good).replace(good.find("1.5"), 3, "x.5"), "\"x.5\" is not a number"},
+      {std::string(good).replace(good.find(",2.5"), 4, ""), "2 positions but 1 values"},
+      {std::string(good).replace(good.find("fwrd_inject"), 11, "sideways"), "stage is \"sideways\""},
+  };
+  for (std::size_t i = 0; i < bad.size(); ++i) {
+    const std::string path = write("bad" + std::to_string(i) + ".csv", bad[i].text);
+    try {
+      daifu::read_isca_injection(path);
+      ADD_FAILURE() << bad[i].says << ": accepted";
+    } catch (const daifu::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(bad[i].says), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(daifu::read_isca_injection((dir / "missing.csv").string()), daifu::Error);
+}
+
+TEST(SilentFaults, ParsesValueFaultPlans) {
+  const auto plan = daifu::parse_plan("value=2.9e24:out:fc1.out@30, flip30x16+4:param!:model.fc1.weight@12* "
+                                      "transient@3; randomx64:grad:h@7 zero:param:model.b@1 copy:out:x@2 inf:out:y@4");
+  ASSERT_EQ(plan.crashes.size(), 1u);
+  ASSERT_EQ(plan.values.size(), 6u);
+  const auto& v = plan.values;
+  EXPECT_EQ(v[0].model, FaultModel::Value);
+  EXPECT_DOUBLE_EQ(v[0].value, 2.9e24);
+  EXPECT_EQ(v[0].target, FaultTarget::Output);
+  EXPECT_EQ(v[0].where, "fc1.out");
+  EXPECT_EQ(v[0].step, 30);
+  EXPECT_EQ(v[1].model, FaultModel::BitFlip);
+  EXPECT_EQ(v[1].bit, 30);
+  EXPECT_EQ(v[1].count, 16);
+  EXPECT_EQ(v[1].offset, 4);
+  EXPECT_TRUE(v[1].permanent);
+  EXPECT_TRUE(v[1].every_attempt);
+  EXPECT_EQ(v[2].model, FaultModel::RandomValue);
+  EXPECT_EQ(v[2].count, 64);
+  EXPECT_EQ(v[2].target, FaultTarget::Gradient);
+  EXPECT_EQ(v[3].model, FaultModel::Zero);
+  EXPECT_FALSE(v[3].permanent);
+  EXPECT_EQ(v[4].model, FaultModel::CopyValue);
+  EXPECT_EQ(v[5].model, FaultModel::Inf);
+
+  const auto isca = daifu::parse_plan("isca:" DAIFU_TEST_DATA "/isca23/resnet18_inj_masked.csv:fc2.out@9");
+  ASSERT_EQ(isca.values.size(), 1u);
+  EXPECT_EQ(isca.values[0].where, "fc2.out");
+  EXPECT_EQ(isca.values[0].step, 9);
+  EXPECT_DOUBLE_EQ(isca.values[0].values.at(0), 0.0606911815702915);
+}
+
+TEST(SilentFaults, RefusesBadValueFaultPlansNamingTheItem) {
+  for (const char* bad : {"nan:sideways:x@3", "flip40:out:x@1", "value=abc:out:x@1", "nan:out:@3", "nanx0:out:x@1",
+                          "nan+x:out:x@1", "mist:out:x@1", "nan:out@3"}) {
+    try {
+      daifu::parse_plan(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const daifu::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(SilentFaults, RefusesNonsenseDetectorOptions) {
+  const auto dir = fresh_dir();
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(dir.string()).detectors(daifu::DetectorOptions().spike_ratio(0.5))),
+               daifu::Error);
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(dir.string()).detectors(daifu::DetectorOptions().window(0))),
+               daifu::Error);
+  daifu::ValueFault fault;
+  fault.where = "x";
+  fault.bit = 32;
+  fault.model = FaultModel::BitFlip;
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(dir.string()).inject(fault)), daifu::Error);
+}
+
+TEST(RobustWindow, FlagsHundredfoldSpikesOnlyAfterWarmup) {
+  daifu::detail::RobustWindow w(100);
+  for (int64_t i = 0; i < 19; ++i) w.add(i, 1.0 + 0.01 * static_cast<double>(i % 5));
+  EXPECT_FALSE(w.spike(1e6, 100, 20, 20)) << "19 values: still warming up";
+  w.add(19, 1.0);
+  EXPECT_TRUE(w.spike(1e6, 100, 20, 20));
+  EXPECT_FALSE(w.spike(50, 100, 20, 20)) << "50x the median is under the ratio";
+  w.add(19, std::nan(""));
+  EXPECT_EQ(w.count(), 20) << "a non-finite value is not recorded";
+  for (int64_t i = 20; i < 300; ++i) w.add(i, 2.0);
+  EXPECT_EQ(w.count(), 100);
+}
+
+}  // namespace
