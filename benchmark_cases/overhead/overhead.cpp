@@ -12,6 +12,9 @@
 // time, what Options::overhead_budget bounds). Precise where the direct figure is noisy.
 // Each guarded block is its own DAIFU_GUARD loop: its entry (a first snapshot) is not in the step
 // times and not counted as periodic.
+// Detectors: the median step of a body that runs only the silent-fault detectors (before_update()
+// on the last training step's gradients, report("loss")), default set against none, as a share
+// of the plain mean training step.
 //
 //   bench_overhead [--reps N] [--cnn-steps N] [--mlp-steps N] [--empty-steps N] [--warmup N]
 //                  [--threads N] [--only cnn|mlp] [--json PATH] [--workplace DIR] [--data DIR]
@@ -264,6 +267,45 @@ std::vector<double> scaled(std::vector<double> v, double factor) {
   return v;
 }
 
+// One block of steps whose body runs only the silent-fault detectors: before_update() on the
+// gradients the last training step left, and report("loss"). Returns each step's time.
+std::vector<double> detector_block(daifu::Session& session, int64_t first, int64_t count, bool before_update) {
+  std::vector<Clock::time_point> stamps;
+  stamps.reserve(static_cast<size_t>(count) + 1);
+  DAIFU_GUARD(session, s, first, first + count) {
+    stamps.push_back(Clock::now());
+    if (before_update) s.before_update();
+    session.report("loss", 1.0 + 1e-3 * static_cast<double>(s.index() % 7));
+  };
+  stamps.push_back(Clock::now());
+  std::vector<double> out;
+  for (size_t i = 1; i < stamps.size(); ++i) out.push_back(std::chrono::duration<double>(stamps[i] - stamps[i - 1]).count());
+  return out;
+}
+
+// The detectors' cost per step, in seconds: the median step of detector_block() in a session
+// with `detectors` minus that in a session with none, blocks interleaved, the same tracked state.
+double detector_cost(Workload& w, const daifu::DetectorOptions& detectors, const Args& args, int64_t& next,
+                     bool before_update = true) {
+  daifu::Session on(daifu::Options().workplace(args.workplace + "/" + w.name() + "-detectors").inject("").detectors(detectors));
+  daifu::Session off(daifu::Options().workplace(args.workplace + "/" + w.name() + "-no-detectors").inject("")
+                         .detectors(daifu::DetectorOptions::none()));
+  for (daifu::Session* s : {&on, &off}) {
+    s->track("model", w.model());
+    s->track("optimizer", w.optimizer());
+  }
+  std::vector<double> with, without;
+  for (int64_t rep = 0; rep < args.reps; ++rep) {
+    for (int half = 0; half < 2; ++half) {
+      auto& into = (rep + half) % 2 == 0 ? with : without;
+      const auto block = detector_block((rep + half) % 2 == 0 ? on : off, next, args.empty_steps, before_update);
+      into.insert(into.end(), block.begin(), block.end());
+      next += args.empty_steps;
+    }
+  }
+  return median(with) - median(without);
+}
+
 nlohmann::json measure(Workload& w, daifu::Session& session, const Args& args, int64_t steps) {
   auto train = [&w](int64_t i) { return w.step(i); };
   auto empty = [](int64_t) { return 0.0; };
@@ -295,6 +337,11 @@ nlohmann::json measure(Workload& w, daifu::Session& session, const Args& args, i
   // A capture costs about a loop entry (the entry is a capture plus one journal line).
   const double snapshot_share = guarded.entry * static_cast<double>(periodic) / guarded_steps;
 
+  // The silent-fault detectors: the default set, and Adam's moment bound alone.
+  const double detectors = detector_cost(w, daifu::DetectorOptions(), args, next);
+  const double step_end = detector_cost(w, daifu::DetectorOptions(), args, next, /*before_update=*/false);
+  const double moments = detector_cost(w, daifu::DetectorOptions::none().adam_moments(true), args, next);
+
   const double cpus = std::thread::hardware_concurrency();
   return {
       {"workload", w.name()},
@@ -324,6 +371,12 @@ nlohmann::json measure(Workload& w, daifu::Session& session, const Args& args, i
       {"bookkeeping_us", 1e6 * bookkeeping},
       {"snapshot_share_us", 1e6 * snapshot_share},
       {"estimated_overhead_pct", 100.0 * (bookkeeping + snapshot_share) / plain.mean},
+      {"detectors_default_us", 1e6 * detectors},
+      {"detectors_default_pct", 100.0 * detectors / plain.mean},
+      {"detectors_step_end_us", 1e6 * step_end},
+      {"detectors_step_end_pct", 100.0 * step_end / plain.mean},
+      {"detectors_adam_moments_us", 1e6 * moments},
+      {"detectors_adam_moments_pct", 100.0 * moments / plain.mean},
       {"guard_failures", stats.failures},
       {"guard_committed_steps", stats.committed_steps},
   };
@@ -364,6 +417,16 @@ void print_table(const nlohmann::json& results) {
                 r["guard_entry_ms"].get<double>(), r["snapshot_bytes"].get<double>() / 1e6,
                 r["snapshot_effective_every"].get<double>(), r["snapshot_share_us"].get<double>(),
                 r["estimated_overhead_pct"].get<double>());
+  }
+  std::printf("\n| workload | plain mean step | default detectors, with before_update() | share | without it | share "
+              "| adam_moments alone | share |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : results) {
+    std::printf("| %s | %.3f ms | %.2f us | %.3f%% | %.2f us | %.3f%% | %.2f us | %.3f%% |\n",
+                r["workload"].get<std::string>().c_str(), r["plain_mean_ms"].get<double>(),
+                r["detectors_default_us"].get<double>(), r["detectors_default_pct"].get<double>(),
+                r["detectors_step_end_us"].get<double>(), r["detectors_step_end_pct"].get<double>(),
+                r["detectors_adam_moments_us"].get<double>(), r["detectors_adam_moments_pct"].get<double>());
   }
 }
 

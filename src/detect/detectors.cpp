@@ -30,21 +30,50 @@ nlohmann::json number_json(double v) {
   return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf";
 }
 
-// The 2-norm (or the largest value, `largest`) over per-tensor norms, in double precision:
-// one synchronization for tensors on one device.
-double combine(const std::vector<at::Tensor>& norms, bool largest) {
+// The sum (or the largest, `largest`) of 0-dim tensors, in double precision: one
+// synchronization for tensors on one device.
+double reduce(const std::vector<at::Tensor>& parts, bool largest) {
   try {
-    const at::Tensor all = at::stack(norms).to(at::kDouble);
-    return (largest ? all.max() : all.norm()).item<double>();
+    const at::Tensor all = at::stack(parts).to(at::kDouble);
+    return (largest ? all.max() : all.sum()).item<double>();
   } catch (const c10::Error&) {  // tensors on several devices
     double acc = 0;
-    for (const auto& n : norms) {
-      const double v = n.item<double>();
+    for (const auto& p : parts) {
+      const double v = p.item<double>();
       if (!std::isfinite(v)) return v;
-      acc = largest ? std::max(acc, v) : acc + v * v;
+      acc = largest ? std::max(acc, v) : acc + v;
     }
-    return largest ? acc : std::sqrt(acc);
+    return acc;
   }
+}
+
+// The squared 2-norm of all `tensors` together: one dot product per tensor (a single pass
+// over its memory; at::norm was 2-4x slower here). Non-finite if any element is, or if the
+// float32 sum of squares overflows.
+double squared_norm(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> parts;
+  parts.reserve(tensors.size());
+  for (const auto& t : tensors) {
+    const at::Tensor flat = t.reshape(-1);
+    const bool blas = t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
+    parts.push_back(blas ? at::dot(flat, flat) : flat.to(at::kDouble).pow(2).sum());
+  }
+  return reduce(parts, /*largest=*/false);
+}
+
+// The largest |element| of all `tensors` (`non_negative`: the largest element).
+double largest_magnitude(const std::vector<at::Tensor>& tensors, bool non_negative) {
+  std::vector<at::Tensor> parts;
+  for (const auto& t : tensors) {
+    if (t.numel() == 0) continue;
+    if (non_negative) {
+      parts.push_back(t.max());
+    } else {
+      const auto [low, high] = at::aminmax(t);
+      parts.push_back(at::maximum(high, -low));
+    }
+  }
+  return parts.empty() ? 0.0 : reduce(parts, /*largest=*/true);
 }
 
 }  // namespace
@@ -148,7 +177,7 @@ void Detectors::before_update() {
   }
   if (grads.empty()) return;
   at::NoGradGuard no_grad;
-  const double norm = combine(at::_foreach_norm(grads, 2), /*largest=*/false);
+  const double norm = std::sqrt(squared_norm(grads));
   if (std::isfinite(norm)) {
     grad_norm_ = norm;
     if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_);
@@ -198,7 +227,7 @@ void Detectors::check_buffers() {
   std::vector<at::Tensor> tensors;
   for (const auto& [name, b] : buffers) tensors.push_back(b);
   at::NoGradGuard no_grad;
-  if (std::isfinite(combine(at::_foreach_norm(tensors, 2), /*largest=*/false))) return;
+  if (std::isfinite(squared_norm(tensors))) return;
   for (const auto& [name, b] : buffers) {
     if (at::isfinite(b).all().item<bool>()) continue;
     const int64_t nan = at::isnan(b).sum().item<int64_t>();
@@ -225,9 +254,8 @@ void Detectors::check_adam_moments() {
   }
   if (first.empty()) return;
   at::NoGradGuard no_grad;
-  const double inf = std::numeric_limits<double>::infinity();
-  const double m = combine(at::_foreach_norm(first, inf), /*largest=*/true);
-  const double v = std::sqrt(combine(at::_foreach_norm(second, inf), /*largest=*/true));
+  const double m = largest_magnitude(first, /*non_negative=*/false);
+  const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
   if (!std::isfinite(m) || !std::isfinite(v)) {
     detected("adam_moments", "Adam's moments hold non-finite values (largest |m| " + fmt(m) + ", sqrt(v) " + fmt(v) + ")",
              {{"first_moment", number_json(m)}, {"second_moment_sqrt", number_json(v)}});

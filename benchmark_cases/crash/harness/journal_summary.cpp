@@ -22,6 +22,10 @@ JournalSummary summarize_journal(const std::filesystem::path& journal) {
   std::ifstream in(journal);
   if (!in) throw std::runtime_error("cannot read the journal " + journal.string());
   JournalSummary s;
+  auto recovered = [&s](const nlohmann::json& line) {
+    s.recovery_us.push_back(number(line, "recovery_us", 0));
+    s.recovery_steps.push_back(static_cast<int64_t>(number(line, "step")));
+  };
   std::string raw;
   int64_t number_of_line = 0;
   while (std::getline(in, raw)) {
@@ -45,12 +49,12 @@ JournalSummary summarize_journal(const std::filesystem::path& journal) {
       s.rerun_steps += static_cast<int64_t>(number(line, "rerun_steps", 0));
     } else if (event == "resume") {
       // After a rollback the failure is behind once the re-run caught up (below).
-      if (!line.contains("rerun_from")) s.recovery_us.push_back(number(line, "recovery_us", 0));
+      if (!line.contains("rerun_from")) recovered(line);
     } else if (event == "caught_up") {
-      s.recovery_us.push_back(number(line, "recovery_us", 0));
+      recovered(line);
     } else if (event == "skip") {
       ++s.skipped;
-      if (line.contains("recovery_us")) s.recovery_us.push_back(number(line, "recovery_us", 0));
+      if (line.contains("recovery_us")) recovered(line);
     } else if (event == "pause") {
       ++s.pauses;
     } else if (event == "command") {

@@ -25,6 +25,7 @@ struct JournalSummary {
   /// One per failure that training got past: failure caught -> training running again
   /// (the re-run of a rollback included), in microseconds.
   std::vector<double> recovery_us;
+  std::vector<int64_t> recovery_steps;  ///< the step of each recovery_us entry
   std::vector<int64_t> failure_steps;
   std::string first_exception;  ///< "type: message" of the first failure
   std::vector<std::string> warnings;  ///< lines that were not JSON objects with an "event"
