@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <optional>
 #include <random>
 
@@ -134,6 +136,19 @@ void journal_injected(Journal& journal, const ValueFault& f, int64_t step, int64
                  " attempt " + std::to_string(attempt));
 }
 
+// A tensor hook that applies `f` to the first gradient it sees (one fault per attempt, also
+// with several backward() calls) and journals it.
+std::function<at::Tensor(const at::Tensor&)> gradient_hook(const ValueFault& f, int64_t step, int64_t attempt,
+                                                           Journal& journal, std::shared_ptr<bool> applied) {
+  return [f, step, attempt, journal = &journal, applied = std::move(applied)](const at::Tensor& grad) {
+    if (*applied) return grad;
+    *applied = true;
+    Chosen c = choose(f, grad);
+    journal_injected(*journal, f, step, attempt, c);
+    return grad.reshape(-1).index_copy(0, c.index, c.values).reshape(grad.sizes());
+  };
+}
+
 std::optional<at::Tensor> find_parameter(const TrackedState& state, const std::string& name) {
   for (const auto& o : state.objects()) {
     if (o.module == nullptr || name.compare(0, o.name.size() + 1, o.name + ".") != 0) continue;
@@ -190,7 +205,6 @@ void ValueInjector::begin_attempt(int64_t step, int64_t attempt) {
   }
   if (active->armed.empty()) return;
   active_ = std::move(active);
-  Journal* journal = &journal_;
   for (auto& armed : active_->armed) {
     const ValueFault& f = *armed.fault;
     if (f.target == FaultTarget::Output) continue;  // at its probe
@@ -204,14 +218,7 @@ void ValueInjector::begin_attempt(int64_t step, int64_t attempt) {
         armed.missed = "parameter \"" + f.where + "\" does not require grad";
         continue;
       }
-      auto applied = armed.applied;
-      const unsigned handle = param->register_hook([f, step, attempt, journal, applied](const at::Tensor& grad) {
-        if (*applied) return grad;  // one fault per attempt, also with several backward() calls
-        *applied = true;
-        Chosen c = choose(f, grad);
-        journal_injected(*journal, f, step, attempt, c);
-        return grad.reshape(-1).index_copy(0, c.index, c.values).reshape(grad.sizes());
-      });
+      const unsigned handle = param->register_hook(gradient_hook(f, step, attempt, journal_, armed.applied));
       active_->hooks.push_back({*param, handle});
       continue;
     }
@@ -246,16 +253,7 @@ at::Tensor ValueInjector::probe(const std::string& name, const at::Tensor& x) {
       armed.missed = "probe \"" + name + "\" got a tensor that does not require grad";
       continue;
     }
-    Journal* journal = &journal_;
-    const int64_t step = active_->step, attempt = active_->attempt;
-    auto applied = armed.applied;
-    out.register_hook([f, step, attempt, journal, applied](const at::Tensor& grad) {
-      if (*applied) return grad;
-      *applied = true;
-      Chosen c = choose(f, grad);
-      journal_injected(*journal, f, step, attempt, c);
-      return grad.reshape(-1).index_copy(0, c.index, c.values).reshape(grad.sizes());
-    });
+    out.register_hook(gradient_hook(f, active_->step, active_->attempt, journal_, armed.applied));
   }
   return out;
 }
