@@ -193,7 +193,7 @@ bool ValueInjector::planned(int64_t step) const noexcept {
 
 void ValueInjector::begin_attempt(int64_t step, int64_t attempt) {
   end_attempt();
-  if (faults_.empty()) return;
+  if (!planned(step)) return;
   auto active = std::make_unique<Active>();
   active->step = step;
   active->attempt = attempt;
