@@ -4,6 +4,7 @@
 #include <daifu/step.h>
 
 #include "journal/journal.h"
+#include "journal/json_number.h"
 #include "session/session_impl.h"
 #include "state/tracked_state.h"
 
@@ -23,11 +24,6 @@ std::string fmt(double v) {
   char text[32];
   std::snprintf(text, sizeof text, "%.3g", v);
   return text;
-}
-
-nlohmann::json number_json(double v) {
-  if (std::isfinite(v)) return v;
-  return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf";
 }
 
 // The sum (or the largest, `largest`) of 0-dim tensors, in double precision: one
@@ -162,7 +158,7 @@ void Detectors::check_spike(const std::string& detector, const std::string& what
            what + " " + fmt(value) + " is " + fmt(std::abs(s->median) > 0 ? value / s->median : value) +
                " times the median " + fmt(s->median) + " of the last " + std::to_string(window.count()) +
                " steps (MAD " + fmt(s->mad) + ")",
-           {{"value", number_json(value)}, {"median", s->median}, {"mad", s->mad}});
+           {{"value", json_number(value)}, {"median", s->median}, {"mad", s->mad}});
 }
 
 void Detectors::before_update() {
@@ -210,7 +206,7 @@ void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& m
   for (const auto& [name, value] : metrics) {
     if (options_.nonfinite_loss() && !std::isfinite(value)) {
       detected("nonfinite_loss", "the metric \"" + name + "\" reported by the step is " + fmt(value),
-               {{"metric", name}, {"value", number_json(value)}});
+               {{"metric", name}, {"value", json_number(value)}});
     }
     if (name != options_.loss_metric()) continue;
     loss_ = value;
@@ -258,7 +254,7 @@ void Detectors::check_adam_moments() {
   const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
   if (!std::isfinite(m) || !std::isfinite(v)) {
     detected("adam_moments", "Adam's moments hold non-finite values (largest |m| " + fmt(m) + ", sqrt(v) " + fmt(v) + ")",
-             {{"first_moment", number_json(m)}, {"second_moment_sqrt", number_json(v)}});
+             {{"first_moment", json_number(m)}, {"second_moment_sqrt", json_number(v)}});
   }
   first_moment_ = m;
   second_moment_ = v;

@@ -27,7 +27,6 @@ class Detectors {
   Detectors(DetectorOptions options, Journal& journal, TrackedState& state);
   ~Detectors();
 
-  const DetectorOptions& options() const noexcept { return options_; }
   /// An attempt of `step` begins: values measured by an earlier attempt are dropped.
   void begin_attempt(int64_t step, int64_t attempt) noexcept;
   /// Step::before_update(): non-finite gradients and gradient-norm spikes.

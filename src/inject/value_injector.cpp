@@ -3,6 +3,7 @@
 #include <daifu/step.h>
 
 #include "journal/journal.h"
+#include "journal/json_number.h"
 #include "session/session_impl.h"
 #include "state/tracked_state.h"
 
@@ -19,11 +20,6 @@
 namespace daifu {
 namespace detail {
 namespace {
-
-nlohmann::json number_json(double v) {
-  if (std::isfinite(v)) return v;
-  return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf";
-}
 
 float flip_bit(float v, int bit) {
   uint32_t bits = 0;
@@ -125,8 +121,8 @@ void journal_injected(Journal& journal, const ValueFault& f, int64_t step, int64
   nlohmann::json positions = nlohmann::json::array(), before = nlohmann::json::array(), after = nlohmann::json::array();
   for (std::size_t i = 0; i < c.flat.size() && i < 4; ++i) {
     positions.push_back(c.flat[i]);
-    before.push_back(number_json(c.before[i]));
-    after.push_back(number_json(c.after[i]));
+    before.push_back(json_number(c.before[i]));
+    after.push_back(json_number(c.after[i]));
   }
   journal.write({{"event", "injected"}, {"step", step}, {"attempt", attempt}, {"target", to_string(f.target)},
                  {"where", f.where}, {"model", to_string(f.model)}, {"elements", c.flat.size()},
