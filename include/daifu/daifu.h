@@ -1,6 +1,7 @@
 // The umbrella header: everything a LibTorch training program needs to use daifu.
 #pragma once
 
+#include <daifu/bug_checks.h>
 #include <daifu/checks.h>
 #include <daifu/classifier.h>
 #include <daifu/detectors.h>

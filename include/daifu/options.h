@@ -1,6 +1,7 @@
 // Options for a daifu::Session, as a builder in the style of torch::optim::AdamOptions.
 #pragma once
 
+#include <daifu/bug_checks.h>
 #include <daifu/detectors.h>
 #include <daifu/export.h>
 #include <daifu/inject.h>
@@ -130,6 +131,11 @@ class DAIFU_API Options {
   Options& detectors(DetectorOptions d) { detectors_ = std::move(d); return *this; }
   const DetectorOptions& detectors() const noexcept { return detectors_; }
 
+  /// Opt-in checks for silent software bugs (docs/silent-faults.md#silent-bug-checks); off
+  /// unless BugCheckOptions::every() is set.
+  Options& bug_checks(BugCheckOptions c) { bug_checks_ = std::move(c); return *this; }
+  const BugCheckOptions& bug_checks() const noexcept { return bug_checks_; }
+
   /// What to do when no surgery repairs a failure. Unset: $DAIFU_ON_UNRECOVERED ("rethrow" or
   /// "pause"), else Rethrow. A fatal failure, or one that left tracked state half-updated with
   /// no snapshot to restore, is always rethrown.
@@ -172,6 +178,7 @@ class DAIFU_API Options {
   std::optional<std::string> inject_;
   std::vector<ValueFault> value_faults_;
   DetectorOptions detectors_;
+  BugCheckOptions bug_checks_;
   std::optional<OnUnrecovered> on_unrecovered_;
   std::optional<std::chrono::milliseconds> pause_timeout_;
   bool echo_ = false;

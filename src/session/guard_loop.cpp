@@ -83,6 +83,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         impl_.detectors.commit(index);
         impl_.policy.record_step(std::chrono::duration<double>(Clock::now() - started).count());
         commit(step, rerun);
+        if (!rerun && impl_.checks.due(index)) run_checks(index);
         ++index;
         break;
       }
@@ -203,6 +204,14 @@ void StepLoop::commit(const Step& step, bool rerun) {
     impl_.step_metrics.clear();
     if (static_cast<int64_t>(impl_.metric_rows.size()) >= impl_.options.metrics_every()) impl_.flush_metrics();
   }
+}
+
+void StepLoop::run_checks(int64_t index) {
+  const Knob<double>* lr = nullptr;
+  if (const std::string& name = impl_.options.lr_knob(); !name.empty()) {
+    if (auto it = impl_.knobs.find(name); it != impl_.knobs.end()) lr = dynamic_cast<const Knob<double>*>(it->second.get());
+  }
+  impl_.stats.failed_checks += impl_.checks.run(index, lr);
 }
 
 void StepLoop::note_caught_up(int64_t index) {

@@ -49,6 +49,17 @@ void validate(const Options& o) {
   if (o.contention_backoff().count() < 0) {
     throw Error("daifu: Options::contention_backoff must not be negative");
   }
+  const BugCheckOptions& c = o.bug_checks();
+  if (c.every() < 0) throw Error("daifu: BugCheckOptions every(" + std::to_string(c.every()) + ") must be >= 0");
+  if (c.memory_window() < 1 || c.memory_growth_bytes() < 0) {
+    throw Error("daifu: BugCheckOptions memory_window(" + std::to_string(c.memory_window()) +
+                ") must be >= 1 and memory_growth_bytes(" + std::to_string(c.memory_growth_bytes()) + ") >= 0");
+  }
+  for (const RoundTrip& rt : c.round_trips()) {
+    if (rt.module.empty() || !rt.make) {
+      throw Error("daifu: BugCheckOptions round_trip(\"" + rt.module + "\") needs a module name and make()");
+    }
+  }
   const DetectorOptions& d = o.detectors();
   if (d.window() < 1 || d.warmup() < 0 || d.warmup() > d.window()) {
     throw Error("daifu: DetectorOptions window(" + std::to_string(d.window()) + ") must be >= 1 and warmup(" +

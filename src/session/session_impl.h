@@ -8,6 +8,7 @@
 #include <daifu/session.h>
 #include <daifu/surgery.h>
 
+#include "check/bug_checks.h"
 #include "detect/detectors.h"
 #include "inject/value_injector.h"
 #include "journal/journal.h"
@@ -63,6 +64,7 @@ class SessionImpl {
   InjectionPlan plan;  // crash faults (injection_for) and value faults (injector)
   ValueInjector injector{plan.values, journal, state};
   Detectors detectors{options.detectors(), journal, state};
+  BugChecks checks{options.bug_checks(), journal, state};
   PatchRunner patches{*this};
   Replayer replayer{*this};
   /// Session::transform functions by name.

@@ -61,6 +61,8 @@ class StepLoop {
   void maybe_snapshot(int64_t index);
   void restore_snapshot(const Step& failed, const std::vector<std::string>& mutated);
   void commit(const Step& step, bool rerun);
+  /// The silent-bug checks after step `index` committed (Options::bug_checks).
+  void run_checks(int64_t index);
   /// `recovery_us`: failure caught -> the next step starting, when a failure caused the skip.
   void skip(const Step& step, double recovery_us = -1);
   /// Journals `caught_up` when `index` is the failed step a rollback went back from.
