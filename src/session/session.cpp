@@ -271,7 +271,8 @@ Session::~Session() {
                         {"failures", s.failures},
                         {"retries", s.retries},
                         {"skipped_steps", s.skipped_steps},
-                        {"unrecovered", s.unrecovered}});
+                        {"unrecovered", s.unrecovered},
+                        {"failed_checks", s.failed_checks}});
   impl_->journal.record("Program End (" + status + "): " + std::to_string(s.committed_steps) + " steps committed, " +
                         std::to_string(s.failures) + " failures, " + std::to_string(s.retries) + " retries, " +
                         std::to_string(s.skipped_steps) + " skipped");
@@ -344,6 +345,7 @@ std::string Session::summary() const {
   out << "daifu: " << s.committed_steps << " steps committed, " << s.failures << " failures, " << s.retries
       << " retries, " << s.skipped_steps << " skipped, ";
   if (s.scrubbed_batches > 0) out << s.scrubbed_batches << " scrubbed, ";
+  if (s.failed_checks > 0) out << s.failed_checks << " failed checks, ";
   out << s.unrecovered << " unrecovered"
       << " (workplace " << impl_->workplace.string() << ")\n";
   if (impl_->incidents.empty()) return out.str();
