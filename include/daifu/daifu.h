@@ -5,6 +5,7 @@
 #include <daifu/checks.h>
 #include <daifu/classifier.h>
 #include <daifu/detectors.h>
+#include <daifu/distributed.h>
 #include <daifu/entry.h>
 #include <daifu/errors.h>
 #include <daifu/failure.h>

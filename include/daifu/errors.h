@@ -4,9 +4,11 @@
 #include <daifu/export.h>
 #include <daifu/failure.h>
 
+#include <cstdint>
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace daifu {
 
@@ -30,6 +32,19 @@ class DAIFU_API FaultDetected : public Error {
 
  private:
   std::string detector_;
+};
+
+/// Thrown inside a step of a distributed session (Options::distributed) when another rank's
+/// attempt of the same step failed: from Step::before_update(), or at the step's end. The
+/// guard rolls back and applies the failing rank's repair; programs need not catch it.
+class DAIFU_API PeerFailed : public Error {
+ public:
+  PeerFailed(std::vector<int64_t> ranks, const std::string& message) : Error(message), ranks_(std::move(ranks)) {}
+  /// The ranks whose attempt failed.
+  const std::vector<int64_t>& ranks() const noexcept { return ranks_; }
+
+ private:
+  std::vector<int64_t> ranks_;
 };
 
 /// Thrown out of DAIFU_GUARD when a step could not be repaired. The original exception is

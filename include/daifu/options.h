@@ -3,6 +3,7 @@
 
 #include <daifu/bug_checks.h>
 #include <daifu/detectors.h>
+#include <daifu/distributed.h>
 #include <daifu/export.h>
 #include <daifu/inject.h>
 
@@ -136,6 +137,11 @@ class DAIFU_API Options {
   Options& bug_checks(BugCheckOptions c) { bug_checks_ = std::move(c); return *this; }
   const BugCheckOptions& bug_checks() const noexcept { return bug_checks_; }
 
+  /// Data-parallel training over a c10d process group (docs/distributed.md); off unless
+  /// DistributedOptions::group() is set.
+  Options& distributed(DistributedOptions d) { distributed_ = d; return *this; }
+  const DistributedOptions& distributed() const noexcept { return distributed_; }
+
   /// What to do when no surgery repairs a failure. Unset: $DAIFU_ON_UNRECOVERED ("rethrow" or
   /// "pause"), else Rethrow. A fatal failure, or one that left tracked state half-updated with
   /// no snapshot to restore, is always rethrown.
@@ -179,6 +185,7 @@ class DAIFU_API Options {
   std::vector<ValueFault> value_faults_;
   DetectorOptions detectors_;
   BugCheckOptions bug_checks_;
+  DistributedOptions distributed_;
   std::optional<OnUnrecovered> on_unrecovered_;
   std::optional<std::chrono::milliseconds> pause_timeout_;
   bool echo_ = false;

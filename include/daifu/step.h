@@ -94,6 +94,9 @@ class DAIFU_API Step {
   /// Call between backward() and optimizer.step(): the gradient detectors (non-finite values,
   /// norm spikes) check the tracked parameters' gradients and throw daifu::FaultDetected
   /// before a bad gradient reaches the weights. Without this call they do not run.
+  /// In a distributed session (Options::distributed) the ranks then agree that every one of
+  /// them got this far, and the gradients are averaged over them; if another rank failed this
+  /// throws daifu::PeerFailed, and the guard repairs the step the same way on every rank.
   void before_update();
 
  private:

@@ -273,7 +273,9 @@ void Detectors::commit(int64_t step) {
 }  // namespace detail
 
 void Step::before_update() {
-  if (session_ != nullptr) session_->detectors.before_update();
+  if (session_ == nullptr) return;
+  session_->detectors.before_update();
+  if (session_->agreement) session_->agreement->update_point();
 }
 
 }  // namespace daifu

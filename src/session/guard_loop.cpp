@@ -61,6 +61,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
       impl_.state.begin_step();
       impl_.step_metrics.clear();
       impl_.detectors.begin_attempt(index, step.attempt_);
+      if (impl_.agreement) impl_.agreement->begin_attempt();
       step.session_ = &impl_;
       const auto started = Clock::now();
       Decision decision;
@@ -74,10 +75,14 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         impl_.injector.end_attempt();
         impl_.state.synchronize_devices();
         impl_.detectors.end_attempt(impl_.step_metrics);
+        if (impl_.agreement) {
+          impl_.agreement->end_point(impl_.snapshot_requested || index + 1 - window_start_ >= impl_.policy.every());
+        }
         committed = true;
       } catch (...) {
         impl_.injector.end_attempt();
-        decision = handle_failure(step, Clock::now());  // throws daifu::Unrecovered to escalate
+        // Both throw daifu::Unrecovered to escalate.
+        decision = impl_.agreement ? handle_distributed_failure(step, Clock::now()) : handle_failure(step, Clock::now());
       }
       if (committed) {
         impl_.detectors.commit(index);
@@ -130,7 +135,10 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
 
 void StepLoop::maybe_snapshot(int64_t index) {
   if (impl_.state.objects().empty()) return;
-  const bool due = window_start_ < 0 || impl_.snapshot_requested || index - window_start_ >= impl_.policy.every();
+  // Ranks of a distributed session take their snapshots at the same steps, as agreed at the
+  // end point of the step before.
+  const bool due = window_start_ < 0 || impl_.snapshot_requested ||
+                   (impl_.agreement ? impl_.agreement->snapshot_next() : index - window_start_ >= impl_.policy.every());
   if (!due) return;
   const int64_t every_before = impl_.policy.every();
   const auto started = Clock::now();
@@ -232,9 +240,7 @@ void StepLoop::skip(const Step& step, double recovery_us) {
   impl_.journal.record("Step " + std::to_string(step.index_) + " skipped");
 }
 
-StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught) {
-  Decision decision;
-  decision.caught = caught;
+StepLoop::Reported StepLoop::record_failure(const Step& step) {
   Reported failed;
   Failure& failure = failed.failure;
   failure = impl_.classifier.classify(std::current_exception());
@@ -259,6 +265,15 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   full["tracked"] = impl_.state.names();
   impl_.journal.write_report(report_path, full, failure.throw_site, /*synchronous=*/false);
   impl_.incidents.push_back(Incident{failure, "", "unrecovered", {}, 0});
+  return failed;
+}
+
+StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught, bool rollback) {
+  Decision decision;
+  decision.caught = caught;
+  const Reported failed = record_failure(step);
+  const Failure& failure = failed.failure;
+  const std::string& report = failed.report;
 
   // A retry re-runs the step on the state it began with; the RNG is put back so a retried
   // step draws the same random numbers (dropout, augmentation) as its first attempt.
@@ -271,13 +286,14 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   const bool out_of_attempts = step.attempt_ + 1 >= impl_.options.max_attempts();
   const std::string attempts_why = "the step failed " + std::to_string(step.attempt_ + 1) + " times (max_attempts)";
   if (out_of_attempts && impl_.on_unrecovered != OnUnrecovered::Pause) escalate(failure, report, attempts_why, {});
-  if (!mutated.empty()) {
+  if (!mutated.empty() || rollback) {
     std::string names;
     for (const auto& n : mutated) names += (names.empty() ? "" : ", ") + n;
     if (window_start_ < 0 || !impl_.snapshot.valid()) {
       escalate(failure, report,
-               "tracked state (" + names + ") was modified in place before the failure and there is no snapshot "
-               "to restore it from; running the step again would apply part of it twice",
+               "tracked state (" + (names.empty() ? std::string("on another rank") : names) +
+                   ") was modified in place before the failure and there is no snapshot to restore it from; "
+                   "running the step again would apply part of it twice",
                {});
     }
     // Surgeries see (and may change) the state as of the snapshot; the steps since it are run
@@ -349,6 +365,7 @@ void StepLoop::record_repair(const Step& step, const Reported& failed, const std
   const std::string& why = context.explanation();
   if (!why.empty()) repair["reason"] = why;
   impl_.journal.write(repair);
+  last_repair_ = {surgery, context.changes()};
   std::string record = "Repair " + std::to_string(failed.number) + " by " + surgery + ": " + to_string(action);
   for (const auto& c : incident.changes) record += "; " + c;
   if (!why.empty()) record += " (" + why + ")";

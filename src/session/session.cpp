@@ -89,12 +89,20 @@ void validate(const ValueFault& f) {
   }
 }
 
+// <workplace>/rank-<r> for rank r of a distributed session, else the workplace.
+std::string rank_workplace(const Options& o) {
+  if (o.distributed().group() == nullptr) return o.workplace();
+  return (std::filesystem::path(o.workplace()) / ("rank-" + std::to_string(group_rank(*o.distributed().group())))).string();
+}
+
 Options validated(Options o) {
   validate(o);
   return o;
 }
 
+// A distributed session never pauses: the other ranks would wait in the agreement.
 OnUnrecovered resolve_on_unrecovered(const Options& o) {
+  if (o.distributed().group() != nullptr) return OnUnrecovered::Rethrow;
   if (o.on_unrecovered()) return *o.on_unrecovered();
   const char* env = std::getenv("DAIFU_ON_UNRECOVERED");
   const std::string value = env != nullptr ? env : "";
@@ -164,11 +172,12 @@ SessionImpl::SessionImpl(Options opts)
       on_unrecovered(resolve_on_unrecovered(options)),
       pause_timeout(resolve_pause_timeout(options)),
       replay(resolve_replay(options)),
-      workplace(prepare_workplace(options.workplace())),
+      workplace(prepare_workplace(rank_workplace(options))),
       journal(workplace, options.echo()),
       policy(options.snapshot_every(), options.overhead_budget(), options.max_rollback_steps()),
       plan(injection_plan(options)) {
   if (options.persist()) store.emplace(workplace / "snapshots");
+  if (options.distributed().group() != nullptr) agreement = std::make_unique<Agreement>(options.distributed(), state);
 }
 
 void SessionImpl::resume_from_disk() {
@@ -255,7 +264,16 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
                           {"fast_throws", o.fast_throws()},
                           {"on_unrecovered", impl_->on_unrecovered == OnUnrecovered::Pause ? "pause" : "rethrow"}}},
                         {"inject", inject}});
-  impl_->journal.record("Program Start (run " + impl_->journal.run_id() + ", pid " + std::to_string(::getpid()) + ")");
+  if (impl_->agreement) {
+    impl_->journal.write({{"event", "distributed"}, {"step", 0}, {"rank", impl_->agreement->rank()},
+                          {"world", impl_->agreement->world()},
+                          {"average_gradients", o.distributed().average_gradients()}});
+  }
+  impl_->journal.record("Program Start (run " + impl_->journal.run_id() + ", pid " + std::to_string(::getpid()) +
+                        (impl_->agreement ? ", rank " + std::to_string(impl_->agreement->rank()) + " of " +
+                                                std::to_string(impl_->agreement->world())
+                                          : "") +
+                        ")");
   if (impl_->replay) impl_->replayer.load(*impl_->replay, impl_->journal.run_id());
 }
 

@@ -10,6 +10,7 @@
 
 #include "check/bug_checks.h"
 #include "detect/detectors.h"
+#include "dist/agreement.h"
 #include "inject/value_injector.h"
 #include "journal/journal.h"
 #include "patch/patch_runner.h"
@@ -65,6 +66,8 @@ class SessionImpl {
   ValueInjector injector{plan.values, journal, state};
   Detectors detectors{options.detectors(), journal, state};
   BugChecks checks{options.bug_checks(), journal, state};
+  /// With Options::distributed: the step agreement with the other ranks; null otherwise.
+  std::unique_ptr<Agreement> agreement;
   PatchRunner patches{*this};
   Replayer replayer{*this};
   /// Session::transform functions by name.

@@ -43,7 +43,17 @@ class StepLoop {
     std::string report;
   };
 
-  Decision handle_failure(Step& step, Clock::time_point caught);
+  /// Classifies the exception being handled, journals it, starts its report and its incident.
+  Reported record_failure(const Step& step);
+  /// `rollback`: restore the snapshot even if this process did not modify tracked state (a
+  /// distributed session's agreement said another rank did).
+  Decision handle_failure(Step& step, Clock::time_point caught, bool rollback = false);
+  /// A failure in a distributed session (distributed_failure.cpp): this rank's own, or another
+  /// rank's (daifu::PeerFailed). The lowest failing rank repairs it with handle_failure() and
+  /// hands its decision and knob changes to the others, which roll back the same way.
+  Decision handle_distributed_failure(Step& step, Clock::time_point caught);
+  /// Escalates on this rank after a collective of the agreement failed.
+  [[noreturn]] void lost_peers(const Step& step);
   /// Journals the repair `surgery` made in `context` and fills in the incident.
   void record_repair(const Step& step, const Reported& failed, const std::string& surgery, Action action,
                      const RepairContext& context);
@@ -78,6 +88,11 @@ class StepLoop {
   // same data.
   int64_t window_start_ = -1;
   std::map<int64_t, std::unordered_map<std::string, Step::Memo>> memos_;
+  // The surgery and knob changes of the last repair (what a distributed leader hands on).
+  struct LastRepair {
+    std::string surgery;
+    std::vector<RepairContext::Change> changes;
+  } last_repair_;
   // Steps below this index were committed once; running them again is a re-run.
   int64_t high_water_ = 0;
   // Failed steps awaiting their retry after a rollback, with the attempt to resume at, and

@@ -1,0 +1,222 @@
+#include "dist/agreement.h"
+
+#include "state/tracked_state.h"
+
+#include <daifu/errors.h>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/nn/module.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+namespace daifu::detail {
+namespace {
+
+constexpr int64_t kExchangeBytes = 16 * 1024;
+
+enum class Phase { Start, UpdatePassed, EndPassed, Failed };
+
+// The first line of an exception's message (c10::Error appends a backtrace).
+std::string first_line(const std::exception& e) {
+  const std::string what = e.what();
+  return what.substr(0, what.find('\n'));
+}
+
+}  // namespace
+
+struct Agreement::Impl {
+  Impl(c10d::ProcessGroup& g, const DistributedOptions& o, TrackedState& s)
+      : group(g), options(o), state(s), rank(g.getRank()), world(g.getSize()) {}
+
+  c10d::ProcessGroup& group;
+  DistributedOptions options;
+  TrackedState& state;
+  int64_t rank, world;
+  Phase phase = Phase::Start;
+  Outcome outcome;
+  bool snapshot_next = false;
+  std::string broken;
+
+  // The tracked parameters that require gradients, each once, in tracking order: the same
+  // list on every rank, since every rank builds the same model.
+  std::vector<at::Tensor> parameters() const {
+    std::vector<at::Tensor> out;
+    std::set<const c10::TensorImpl*> seen;
+    for (const auto& o : state.objects()) {
+      if (o.module == nullptr) continue;
+      for (const auto& p : o.module->parameters(/*recurse=*/true)) {
+        if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) out.push_back(p);
+      }
+    }
+    return out;
+  }
+
+  at::TensorOptions payload_options(const std::vector<at::Tensor>& params) const {
+    if (params.empty()) return at::TensorOptions().dtype(at::kFloat);
+    return at::TensorOptions().dtype(params.front().scalar_type()).device(params.front().device());
+  }
+
+  // One all-reduce (sum) of `payload` in place; a throw breaks the agreement for good.
+  void all_reduce(at::Tensor& payload) {
+    if (!broken.empty()) throw Error("daifu: the agreement with the other ranks is broken: " + broken);
+    try {
+      std::vector<at::Tensor> tensors{payload};
+      group.allreduce(tensors)->wait();
+    } catch (const std::exception& e) {
+      broken = "an all-reduce over " + std::to_string(world) + " ranks failed on rank " + std::to_string(rank) + ": " +
+               first_line(e);
+      throw;
+    }
+  }
+
+  // Flags after the gradients: one per rank (failed), then mutated, then snapshot wanted.
+  void write_flags(at::Tensor flags, bool failed, bool mutated, bool want_snapshot) const {
+    flags.zero_();
+    if (failed) flags[rank].fill_(1);
+    flags[world].fill_(mutated ? 1 : 0);
+    flags[world + 1].fill_(want_snapshot ? 1 : 0);
+  }
+
+  // Reads the summed flags; true if some rank failed (outcome and phase are then set).
+  bool read_flags(const at::Tensor& summed) {
+    const at::Tensor flags = summed.to(at::kCPU, at::kDouble);
+    const double* f = flags.data_ptr<double>();
+    std::vector<int64_t> failed;
+    for (int64_t r = 0; r < world; ++r) {
+      if (f[r] > 0.5) failed.push_back(r);
+    }
+    snapshot_next = f[world + 1] > 0.5;
+    if (failed.empty()) return false;
+    outcome = Outcome{std::move(failed), f[world] > 0.5};
+    phase = Phase::Failed;
+    return true;
+  }
+
+  // The update point: gradients (zeros from a failed rank) and flags in one all-reduce.
+  void update(bool failed, bool mutated) {
+    const auto params = options.average_gradients() ? parameters() : std::vector<at::Tensor>{};
+    std::vector<at::Tensor> parts;
+    const auto opts = payload_options(params);
+    for (const auto& p : params) {
+      const at::Tensor& g = p.grad();
+      parts.push_back(!failed && g.defined() ? g.detach().reshape(-1).to(opts) : at::zeros({p.numel()}, opts));
+    }
+    parts.push_back(at::empty({world + 2}, opts));
+    write_flags(parts.back(), failed, mutated, false);
+    at::Tensor payload = at::cat(parts);
+    all_reduce(payload);
+    phase = Phase::UpdatePassed;
+    const int64_t grads = payload.numel() - (world + 2);
+    if (read_flags(payload.slice(0, grads))) return;
+    at::NoGradGuard no_grad;
+    int64_t offset = 0;
+    for (const auto& p : params) {
+      const at::Tensor mean = payload.slice(0, offset, offset + p.numel()).view(p.sizes()).div_(world);
+      offset += p.numel();
+      if (p.grad().defined()) {
+        p.mutable_grad().copy_(mean);
+      } else {
+        p.mutable_grad() = mean.to(p.options()).clone();
+      }
+    }
+  }
+
+  void end(bool failed, bool mutated, bool want_snapshot) {
+    at::Tensor payload = at::empty({world + 2}, payload_options(parameters()));
+    write_flags(payload, failed, mutated, want_snapshot);
+    all_reduce(payload);
+    phase = Phase::EndPassed;
+    read_flags(payload);
+  }
+
+  [[noreturn]] void peer_failed(const char* point) const {
+    std::string ranks;
+    for (int64_t r : outcome.failed) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    throw PeerFailed(outcome.failed, "daifu: rank " + ranks + " failed this attempt of the step (told at the " +
+                                         point + " point); every rank repairs it the same way");
+  }
+};
+
+int64_t group_rank(c10d::ProcessGroup& group) { return group.getRank(); }
+
+Agreement::Agreement(const DistributedOptions& options, TrackedState& state) {
+  if (options.group() == nullptr) throw Error("daifu: DistributedOptions names no process group");
+  impl_ = std::make_unique<Impl>(*options.group(), options, state);
+}
+
+Agreement::~Agreement() = default;
+
+int64_t Agreement::rank() const noexcept { return impl_->rank; }
+int64_t Agreement::world() const noexcept { return impl_->world; }
+
+void Agreement::begin_attempt() noexcept {
+  impl_->phase = Phase::Start;
+  impl_->outcome = Outcome{};
+}
+
+void Agreement::update_point() {
+  if (impl_->phase != Phase::Start) return;
+  impl_->update(false, !impl_->state.mutated_since_begin().empty());
+  if (impl_->phase == Phase::Failed) impl_->peer_failed("update");
+}
+
+void Agreement::end_point(bool want_snapshot) {
+  if (impl_->phase == Phase::Start) {
+    impl_->update(false, !impl_->state.mutated_since_begin().empty());
+    if (impl_->phase == Phase::Failed) impl_->peer_failed("update");
+  }
+  // This rank ran its whole step: its optimizer has updated the weights, traceably or not.
+  impl_->end(false, true, want_snapshot);
+  if (impl_->phase == Phase::Failed) impl_->peer_failed("end");
+}
+
+const Agreement::Outcome& Agreement::fail(bool mutated) {
+  if (impl_->phase == Phase::Start) {
+    impl_->update(true, mutated);
+  } else if (impl_->phase == Phase::UpdatePassed) {
+    impl_->end(true, mutated, false);
+  }
+  return impl_->outcome;
+}
+
+bool Agreement::failed() const noexcept { return impl_->phase == Phase::Failed; }
+bool Agreement::snapshot_next() const noexcept { return impl_->snapshot_next; }
+
+std::string Agreement::exchange(const std::string& decision) {
+  const bool leader = impl_->rank == impl_->outcome.leader();
+  if (leader && static_cast<int64_t>(decision.size()) > kExchangeBytes - 8) {
+    throw Error("daifu: a repair of " + std::to_string(decision.size()) + " bytes does not fit the exchange");
+  }
+  at::Tensor bytes = at::zeros({kExchangeBytes}, at::kByte);
+  if (leader) {
+    const uint64_t n = decision.size();
+    std::memcpy(bytes.data_ptr<uint8_t>(), &n, 8);
+    std::memcpy(bytes.data_ptr<uint8_t>() + 8, decision.data(), decision.size());
+  }
+  const auto params = impl_->parameters();
+  if (!params.empty() && !params.front().device().is_cpu()) bytes = bytes.to(params.front().device());
+  if (!impl_->broken.empty()) throw Error("daifu: the agreement with the other ranks is broken: " + impl_->broken);
+  try {
+    std::vector<at::Tensor> tensors{bytes};
+    c10d::BroadcastOptions options;
+    options.rootRank = impl_->outcome.leader();
+    impl_->group.broadcast(tensors, options)->wait();
+  } catch (const std::exception& e) {
+    impl_->broken = "the broadcast of rank " + std::to_string(impl_->outcome.leader()) + "'s repair failed on rank " +
+                    std::to_string(impl_->rank) + ": " + first_line(e);
+    throw;
+  }
+  const at::Tensor cpu = bytes.cpu();
+  uint64_t n = 0;
+  std::memcpy(&n, cpu.data_ptr<uint8_t>(), 8);
+  if (n > static_cast<uint64_t>(kExchangeBytes - 8)) throw Error("daifu: the exchanged repair is malformed");
+  return std::string(reinterpret_cast<const char*>(cpu.data_ptr<uint8_t>()) + 8, n);
+}
+
+bool Agreement::broken() const noexcept { return !impl_->broken.empty(); }
+const std::string& Agreement::broken_reason() const noexcept { return impl_->broken; }
+
+}  // namespace daifu::detail

@@ -1,0 +1,130 @@
+// A failure in a distributed session. Every rank took part in the point of the agreement at
+// which the failure became known, so every rank is here for the same attempt. The lowest
+// failing rank (the leader) repairs it as a single process would; the others wait for its
+// decision, roll back if any rank had modified tracked state, take over its knob changes and
+// do what it does: retry, skip, or escalate. Every wait is a collective of the group, bounded by
+// the group's timeout; a collective that fails ends the run on this rank (lost_peers).
+#include "session/step_loop.h"
+
+#include <nlohmann/json.hpp>
+
+namespace daifu::detail {
+namespace {
+
+constexpr std::size_t kMaxText = 2000;  // of a message or reason handed to the other ranks
+
+std::string clipped(const std::string& text) { return text.size() > kMaxText ? text.substr(0, kMaxText) + "..." : text; }
+
+}  // namespace
+
+void StepLoop::lost_peers(const Step& step) {
+  const Reported failed = record_failure(step);
+  const std::string why = impl_.agreement->broken_reason() +
+                          "; a peer died, timed out (the process group's timeout) or lost its connection, so the "
+                          "ranks can no longer agree on a repair";
+  impl_.journal.write({{"event", "peers_lost"}, {"step", step.index_}, {"attempt", step.attempt_},
+                       {"rank", impl_.agreement->rank()}, {"reason", why}});
+  escalate(failed.failure, failed.report, why, {});
+}
+
+StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_point caught) {
+  Agreement& agreement = *impl_.agreement;
+  if (agreement.broken()) lost_peers(step);
+  const bool own = !agreement.failed();  // false: told by daifu::PeerFailed
+  const Agreement::Outcome* outcome = nullptr;
+  try {
+    outcome = &agreement.fail(!impl_.state.mutated_since_begin().empty());
+  } catch (const std::exception&) {
+    lost_peers(step);
+  }
+  const int64_t leader = outcome->leader();
+  const std::string rank_name = "rank " + std::to_string(leader);
+
+  if (own && agreement.rank() == leader) {
+    nlohmann::json sent;
+    Decision decision;
+    try {
+      last_repair_ = {};
+      decision = handle_failure(step, caught, outcome->mutated);
+    } catch (const Unrecovered& u) {
+      sent = {{"action", "escalate"}, {"kind", to_string(u.failure().kind)}, {"message", clipped(u.failure().message)},
+              {"reason", clipped(u.what())}};
+      try {
+        agreement.exchange(sent.dump());
+      } catch (const std::exception&) {
+        // The others end on their own when the group's timeout passes.
+      }
+      throw;
+    }
+    const Failure& failure = impl_.incidents.back().failure;
+    nlohmann::json changes = nlohmann::json::object();
+    for (const auto& c : last_repair_.changes) changes[c.what] = nlohmann::json::parse(c.after_json);
+    sent = {{"action", to_string(decision.action)}, {"kind", to_string(failure.kind)},
+            {"message", clipped(failure.message)}, {"surgery", last_repair_.surgery}, {"changes", changes},
+            {"snapshot", impl_.snapshot_requested}};
+    try {
+      agreement.exchange(sent.dump());
+    } catch (const std::exception&) {
+      lost_peers(step);
+    }
+    return decision;
+  }
+
+  // A follower: another rank failed, or failed too and has the lower rank.
+  if (own) record_failure(step);
+  const std::vector<std::string> mutated = impl_.state.mutated_since_begin();
+  impl_.state.restore_rng();
+  nlohmann::json got;
+  try {
+    got = nlohmann::json::parse(agreement.exchange(""));
+  } catch (const std::exception&) {
+    lost_peers(step);
+  }
+  const std::string action = got.value("action", "escalate");
+  const std::string surgery = got.value("surgery", "");
+  Failure failure;
+  failure.kind = failure_kind_from_string(got.value("kind", "unknown")).value_or(FailureKind::Unknown);
+  failure.exception_type = "daifu::PeerFailed";
+  failure.message = rank_name + ": " + got.value("message", "");
+  failure.where = where_;
+  failure.step = step.index_;
+  failure.attempt = step.attempt_;
+  impl_.journal.write({{"event", "peer_failure"}, {"step", step.index_}, {"attempt", step.attempt_},
+                       {"ranks", outcome->failed}, {"leader", leader}, {"kind", got.value("kind", "unknown")},
+                       {"message", got.value("message", "")}, {"action", action}, {"surgery", surgery},
+                       {"changes", got.value("changes", nlohmann::json::object())}, {"rollback", outcome->mutated}});
+  impl_.journal.record("Step " + std::to_string(step.index_) + " attempt " + std::to_string(step.attempt_) + ": " +
+                       rank_name + " failed (" + got.value("kind", "unknown") + "); doing as it does: " + action +
+                       (surgery.empty() ? "" : " by " + surgery));
+  impl_.incidents.push_back(Incident{failure, surgery.empty() ? "" : rank_name + ": " + surgery, "unrecovered", {}, 0});
+  if (action == "escalate") {
+    escalate(failure, "", rank_name + " could not recover the step: " + got.value("reason", ""), {});
+  }
+
+  Decision decision;
+  decision.caught = caught;
+  decision.action = action == "skip" ? Action::Skip : Action::Retry;
+  if (outcome->mutated) {
+    if (window_start_ < 0 || !impl_.snapshot.valid()) {
+      escalate(failure, "", "tracked state was modified before the failure and there is no snapshot to restore it from", {});
+    }
+    try {
+      restore_snapshot(step, mutated);
+    } catch (const std::exception& e) {
+      escalate(failure, "", std::string("restoring the snapshot failed: ") + e.what(), {});
+    }
+    decision.rollback = true;
+  }
+  const nlohmann::json changes = got.value("changes", nlohmann::json::object());
+  for (const auto& [name, after] : changes.items()) {
+    if (KnobBase* knob = session_.find_knob(name)) {
+      knob->set_json(after.dump(), rank_name + "'s repair (" + surgery + ") at step " + std::to_string(step.index_));
+      impl_.incidents.back().changes.push_back(name + ": -> " + after.dump());
+    }
+  }
+  if (got.value("snapshot", false)) impl_.snapshot_requested = true;
+  impl_.incidents.back().outcome = action;
+  return decision;
+}
+
+}  // namespace daifu::detail
