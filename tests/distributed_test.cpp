@@ -163,23 +163,34 @@ TEST(Distributed, ATransientErrorOnRank1IsRetriedByBothRanksAndEndsBitwiseAsWith
   }
 }
 
-TEST(Distributed, AFailureAfterTheUpdateRollsEveryRankBackToTheSameSnapshot) {
-  // Rank 1 fails after its optimizer step of step 22: both ranks have updated their weights,
-  // so both restore the snapshot of step 20 and re-run steps 20 and 21 together.
-  const Ranks clean = run(2, fresh_dir("clean"), on_rank1({}));
-  const Ranks r = run(2, fresh_dir("faulty"), on_rank1({"--fail-after-update", "22"}));
+// Rank 1 fails after its optimizer step: every rank has updated its weights, so every rank
+// restores the same snapshot and re-runs the steps since it together. The others learn of it
+// when they settle that step's end point: at the next step's update point (22), before the
+// snapshot of the next step (24: snapshots every 5 steps), or at the loop's end (39).
+class AfterUpdate : public ::testing::TestWithParam<int> {};
+
+TEST_P(AfterUpdate, EveryRankRollsBackToTheSameSnapshotAndEndsBitwiseAsWithoutTheFault) {
+  const int failed_step = GetParam();
+  static const Ranks clean = run(2, fresh_dir("clean"), on_rank1({}));
+  const Ranks r = run(2, fresh_dir("faulty"), on_rank1({"--fail-after-update", std::to_string(failed_step)}));
   expect_all_trained(r);
   EXPECT_TRUE(bitwise_equal(r.params[0], clean.params[0]));
   for (int rank = 0; rank < 2; ++rank) {
     const auto rollbacks = events(rank_workplace(r, rank), "rollback");
     ASSERT_EQ(rollbacks.size(), 1u) << rank;
-    EXPECT_EQ(rollbacks[0]["step"], 22);
-    EXPECT_EQ(rollbacks[0]["to_step"], 20);
+    EXPECT_EQ(rollbacks[0]["step"], failed_step);
+    EXPECT_EQ(rollbacks[0]["to_step"], failed_step / 5 * 5);
+    const auto end = events(rank_workplace(r, rank), "run_end");
+    ASSERT_EQ(end.size(), 1u);
+    EXPECT_EQ(end[0]["committed_steps"], 40) << rank;
   }
   const auto told = events(rank_workplace(r, 0), "peer_failure");
   ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0]["step"], failed_step);
   EXPECT_EQ(told[0]["rollback"], true);
 }
+
+INSTANTIATE_TEST_SUITE_P(Distributed, AfterUpdate, ::testing::Values(22, 24, 39));
 
 TEST(Distributed, FourRanksRetryTheSameStepAndEndBitwiseAsWithoutTheFault) {
   const Ranks clean = run(4, fresh_dir("clean"), on_rank1({}));

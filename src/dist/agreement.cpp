@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <set>
 
 namespace daifu::detail {
@@ -17,7 +18,7 @@ namespace {
 
 constexpr int64_t kExchangeBytes = 16 * 1024;
 
-enum class Phase { Start, UpdatePassed, EndPassed, Failed };
+enum class Phase { Start, UpdatePassed, EndIssued, Failed };
 
 // The first line of an exception's message (c10::Error appends a backtrace).
 std::string first_line(const std::exception& e) {
@@ -35,10 +36,20 @@ struct Agreement::Impl {
   DistributedOptions options;
   TrackedState& state;
   int64_t rank, world;
+  int64_t step = 0, attempt = 0;
+  bool want_snapshot = false;
   Phase phase = Phase::Start;
   Outcome outcome;
   bool snapshot_next = false;
   std::string broken;
+  // The end point of the previous step, issued and not yet waited for.
+  struct PendingEnd {
+    c10::intrusive_ptr<c10d::Work> work;
+    at::Tensor payload;
+    int64_t step = 0, attempt = 0;
+  };
+  std::optional<PendingEnd> pending;
+  std::optional<std::pair<int64_t, int64_t>> previous_failed;  // {step, attempt} told by settle()
 
   // The tracked parameters that require gradients, each once, in tracking order: the same
   // list on every rank, since every rank builds the same model.
@@ -59,40 +70,65 @@ struct Agreement::Impl {
     return at::TensorOptions().dtype(params.front().scalar_type()).device(params.front().device());
   }
 
-  // One all-reduce (sum) of `payload` in place; a throw breaks the agreement for good.
-  void all_reduce(at::Tensor& payload) {
+  // Starts an all-reduce (sum) of `payload` in place; a throw breaks the agreement for good.
+  c10::intrusive_ptr<c10d::Work> issue(at::Tensor& payload) {
     if (!broken.empty()) throw Error("daifu: the agreement with the other ranks is broken: " + broken);
     try {
       std::vector<at::Tensor> tensors{payload};
-      group.allreduce(tensors)->wait();
+      return group.allreduce(tensors);
     } catch (const std::exception& e) {
-      broken = "an all-reduce over " + std::to_string(world) + " ranks failed on rank " + std::to_string(rank) + ": " +
-               first_line(e);
+      broke("an all-reduce", e);
       throw;
     }
   }
 
+  void wait(c10d::Work& work) {
+    try {
+      work.wait();
+    } catch (const std::exception& e) {
+      broke("an all-reduce", e);
+      throw;
+    }
+  }
+
+  void broke(const std::string& what, const std::exception& e) {
+    broken = what + " over " + std::to_string(world) + " ranks failed on rank " + std::to_string(rank) + ": " +
+             first_line(e);
+  }
+
   // Flags after the gradients: one per rank (failed), then mutated, then snapshot wanted.
-  void write_flags(at::Tensor flags, bool failed, bool mutated, bool want_snapshot) const {
+  void write_flags(at::Tensor flags, bool failed, bool mutated, bool snapshot) const {
     flags.zero_();
     if (failed) flags[rank].fill_(1);
     flags[world].fill_(mutated ? 1 : 0);
-    flags[world + 1].fill_(want_snapshot ? 1 : 0);
+    flags[world + 1].fill_(snapshot ? 1 : 0);
   }
 
-  // Reads the summed flags; true if some rank failed (outcome and phase are then set).
-  bool read_flags(const at::Tensor& summed) {
+  // Reads summed flags; true if some rank failed (outcome and phase are then set).
+  bool read_flags(const at::Tensor& summed, bool update_point) {
     const at::Tensor flags = summed.to(at::kCPU, at::kDouble);
     const double* f = flags.data_ptr<double>();
     std::vector<int64_t> failed;
     for (int64_t r = 0; r < world; ++r) {
       if (f[r] > 0.5) failed.push_back(r);
     }
-    snapshot_next = f[world + 1] > 0.5;
+    if (update_point) snapshot_next = f[world + 1] > 0.5;
     if (failed.empty()) return false;
     outcome = Outcome{std::move(failed), f[world] > 0.5};
     phase = Phase::Failed;
     return true;
+  }
+
+  // Waits for the previous step's end point; false if it told of a failure.
+  bool settle() {
+    if (!pending) return true;
+    PendingEnd end = std::move(*pending);
+    pending.reset();
+    wait(*end.work);
+    if (!read_flags(end.payload, false)) return true;
+    previous_failed = std::make_pair(end.step, end.attempt);
+    outcome.mutated = true;  // the other ranks committed that step's update
+    return false;
   }
 
   // The update point: gradients (zeros from a failed rank) and flags in one all-reduce.
@@ -105,12 +141,12 @@ struct Agreement::Impl {
       parts.push_back(!failed && g.defined() ? g.detach().reshape(-1).to(opts) : at::zeros({p.numel()}, opts));
     }
     parts.push_back(at::empty({world + 2}, opts));
-    write_flags(parts.back(), failed, mutated, false);
+    write_flags(parts.back(), failed, mutated, !failed && want_snapshot);
     at::Tensor payload = at::cat(parts);
-    all_reduce(payload);
+    wait(*issue(payload));
     phase = Phase::UpdatePassed;
     const int64_t grads = payload.numel() - (world + 2);
-    if (read_flags(payload.slice(0, grads))) return;
+    if (read_flags(payload.slice(0, grads), true)) return;
     at::NoGradGuard no_grad;
     int64_t offset = 0;
     for (const auto& p : params) {
@@ -124,19 +160,21 @@ struct Agreement::Impl {
     }
   }
 
-  void end(bool failed, bool mutated, bool want_snapshot) {
+  // The end point of a failed attempt, waited for: the others learn of it when they settle.
+  void end_failed(bool mutated) {
     at::Tensor payload = at::empty({world + 2}, payload_options(parameters()));
-    write_flags(payload, failed, mutated, want_snapshot);
-    all_reduce(payload);
-    phase = Phase::EndPassed;
-    read_flags(payload);
+    write_flags(payload, true, mutated, false);
+    wait(*issue(payload));
+    read_flags(payload, false);
   }
 
   [[noreturn]] void peer_failed(const char* point) const {
     std::string ranks;
     for (int64_t r : outcome.failed) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
-    throw PeerFailed(outcome.failed, "daifu: rank " + ranks + " failed this attempt of the step (told at the " +
-                                         point + " point); every rank repairs it the same way");
+    const std::string which = previous_failed ? "step " + std::to_string(previous_failed->first) + " (after its update)"
+                                              : "this attempt of the step";
+    throw PeerFailed(outcome.failed, "daifu: rank " + ranks + " failed " + which + " (told at the " + point +
+                                         " point); every rank repairs it the same way");
   }
 };
 
@@ -152,37 +190,61 @@ Agreement::~Agreement() = default;
 int64_t Agreement::rank() const noexcept { return impl_->rank; }
 int64_t Agreement::world() const noexcept { return impl_->world; }
 
-void Agreement::begin_attempt() noexcept {
+void Agreement::begin_attempt(int64_t step, int64_t attempt) noexcept {
+  impl_->step = step;
+  impl_->attempt = attempt;
+  impl_->want_snapshot = false;
   impl_->phase = Phase::Start;
   impl_->outcome = Outcome{};
+  impl_->previous_failed.reset();
+}
+
+void Agreement::vote_snapshot(bool want) noexcept { impl_->want_snapshot = want; }
+
+void Agreement::raise_if_failed() const {
+  if (impl_->phase == Phase::Failed) impl_->peer_failed("previous step's end");
 }
 
 void Agreement::update_point() {
   if (impl_->phase != Phase::Start) return;
+  if (!impl_->settle()) impl_->peer_failed("previous step's end");
   impl_->update(false, !impl_->state.mutated_since_begin().empty());
   if (impl_->phase == Phase::Failed) impl_->peer_failed("update");
 }
 
-void Agreement::end_point(bool want_snapshot) {
-  if (impl_->phase == Phase::Start) {
-    impl_->update(false, !impl_->state.mutated_since_begin().empty());
-    if (impl_->phase == Phase::Failed) impl_->peer_failed("update");
-  }
+void Agreement::end_point() {
+  update_point();
+  if (impl_->phase != Phase::UpdatePassed) return;
   // This rank ran its whole step: its optimizer has updated the weights, traceably or not.
-  impl_->end(false, true, want_snapshot);
-  if (impl_->phase == Phase::Failed) impl_->peer_failed("end");
+  Impl::PendingEnd end;
+  end.payload = at::empty({impl_->world + 2}, impl_->payload_options(impl_->parameters()));
+  impl_->write_flags(end.payload, false, true, false);
+  end.work = impl_->issue(end.payload);
+  end.step = impl_->step;
+  end.attempt = impl_->attempt;
+  impl_->pending = std::move(end);
+  impl_->phase = Phase::EndIssued;
+}
+
+bool Agreement::settle() {
+  if (impl_->phase == Phase::Failed) return false;
+  return impl_->settle();
 }
 
 const Agreement::Outcome& Agreement::fail(bool mutated) {
+  if (impl_->phase == Phase::EndIssued) throw Error("daifu: a step failed after its end point was issued");
   if (impl_->phase == Phase::Start) {
-    impl_->update(true, mutated);
+    if (impl_->settle()) impl_->update(true, mutated);
   } else if (impl_->phase == Phase::UpdatePassed) {
-    impl_->end(true, mutated, false);
+    impl_->end_failed(mutated);
   }
   return impl_->outcome;
 }
 
 bool Agreement::failed() const noexcept { return impl_->phase == Phase::Failed; }
+std::optional<std::pair<int64_t, int64_t>> Agreement::previous_failed() const noexcept {
+  return impl_->previous_failed;
+}
 bool Agreement::snapshot_next() const noexcept { return impl_->snapshot_next; }
 
 std::string Agreement::exchange(const std::string& decision) {
@@ -205,8 +267,7 @@ std::string Agreement::exchange(const std::string& decision) {
     options.rootRank = impl_->outcome.leader();
     impl_->group.broadcast(tensors, options)->wait();
   } catch (const std::exception& e) {
-    impl_->broken = "the broadcast of rank " + std::to_string(impl_->outcome.leader()) + "'s repair failed on rank " +
-                    std::to_string(impl_->rank) + ": " + first_line(e);
+    impl_->broke("the broadcast of rank " + std::to_string(impl_->outcome.leader()) + "'s repair", e);
     throw;
   }
   const at::Tensor cpu = bytes.cpu();

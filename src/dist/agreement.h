@@ -1,16 +1,22 @@
 // The step agreement of a distributed session (Options::distributed). Every attempt of a step
 // has two points at which each rank says whether its attempt failed and whether it modified
-// tracked state: the update point (Step::before_update(), or the step's end if the step never
-// called it) and the end point (after the step). Each point is one all-reduce, so a failure on
-// any rank is known to all of them at the same point; the lowest failing rank then decides the
-// repair and exchange() hands it to the others. Torch-free header; the work is in agreement.cpp.
+// tracked state, each one all-reduce: the update point (Step::before_update(), or the step's
+// end if the step never called it), which also carries the gradients and the ranks' votes for
+// a snapshot before the next step, and the end point, after the step. A failure on any rank is
+// thus known to all of them at the same point. The end point is not waited for when the step
+// ends well: it completes while the next step computes, and is settled before that step's
+// update point, before a snapshot, at this rank's own failure and at the loop's end. Then the
+// lowest failing rank decides the repair and exchange() hands it to the others.
+// Torch-free header; the work is in agreement.cpp.
 #pragma once
 
 #include <daifu/distributed.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace daifu::detail {
@@ -38,24 +44,34 @@ class Agreement {
     int64_t leader() const { return failed.front(); }
   };
 
-  /// A new attempt begins: neither point is passed.
-  void begin_attempt() noexcept;
-  /// The update point with this rank's attempt going well (Step::before_update()); averages the
-  /// gradients of the tracked parameters with DistributedOptions::average_gradients(). Throws
-  /// daifu::PeerFailed if a rank failed. A second call in the same attempt does nothing.
+  /// A new attempt of step `step` begins: neither point is passed.
+  void begin_attempt(int64_t step, int64_t attempt) noexcept;
+  /// This rank's vote, at the update point, for a snapshot before the next step.
+  void vote_snapshot(bool want) noexcept;
+  /// Throws daifu::PeerFailed if settle() told of a failure since begin_attempt().
+  void raise_if_failed() const;
+  /// The update point with this rank's attempt going well (Step::before_update()): settles the
+  /// previous step's end point, then averages the gradients of the tracked parameters with
+  /// DistributedOptions::average_gradients(). Throws daifu::PeerFailed if a rank failed (this
+  /// step, or the previous one after its update). A second call in the same attempt does nothing.
   void update_point();
   /// The step went well on this rank: the update point if it was not passed, then the end
-  /// point, which also decides snapshot_next() (`want_snapshot` on any rank). Throws
-  /// daifu::PeerFailed if a rank failed.
-  void end_point(bool want_snapshot);
-  /// This rank's attempt failed: takes part in the point it had not passed, with `mutated`
-  /// (this rank modified tracked state). When a point already failed (this rank was told by
-  /// PeerFailed) returns what it said without a collective.
+  /// point, issued without waiting. Throws daifu::PeerFailed if the update point told of a failure.
+  void end_point();
+  /// Waits for the previous step's end point; false if it told of a failure (failed() is then
+  /// true and previous_failed() says which step).
+  bool settle();
+  /// This rank's attempt failed: settles the previous end point, then takes part in the point
+  /// it had not passed, with `mutated` (this rank modified tracked state). When a point already
+  /// told of a failure, returns what it said without a collective.
   const Outcome& fail(bool mutated);
-  /// Whether the point of this attempt told of a failure (fail() returns it without a collective).
+  /// Whether a point told of a failure (fail() returns it without a collective).
   bool failed() const noexcept;
+  /// The failure told is of the previous step, after its update: {step, attempt}; the step
+  /// running now is moot, and every rank rolls back to re-run the failed one.
+  std::optional<std::pair<int64_t, int64_t>> previous_failed() const noexcept;
 
-  /// Whether the last end point agreed on a snapshot before the next step.
+  /// Whether the last update point agreed on a snapshot before the next step.
   bool snapshot_next() const noexcept;
 
   /// The leader of the failed point passes its repair; every rank returns the leader's.

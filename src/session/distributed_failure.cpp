@@ -2,8 +2,10 @@
 // which the failure became known, so every rank is here for the same attempt. The lowest
 // failing rank (the leader) repairs it as a single process would; the others wait for its
 // decision, roll back if any rank had modified tracked state, take over its knob changes and
-// do what it does: retry, skip, or escalate. Every wait is a collective of the group, bounded by
-// the group's timeout; a collective that fails ends the run on this rank (lost_peers).
+// do what it does: retry, skip, or escalate. A failure told by the previous step's end point is
+// of that step: every rank rolls back and runs it again. Every wait is a collective of the
+// group, bounded by the group's timeout; a collective that fails ends the run on this rank
+// (lost_peers).
 #include "session/step_loop.h"
 
 #include <nlohmann/json.hpp>
@@ -25,6 +27,14 @@ void StepLoop::lost_peers(const Step& step) {
   impl_.journal.write({{"event", "peers_lost"}, {"step", step.index_}, {"attempt", step.attempt_},
                        {"rank", impl_.agreement->rank()}, {"reason", why}});
   escalate(failed.failure, failed.report, why, {});
+}
+
+bool StepLoop::settle(const Step& step) {
+  try {
+    return impl_.agreement->settle();
+  } catch (const std::exception&) {
+    lost_peers(step);
+  }
 }
 
 StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_point caught) {
@@ -72,6 +82,19 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
 
   // A follower: another rank failed, or failed too and has the lower rank.
   if (own) record_failure(step);
+  if (const auto previous = agreement.previous_failed()) {
+    // The step before this one failed on another rank after its update: it is the step to
+    // repair, and this rank takes back its commit, so it runs again as the leader's does.
+    const bool newest = high_water_ == previous->first + 1;
+    step.index_ = previous->first;
+    step.attempt_ = previous->second;
+    const auto memo = memos_.find(step.index_);
+    step.memo_ = memo != memos_.end() ? memo->second : decltype(step.memo_){};
+    if (newest) {
+      high_water_ = step.index_;
+      --impl_.stats.committed_steps;
+    }
+  }
   const std::vector<std::string> mutated = impl_.state.mutated_since_begin();
   impl_.state.restore_rng();
   nlohmann::json got;

@@ -54,6 +54,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     impl_.current_step = index;
     if (!rerun && step.attempt_ == 0 && impl_.replayer.pending()) impl_.replayer.step_starting(session_, where_, step);
     for (;;) {
+      if (impl_.agreement) impl_.agreement->begin_attempt(index, step.attempt_);
       // A snapshot a surgery asked for (e.g. after changing a parameter's shape) is taken
       // before the retry, not only at the next step.
       if (!rerun && (step.attempt_ == 0 || impl_.snapshot_requested)) maybe_snapshot(index);
@@ -61,12 +62,15 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
       impl_.state.begin_step();
       impl_.step_metrics.clear();
       impl_.detectors.begin_attempt(index, step.attempt_);
-      if (impl_.agreement) impl_.agreement->begin_attempt();
+      if (impl_.agreement) {
+        impl_.agreement->vote_snapshot(impl_.snapshot_requested || index + 1 - window_start_ >= impl_.policy.every());
+      }
       step.session_ = &impl_;
       const auto started = Clock::now();
       Decision decision;
       bool committed = false;
       try {
+        if (impl_.agreement) impl_.agreement->raise_if_failed();  // told while settling for a snapshot
         if (const Injection* inj = impl_.injection_for(index, step.attempt_)) {
           throw_injected(inj->fault, (impl_.workplace / "inject").string());
         }
@@ -75,9 +79,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         impl_.injector.end_attempt();
         impl_.state.synchronize_devices();
         impl_.detectors.end_attempt(impl_.step_metrics);
-        if (impl_.agreement) {
-          impl_.agreement->end_point(impl_.snapshot_requested || index + 1 - window_start_ >= impl_.policy.every());
-        }
+        if (impl_.agreement) impl_.agreement->end_point();
         committed = true;
       } catch (...) {
         impl_.injector.end_attempt();
@@ -90,8 +92,11 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         commit(step, rerun);
         if (!rerun && impl_.checks.due(index)) run_checks(index);
         ++index;
-        break;
+        // The end point of a loop's last step is settled here, not by a next step's.
+        if (index < last || !impl_.agreement || settle(step)) break;
+        decision = handle_distributed_failure(step, Clock::now());
       }
+      index = step.index_;  // a distributed failure may be of the step before this one
       if (decision.action == Action::Skip && !decision.rollback) {
         skip(step, std::chrono::duration<double, std::micro>(Clock::now() - decision.caught).count());
         ++index;
@@ -135,11 +140,16 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
 
 void StepLoop::maybe_snapshot(int64_t index) {
   if (impl_.state.objects().empty()) return;
-  // Ranks of a distributed session take their snapshots at the same steps, as agreed at the
-  // end point of the step before.
+  // Ranks of a distributed session take their snapshots at the same steps, as voted at the
+  // update point of the step before, and only of a state every rank has committed.
   const bool due = window_start_ < 0 || impl_.snapshot_requested ||
                    (impl_.agreement ? impl_.agreement->snapshot_next() : index - window_start_ >= impl_.policy.every());
   if (!due) return;
+  if (impl_.agreement) {
+    Step at;
+    at.index_ = index;
+    if (!settle(at)) return;  // the attempt raises what it told
+  }
   const int64_t every_before = impl_.policy.every();
   const auto started = Clock::now();
   try {

@@ -54,6 +54,8 @@ class StepLoop {
   Decision handle_distributed_failure(Step& step, Clock::time_point caught);
   /// Escalates on this rank after a collective of the agreement failed.
   [[noreturn]] void lost_peers(const Step& step);
+  /// Agreement::settle(), escalating if the collective fails.
+  bool settle(const Step& step);
   /// Journals the repair `surgery` made in `context` and fills in the incident.
   void record_repair(const Step& step, const Reported& failed, const std::string& surgery, Action action,
                      const RepairContext& context);
