@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
     }
   }
 
+  // One intra-op thread per rank: several ranks share this machine's cores, and OpenMP
+  // threads spinning after their parallel regions starve the others' collectives.
+  at::set_num_threads(1);
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<uint16_t>(port);
   store_options.isServer = rank == 0;

@@ -161,6 +161,20 @@ TEST(Distributed, ATransientErrorOnRank1IsRetriedByBothRanksAndEndsBitwiseAsWith
     EXPECT_EQ(end[0]["status"], "ok");
     EXPECT_EQ(end[0]["committed_steps"], 40);
   }
+#ifdef DAIFU_CLI
+  // `daifu log` on the workplace merges the ranks' journals.
+  std::string out;
+  FILE* pipe = ::popen((std::string(DAIFU_CLI) + " -w " + faulty.workplace.string() + " log --json 2>&1").c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  char buffer[4096];
+  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+  ASSERT_EQ(::pclose(pipe), 0) << out;
+  const auto rows = nlohmann::json::parse(out);
+  ASSERT_EQ(rows.size(), 1u) << out;
+  EXPECT_EQ(rows[0]["rank"], 1);
+  EXPECT_EQ(rows[0]["step"], 20);
+  EXPECT_EQ(rows[0]["surgery"], "transient_retry");
+#endif
 }
 
 // Rank 1 fails after its optimizer step: every rank has updated its weights, so every rank

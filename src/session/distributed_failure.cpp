@@ -53,6 +53,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   if (own && agreement.rank() == leader) {
     nlohmann::json sent;
     Decision decision;
+    const bool had_memo = !step.memo_.empty();
     try {
       last_repair_ = {};
       decision = handle_failure(step, caught, outcome->mutated);
@@ -71,7 +72,9 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
     for (const auto& c : last_repair_.changes) changes[c.what] = nlohmann::json::parse(c.after_json);
     sent = {{"action", to_string(decision.action)}, {"kind", to_string(failure.kind)},
             {"message", clipped(failure.message)}, {"surgery", last_repair_.surgery}, {"changes", changes},
-            {"snapshot", impl_.snapshot_requested}};
+            {"snapshot", impl_.snapshot_requested},
+            // The repair forgot the step's batch (out_of_memory at a new batch size): so do the others.
+            {"forget_batch", had_memo && step.memo_.empty()}};
     try {
       agreement.exchange(sent.dump());
     } catch (const std::exception&) {
@@ -119,7 +122,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   impl_.journal.record("Step " + std::to_string(step.index_) + " attempt " + std::to_string(step.attempt_) + ": " +
                        rank_name + " failed (" + got.value("kind", "unknown") + "); doing as it does: " + action +
                        (surgery.empty() ? "" : " by " + surgery));
-  impl_.incidents.push_back(Incident{failure, surgery.empty() ? "" : rank_name + ": " + surgery, "unrecovered", {}, 0});
+  impl_.incidents.push_back(Incident{failure, surgery, "unrecovered", {}, 0});
   if (action == "escalate") {
     escalate(failure, "", rank_name + " could not recover the step: " + got.value("reason", ""), {});
   }
@@ -141,11 +144,13 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   const nlohmann::json changes = got.value("changes", nlohmann::json::object());
   for (const auto& [name, after] : changes.items()) {
     if (KnobBase* knob = session_.find_knob(name)) {
+      const std::string before = knob->json();
       knob->set_json(after.dump(), rank_name + "'s repair (" + surgery + ") at step " + std::to_string(step.index_));
-      impl_.incidents.back().changes.push_back(name + ": -> " + after.dump());
+      impl_.incidents.back().changes.push_back(name + ": " + before + " -> " + after.dump());
     }
   }
   if (got.value("snapshot", false)) impl_.snapshot_requested = true;
+  if (got.value("forget_batch", false)) step.memo_.clear();
   impl_.incidents.back().outcome = action;
   return decision;
 }

@@ -86,7 +86,80 @@ nlohmann::json to_json(const IncidentRecord& i) {
 
 }  // namespace
 
+// The rank-<r> folders of a distributed session's workplace, by rank; empty for a single process.
+std::map<int, std::filesystem::path> rank_workplaces(const std::filesystem::path& workplace) {
+  std::map<int, std::filesystem::path> out;
+  std::error_code ec;
+  if (std::filesystem::exists(workplace / "journal.jsonl", ec)) return out;
+  for (const auto& entry : std::filesystem::directory_iterator(workplace, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.rfind("rank-", 0) != 0) continue;
+    const std::string number = name.substr(5);
+    if (!number.empty() && number.find_first_not_of("0123456789") == std::string::npos) {
+      out[std::stoi(number)] = entry.path();
+    }
+  }
+  return out;
+}
+
+// Every rank's failures in one table, by time, with the rank in front; the lines of ranks that
+// followed another's repair are counted per rank.
+int merged_log(const ReadOptions& options, const std::map<int, std::filesystem::path>& ranks) {
+  struct Tagged {
+    int rank;
+    IncidentRecord incident;
+  };
+  std::vector<Tagged> all;
+  std::map<int, int64_t> followed;
+  for (const auto& [rank, dir] : ranks) {
+    History h;
+    ReadOptions one = options;
+    one.workplace = dir;
+    if (!load(one, h)) return 1;
+    for (auto& i : h.incidents) all.push_back({rank, std::move(i)});
+    for (const auto& line : h.lines) followed[rank] += line.value("event", "") == "peer_failure";
+  }
+  std::stable_sort(all.begin(), all.end(), [](const Tagged& a, const Tagged& b) { return a.incident.time < b.incident.time; });
+  if (options.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& t : all) {
+      nlohmann::json row = to_json(t.incident);
+      row["rank"] = t.rank;
+      out.push_back(std::move(row));
+    }
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << ranks.size() << " ranks, " << all.size() << " failure(s) in " << options.workplace.string() << "\n";
+  for (const auto& [rank, n] : followed) {
+    if (n > 0) std::cout << "rank " << rank << " followed " << n << " repair(s) of other ranks (peer_failure)\n";
+  }
+  if (all.empty()) return 0;
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"time (UTC)", "rank", "step", "kind", "exception", "surgery", "outcome", "duration", "message"});
+  for (const auto& t : all) {
+    const IncidentRecord& i = t.incident;
+    rows.push_back({clock_time(i.time), std::to_string(t.rank),
+                    std::to_string(i.step) + (i.attempt ? "." + std::to_string(i.attempt) : ""), i.kind, i.exception_type,
+                    i.surgery.empty() ? "-" : i.surgery, i.outcome.empty() ? "-" : i.outcome, duration(i),
+                    first_line(i.message, 60)});
+  }
+  std::vector<std::size_t> width(rows[0].size(), 0);
+  for (const auto& r : rows) {
+    for (std::size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+  }
+  for (const auto& r : rows) {
+    for (std::size_t c = 0; c < r.size(); ++c) {
+      std::cout << r[c];
+      if (c + 1 < r.size()) std::cout << std::string(width[c] - r[c].size() + 2, ' ');
+    }
+    std::cout << "\n";
+  }
+  return 0;
+}
+
 int log(const ReadOptions& options) {
+  if (const auto ranks = rank_workplaces(options.workplace); !ranks.empty()) return merged_log(options, ranks);
   History h;
   if (!load(options, h)) return 1;
   if (options.json) {

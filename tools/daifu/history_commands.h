@@ -11,7 +11,8 @@ struct ReadOptions {
   bool color = false;  ///< ANSI colours (on a terminal, unless --no-color)
 };
 
-/// A table of every failure: time, run, step, kind, exception, surgery, outcome, duration.
+/// A table of every failure: time, run, step, kind, exception, surgery, outcome, duration. For
+/// the workplace of a distributed session (rank-<r>/ folders) every rank's, merged by time.
 int log(const ReadOptions& options);
 /// Failure N (as numbered in failures/NNNN.json) in full, with its throw-site stack.
 int show(const ReadOptions& options, int number);
