@@ -2,7 +2,11 @@
 // convolutions with max pooling, then two linear layers. Returns log-probabilities.
 #pragma once
 
+#include "fashion_mnist_data.h"
+
 #include <torch/torch.h>
+
+#include <algorithm>
 
 namespace fashion_mnist {
 
@@ -25,5 +29,19 @@ struct FashionNetImpl : torch::nn::Module {
   torch::nn::Linear fc1, fc2;
 };
 TORCH_MODULE(FashionNet);
+
+/// The share of `test` the model classifies right (in eval mode; training mode is put back).
+inline double test_accuracy(FashionNet& model, const Dataset& test) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  int64_t correct = 0;
+  for (int64_t first = 0; first < test.size(); first += 1000) {
+    const int64_t n = std::min<int64_t>(1000, test.size() - first);
+    const auto predicted = model->forward(test.images.narrow(0, first, n)).argmax(1);
+    correct += predicted.eq(test.labels.narrow(0, first, n)).sum().item<int64_t>();
+  }
+  model->train();
+  return static_cast<double>(correct) / static_cast<double>(test.size());
+}
 
 }  // namespace fashion_mnist

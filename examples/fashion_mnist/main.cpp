@@ -82,19 +82,6 @@ std::optional<Args> parse_args(int argc, char** argv) {
   return args;
 }
 
-double test_accuracy(fashion_mnist::FashionNet& model, const fashion_mnist::Dataset& test) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  int64_t correct = 0;
-  for (int64_t first = 0; first < test.size(); first += 1000) {
-    const int64_t n = std::min<int64_t>(1000, test.size() - first);
-    const auto predicted = model->forward(test.images.narrow(0, first, n)).argmax(1);
-    correct += predicted.eq(test.labels.narrow(0, first, n)).sum().item<int64_t>();
-  }
-  model->train();
-  return static_cast<double>(correct) / static_cast<double>(test.size());
-}
-
 int train(const Args& args) {
   at::set_num_threads(static_cast<int>(args.threads));
   torch::manual_seed(1);
@@ -146,7 +133,7 @@ int train(const Args& args) {
 
   progress.finish();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double accuracy = test_accuracy(model, test_set);
+  const double accuracy = fashion_mnist::test_accuracy(model, test_set);
   const daifu::SessionStats stats = session.stats();
   std::printf("trained %lld steps in %.1f s (%.1f steps/s); %lld skipped\n",
               static_cast<long long>(stats.committed_steps), seconds,

@@ -56,18 +56,6 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-double test_accuracy(fashion_mnist::FashionNet& model, const fashion_mnist::Dataset& test) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  int64_t correct = 0;
-  for (int64_t first = 0; first < test.size(); first += 1000) {
-    const int64_t n = std::min<int64_t>(1000, test.size() - first);
-    correct += model->forward(test.images.narrow(0, first, n)).argmax(1).eq(test.labels.narrow(0, first, n)).sum().item<int64_t>();
-  }
-  model->train();
-  return static_cast<double>(correct) / static_cast<double>(test.size());
-}
-
 int train(const Args& args) {
   at::set_num_threads(static_cast<int>(args.threads));
   c10d::TCPStoreOptions store_options;
@@ -117,7 +105,7 @@ int train(const Args& args) {
   };
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("rank %d of %d: %lld steps in %.1f s, test accuracy %.2f%%\n", args.rank, args.world,
-              static_cast<long long>(session.stats().committed_steps), seconds, 100 * test_accuracy(model, test_set));
+              static_cast<long long>(session.stats().committed_steps), seconds, 100 * fashion_mnist::test_accuracy(model, test_set));
   std::cout << session.summary();
   return 0;
 }
