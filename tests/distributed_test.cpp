@@ -215,18 +215,22 @@ TEST(Distributed, FourRanksRetryTheSameStepAndEndBitwiseAsWithoutTheFault) {
   for (int rank : {0, 2, 3}) EXPECT_EQ(events(rank_workplace(faulty, rank), "peer_failure").size(), 1u) << rank;
 }
 
-TEST(Distributed, ANanBatchOnRank1IsReExecutedThenSkippedOnEveryRank) {
+// 2 and 4 ranks.
+class Ranked : public ::testing::TestWithParam<int> {};
+
+TEST_P(Ranked, ANanBatchOnRank1IsReExecutedThenSkippedOnEveryRank) {
   // A NaN in rank 1's input at step 20 on every attempt: its gradients are NaN before they are
   // averaged, the detector fires on rank 1 alone, the re-execution repeats it, and
   // exceptional_data skips the step everywhere.
-  const Ranks r = run(2, fresh_dir(), on_rank1({"--plan", "nan:out:input@20*"}));
+  const int world = GetParam();
+  const Ranks r = run(world, fresh_dir(), on_rank1({"--plan", "nan:out:input@20*"}));
   expect_all_trained(r);
   const auto detections = events(rank_workplace(r, 1), "detection");
   ASSERT_EQ(detections.size(), 2u);
   EXPECT_EQ(detections[0]["detector"], "nonfinite_grad");
   EXPECT_EQ(events(rank_workplace(r, 1), "persistent_fault").size(), 1u);
   EXPECT_TRUE(events(rank_workplace(r, 0), "detection").empty());
-  for (int rank = 0; rank < 2; ++rank) {
+  for (int rank = 0; rank < world; ++rank) {
     const auto skips = events(rank_workplace(r, rank), "skip");
     ASSERT_EQ(skips.size(), 1u) << rank;
     EXPECT_EQ(skips[0]["step"], 20);
@@ -234,22 +238,28 @@ TEST(Distributed, ANanBatchOnRank1IsReExecutedThenSkippedOnEveryRank) {
   }
 }
 
-TEST(Distributed, AnOutOfMemoryOnRank1HalvesTheMicroBatchOnEveryRank) {
-  const Ranks clean = run(2, fresh_dir("clean"), on_rank1({}, {"--micro", "16"}));
+TEST_P(Ranked, AnOutOfMemoryOnRank1HalvesTheMicroBatchOnEveryRank) {
+  const int world = GetParam();
+  const Ranks clean = run(world, fresh_dir("clean"), on_rank1({}, {"--micro", "16"}));
   expect_all_trained(clean);
-  const Ranks r = run(2, fresh_dir("oom"), on_rank1({"--oom-above", "8"}, {"--micro", "16"}));
+  const Ranks r = run(world, fresh_dir("oom"), on_rank1({"--oom-above", "8"}, {"--micro", "16"}));
   expect_all_trained(r);
   const auto repairs = events(rank_workplace(r, 1), "repair");
   ASSERT_EQ(repairs.size(), 1u);
   EXPECT_EQ(repairs[0]["surgery"], "out_of_memory");
   EXPECT_EQ(repairs[0]["changes"]["micro_batch"], nlohmann::json({16, 8}));
-  const auto knobs = events(rank_workplace(r, 0), "knob");
-  ASSERT_EQ(knobs.size(), 1u);
-  EXPECT_EQ(knobs[0]["name"], "micro_batch");
-  EXPECT_EQ(knobs[0]["after"], 8);
+  for (int rank = 0; rank < world; ++rank) {
+    if (rank == 1) continue;
+    const auto knobs = events(rank_workplace(r, rank), "knob");
+    ASSERT_EQ(knobs.size(), 1u) << rank;
+    EXPECT_EQ(knobs[0]["name"], "micro_batch");
+    EXPECT_EQ(knobs[0]["after"], 8);
+  }
   // Two micro-batches of 8 rows add up the gradient of 16 in another order: close, not bitwise.
   EXPECT_TRUE(all_close(r.params[0], clean.params[0]));
 }
+
+INSTANTIATE_TEST_SUITE_P(Distributed, Ranked, ::testing::Values(2, 4));
 
 TEST(Distributed, AKilledRankEndsTheOthersWithAClearEscalationWithinTheTimeout) {
   // The group's timeout is 10 s; run() fails the test if a rank is still running after 60.
