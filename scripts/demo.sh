@@ -4,5 +4,5 @@
 # Extra arguments go to the example (e.g. --epochs 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh build
+scripts/setup.sh --target fashion_mnist --target daifu_cli build
 exec build/examples/fashion_mnist/fashion_mnist --workplace daifu_workplace "$@"

@@ -1,16 +1,39 @@
 #!/usr/bin/env bash
-# Installs the Debian packages daifu needs (as root, only those missing) and builds the
-# project. Usage: scripts/setup.sh [BUILD_DIR] [extra cmake arguments...]
+# Installs what daifu needs (as root, only what is missing) and builds it.
+# Usage: scripts/setup.sh [--torch wheel|debian|PREFIX] [--target NAME]... BUILD_DIR [cmake arguments...]
+#        scripts/setup.sh [--torch wheel|debian|PREFIX] --install-only
+#   --torch wheel   LibTorch 2.13 (CPU) from the torch wheel, pip-installed into .venv/ (the default)
+#   --torch debian  Debian's libtorch-dev (1.13 on Debian 12)
+#   --torch PREFIX  a LibTorch you unpacked yourself (the folder holding lib/ and include/)
+#   --target NAME   build only this target and what it needs (repeatable); default: everything
+#   --install-only  install, do not build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+torch=wheel
+targets=()
+install_only=
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --torch) torch=$2; shift 2 ;;
+    --target) targets+=("$2"); shift 2 ;;
+    --install-only) install_only=1; shift ;;
+    *) break ;;
+  esac
+done
+if [[ -z $install_only ]]; then
+  build_dir=${1:?usage: scripts/setup.sh [--torch wheel|debian|PREFIX] [--target NAME]... BUILD_DIR [cmake args...]}
+  shift
+fi
+
 packages=(
-  g++ make cmake pkg-config
-  libtorch-dev libopenblas0-pthread
+  g++ make cmake ninja-build pkg-config python3 python3-venv
+  libopenblas0-pthread
   libspdlog-dev libfmt-dev nlohmann-json3-dev libboost-stacktrace-dev libcli11-dev libgloo-dev zlib1g-dev
   googletest libgtest-dev libbenchmark-dev
   dataset-fashion-mnist fortunes
 )
+[[ $torch == debian ]] && packages+=(libtorch-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,7 +49,28 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-build_dir=${1:-build}
-shift || true
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
-cmake --build "$build_dir" -j"$(nproc)"
+# The torch wheel is a complete LibTorch: headers, libraries and its CMake config.
+torch_version=2.13.0
+case $torch in
+  wheel)
+    if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
+      echo "setup: installing torch==$torch_version into .venv/"
+      [[ -x .venv/bin/pip ]] || python3 -m venv .venv
+      .venv/bin/pip install -q "torch==$torch_version"
+    fi
+    torch_prefix=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)
+    ;;
+  debian) torch_prefix=/usr ;;
+  *) torch_prefix=$torch ;;
+esac
+
+[[ -z $install_only ]] || exit 0
+
+generator=()
+[[ -f $build_dir/CMakeCache.txt ]] || generator=(-G Ninja)
+# CMAKE_PREFIX_PATH is the LibTorch root: its share/cmake/Torch config then takes the
+# libraries from the root's lib/, not from another LibTorch in the system directories.
+cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_PREFIX_PATH="$torch_prefix" "$@" >/dev/null
+target_args=()
+for t in "${targets[@]}"; do target_args+=(--target "$t"); done
+cmake --build "$build_dir" -j"$(nproc)" "${target_args[@]}"

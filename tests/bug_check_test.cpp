@@ -9,7 +9,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace bug_check_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
@@ -232,4 +232,4 @@ TEST(BugChecks, NonsenseOptionsAreRefusedAndAnUnknownModuleIsReported) {
   EXPECT_EQ(f[0]["message"], "module \"modle\": no module is tracked under this name");
 }
 
-}  // namespace
+}  // namespace bug_check_test

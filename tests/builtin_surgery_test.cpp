@@ -12,7 +12,7 @@
 #include <map>
 #include <set>
 
-namespace {
+namespace builtin_surgery_test {
 
 namespace fs = std::filesystem;
 using daifu::FailureKind;
@@ -286,4 +286,4 @@ TEST(BuiltinSurgeries, EachFiresOnlyOnTheKindsItOwnsWhateverTheMessageSays) {
   EXPECT_EQ(candidate_names(session, FailureKind::Unknown, everything), std::vector<std::string>{"hot_patch"});
 }
 
-}  // namespace
+}  // namespace builtin_surgery_test

@@ -12,10 +12,10 @@
 //                      throw EAGAIN after optimizer.step() in the first attempt of that step
 // Exit codes: 0 trained, 3 daifu::Unrecovered (its message on stderr), 2 usage.
 #include <daifu/daifu.h>
+#include <daifu/gloo_group.h>
 #include <torch/torch.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <cerrno>
@@ -61,11 +61,8 @@ int main(int argc, char** argv) {
   store_options.numWorkers = world;
   store_options.timeout = std::chrono::seconds(20);
   auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", store_options);
-  auto gloo = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(10));
-  gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-  gloo->threads = 1;
-  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("daifu", store),
-                                                           rank, world, gloo);
+  auto group = daifu::make_gloo_group(c10::make_intrusive<c10d::PrefixStore>("daifu", store), rank, world,
+                                      std::chrono::seconds(10), /*threads=*/1);
 
   torch::manual_seed(11);  // the same initial weights on every rank
   torch::nn::Sequential net(torch::nn::Linear(16, 64), torch::nn::ReLU(), torch::nn::Linear(64, 4));

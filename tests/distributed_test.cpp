@@ -22,7 +22,7 @@
 
 extern char** environ;
 
-namespace {
+namespace distributed_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
@@ -276,4 +276,4 @@ TEST(Distributed, AKilledRankEndsTheOthersWithAClearEscalationWithinTheTimeout) 
   }
 }
 
-}  // namespace
+}  // namespace distributed_test

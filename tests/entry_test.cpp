@@ -7,7 +7,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace entry_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
@@ -56,4 +56,4 @@ TEST(EntryDeathTest, TerminateIsRecordedBeforeTheProcessEnds) {
   EXPECT_EQ(ended[0]["message"], "escaped a noexcept destructor");
 }
 
-}  // namespace
+}  // namespace entry_test

@@ -7,11 +7,11 @@
 #include <fstream>
 #include <system_error>
 
-#include <c10/util/string_utils.h>
+#include "compat/optimizer_key.h"
 
 #include "test_util.h"
 
-namespace {
+namespace guard_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
@@ -187,7 +187,7 @@ class OpaqueOptimizer : public torch::optim::Optimizer {
   torch::Tensor step(LossClosure) override {
     torch::NoGradGuard no_grad;
     for (auto& p : param_groups_.at(0).params()) {
-      auto& state = state_[c10::guts::to_string(p.unsafeGetTensorImpl())];
+      auto& state = state_[daifu::detail::optimizer_state_key(p)];
       if (!state) state = std::make_unique<OpaqueState>();
       p.add_(p.grad(), -0.1);
     }
@@ -329,4 +329,4 @@ TEST(Guard, MicroBatchesCoverTheBatchWithWeightsSummingToOne) {
   EXPECT_THROW(step_outside_a_loop.micro_batches(10, micro, [](int64_t, int64_t, double) {}), daifu::Error);
 }
 
-}  // namespace
+}  // namespace guard_test

@@ -18,7 +18,7 @@
 
 #include <sys/wait.h>
 
-namespace {
+namespace history_test {
 
 namespace fs = std::filesystem;
 using daifu::detail::read_history;
@@ -199,4 +199,4 @@ TEST(History, AMissingJournalIsAClearError) {
   }
 }
 
-}  // namespace
+}  // namespace history_test

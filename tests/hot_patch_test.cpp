@@ -13,7 +13,7 @@
 
 #include <unistd.h>
 
-namespace {
+namespace hot_patch_test {
 
 namespace fs = std::filesystem;
 using daifu::testing::events;
@@ -154,4 +154,4 @@ TEST(HotPatch, ALinkIntoThePatchesFolderIsRefused) {
   EXPECT_NE(refused[0]["reason"].get<std::string>().find("is not a regular file"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace hot_patch_test

@@ -7,7 +7,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace inject_test {
 
 using daifu::FailureKind;
 using daifu::testing::events;
@@ -84,4 +84,4 @@ TEST(Inject, TakenFromTheEnvironmentWhenOptionsSayNothing) {
   EXPECT_EQ(events(wp, "run_start").at(0)["inject"], nlohmann::json::array({"transient@1"}));
 }
 
-}  // namespace
+}  // namespace inject_test

@@ -8,7 +8,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace journal_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
@@ -173,4 +173,4 @@ TEST(Journal, NonsenseOptionsAreRefusedAtConstruction) {
   EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).inject("oom@")), daifu::Error);
 }
 
-}  // namespace
+}  // namespace journal_test

@@ -5,7 +5,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace knob_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
@@ -97,4 +97,4 @@ TEST(Knob, BoundsRefuseValuesOutsideAndKeepTheOldValue) {
   EXPECT_THROW(lr.set(-1.0), daifu::Error);
 }
 
-}  // namespace
+}  // namespace knob_test

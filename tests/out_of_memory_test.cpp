@@ -16,7 +16,7 @@
 #include <new>
 #include <sstream>
 
-namespace {
+namespace out_of_memory_test {
 
 using daifu::FailureKind;
 using daifu::testing::events;
@@ -323,4 +323,4 @@ TEST(OutOfMemory, RealShapeAndPathErrorsLeaveTheBatchAlone) {
   EXPECT_EQ(batch.get(), 64);
 }
 
-}  // namespace
+}  // namespace out_of_memory_test

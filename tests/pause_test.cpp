@@ -23,7 +23,7 @@
 
 extern char** environ;
 
-namespace {
+namespace pause_test {
 
 namespace fs = std::filesystem;
 using daifu::testing::events;
@@ -520,4 +520,4 @@ TEST(PauseCli, SkipThenAbortThroughTheCli) {
 }
 #endif  // DAIFU_CLI
 
-}  // namespace
+}  // namespace pause_test

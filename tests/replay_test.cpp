@@ -12,7 +12,7 @@
 
 #include <filesystem>
 
-namespace {
+namespace replay_test {
 
 namespace fs = std::filesystem;
 using daifu::testing::events;
@@ -178,4 +178,4 @@ TEST(Replay, NonsenseInTheEnvironmentIsRefused) {
   ::unsetenv("DAIFU_REPLAY");
 }
 
-}  // namespace
+}  // namespace replay_test

@@ -11,7 +11,7 @@
 #include "detect/robust_window.h"
 #include "test_util.h"
 
-namespace {
+namespace silent_fault_test {
 
 using daifu::FaultModel;
 using daifu::FaultTarget;
@@ -344,4 +344,4 @@ TEST(RobustWindow, FlagsHundredfoldSpikesOnlyAfterWarmup) {
   EXPECT_EQ(w.count(), 100);
 }
 
-}  // namespace
+}  // namespace silent_fault_test

@@ -24,7 +24,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace snapshot_file_test {
 
 using daifu::detail::checksum64;
 using daifu::detail::Checksum64;
@@ -545,4 +545,4 @@ TEST(SnapshotFile, KillAtAnyInstantLeavesACompleteSlot) {
   std::cout << "[ info ] commits completed before the kill: " << commits_min << " to " << commits_max << "\n";
 }
 
-}  // namespace
+}  // namespace snapshot_file_test

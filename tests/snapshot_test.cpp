@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <c10/util/string_utils.h>
+#include "compat/optimizer_key.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,7 +18,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace snapshot_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
@@ -99,7 +99,7 @@ std::vector<std::string> optimizer_bytes(torch::optim::Optimizer& o) {
   std::vector<std::string> out;
   for (const auto& group : o.param_groups()) {
     for (const auto& p : group.params()) {
-      auto it = o.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      auto it = o.state().find(daifu::detail::optimizer_state_key(p));
       if (it == o.state().end()) {
         out.emplace_back("(none)");
         continue;
@@ -622,4 +622,4 @@ TEST(PersistentSnapshot, ACorruptNewestSlotFallsBackToTheOlderOne) {
   EXPECT_EQ(session.global_step(), 6);
 }
 
-}  // namespace
+}  // namespace snapshot_test

@@ -5,7 +5,7 @@
 
 #include "test_util.h"
 
-namespace {
+namespace surgery_test {
 
 using daifu::Action;
 using daifu::FailureKind;
@@ -206,4 +206,4 @@ TEST(Surgery, AMatchRepairsARealIndexErrorOnlyInItsStepRange) {
   EXPECT_EQ(session.global_step(), 5);  // step 2 repaired, step 5 outside the range
 }
 
-}  // namespace
+}  // namespace surgery_test

@@ -10,10 +10,10 @@
 // agreed - guarded is what the agreement costs; guarded - plain the guard itself.
 // Usage: bench_agreement [--world N] [--steps S] [--blocks B] [--json]
 #include <daifu/daifu.h>
+#include <daifu/gloo_group.h>
 #include <torch/torch.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <netinet/in.h>
@@ -76,11 +76,8 @@ int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, bool
   so.numWorkers = world;
   so.timeout = std::chrono::seconds(30);
   auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);
-  auto gloo = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(30));
-  gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-  gloo->threads = 1;
-  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("bench", store),
-                                                           rank, world, gloo);
+  auto group = daifu::make_gloo_group(c10::make_intrusive<c10d::PrefixStore>("bench", store), rank, world,
+                                      std::chrono::seconds(30), /*threads=*/1);
   torch::manual_seed(1);
   torch::nn::Sequential net(torch::nn::Linear(784, 256), torch::nn::ReLU(), torch::nn::Linear(256, 10));
   torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));

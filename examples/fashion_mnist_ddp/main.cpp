@@ -10,10 +10,10 @@
 #include "fashion_net.h"
 
 #include <daifu/daifu.h>
+#include <daifu/gloo_group.h>
 #include <torch/torch.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
@@ -65,10 +65,8 @@ int train(const Args& args) {
   store_options.timeout = std::chrono::seconds(60);
   auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", store_options);
   // The group's timeout bounds every wait: a rank that dies ends the others within it.
-  auto gloo = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(30));
-  gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("ddp", store),
-                                                           args.rank, args.world, gloo);
+  auto group = daifu::make_gloo_group(c10::make_intrusive<c10d::PrefixStore>("ddp", store), args.rank, args.world,
+                                      std::chrono::seconds(30));
 
   const fashion_mnist::Dataset train_set = fashion_mnist::load(args.data, "train");
   const fashion_mnist::Dataset test_set = fashion_mnist::load(args.data, "t10k");

@@ -1,6 +1,7 @@
 #include "check/bug_checks.h"
 
 #include "journal/journal.h"
+#include "compat/optimizer_key.h"
 #include "state/cpu_rng.h"
 #include "state/optimizer_state.h"
 #include "state/tracked_state.h"
@@ -43,9 +44,6 @@ bool same_bits(const at::Tensor& a, const at::Tensor& b) {
   const at::Tensor cb = b.detach().cpu().contiguous();
   return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()) == 0;
 }
-
-// The key LibTorch's optimizers file a parameter's state under.
-std::string state_key(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
 // "model.fc1.weight" for every parameter of the tracked modules, by tensor.
 std::unordered_map<const c10::TensorImpl*, std::string> parameter_names(const TrackedState& state) {
@@ -135,8 +133,8 @@ void round_trip_optimizer(const std::string& name, torch::optim::Optimizer& opt,
                       " instead of " + fmt(held_options[g]->get_lr()));
     }
     for (const auto& p : group.params()) {
-      auto before = held.find(state_key(p));
-      auto after = loaded.find(state_key(p));
+      auto before = held.find(optimizer_state_key(p));
+      auto after = loaded.find(optimizer_state_key(p));
       const bool had = before != held.end() && before->second;
       const bool has = after != loaded.end() && after->second;
       if (had != has) {

@@ -3,6 +3,7 @@
 
 #include "classify/lowercase.h"
 #include "classify/throw_site.h"
+#include "compat/typed_errors.h"
 
 #include <c10/util/Exception.h>
 #include <cxxabi.h>
@@ -142,6 +143,7 @@ std::optional<FailureKind> kind_of_errno(int code) {
 // Kinds that the exception type settles, whatever the message says.
 std::optional<std::pair<FailureKind, const char*>> kind_by_definite_type(const std::exception_ptr& error) {
   using R = std::pair<FailureKind, const char*>;
+  if (auto k = detail::kind_by_libtorch2_type(error)) return k;
   try {
     std::rethrow_exception(error);
   } catch (const FaultDetected&) {

@@ -56,6 +56,7 @@ const std::vector<FailurePattern>& builtin_failure_patterns() {
       {"expected scalar type \\w+ but found \\w+", K::TensorMismatch},
       {"must have the same dtype", K::TensorMismatch},
       {"found dtype \\w+ but expected \\w+", K::TensorMismatch},
+      {"expected target dtype to be \\w+", K::TensorMismatch},  // LibTorch 2.x's nll_loss
       {"to have the same dtype", K::TensorMismatch},
       {"expected input batch_size \\(\\d+\\) to match target batch_size", K::TensorMismatch},
       {"target -?\\d+ is out of bounds", K::TensorMismatch},

@@ -9,6 +9,7 @@
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 
@@ -172,7 +173,7 @@ void Detectors::before_update() {
     names.push_back(&name);
   }
   if (grads.empty()) return;
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const double norm = std::sqrt(squared_norm(grads));
   if (std::isfinite(norm)) {
     grad_norm_ = norm;
@@ -222,7 +223,7 @@ void Detectors::check_buffers() {
   if (buffers.empty()) return;
   std::vector<at::Tensor> tensors;
   for (const auto& [name, b] : buffers) tensors.push_back(b);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   if (std::isfinite(squared_norm(tensors))) return;
   for (const auto& [name, b] : buffers) {
     if (at::isfinite(b).all().item<bool>()) continue;
@@ -249,7 +250,7 @@ void Detectors::check_adam_moments() {
     }
   }
   if (first.empty()) return;
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const double m = largest_magnitude(first, /*non_negative=*/false);
   const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
   if (!std::isfinite(m) || !std::isfinite(v)) {

@@ -5,6 +5,7 @@
 #include <daifu/errors.h>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/nn/module.h>
 
@@ -147,7 +148,7 @@ struct Agreement::Impl {
     phase = Phase::UpdatePassed;
     const int64_t grads = payload.numel() - (world + 2);
     if (read_flags(payload.slice(0, grads), true)) return;
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     int64_t offset = 0;
     for (const auto& p : params) {
       const at::Tensor mean = payload.slice(0, offset, offset + p.numel()).view(p.sizes()).div_(world);

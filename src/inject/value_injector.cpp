@@ -8,6 +8,7 @@
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/nn/module.h>
 
 #include <cmath>
@@ -77,7 +78,7 @@ std::vector<int64_t> flat_positions(const ValueFault& f, const at::Tensor& t, st
 }
 
 Chosen choose(const ValueFault& f, const at::Tensor& tensor) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   auto rng = rng_for(f);
   const at::Tensor flat = tensor.detach().reshape(-1);
   Chosen c;
@@ -222,7 +223,7 @@ void ValueInjector::begin_attempt(int64_t step, int64_t attempt) {
       armed.missed = "parameter \"" + f.where + "\" is not contiguous";
       continue;
     }
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     Chosen c = choose(f, *param);
     at::Tensor flat = param->view(-1);
     if (!f.permanent) active_->restores.push_back({*param, c.index, flat.index_select(0, c.index)});
@@ -259,7 +260,7 @@ void ValueInjector::end_attempt() noexcept {
   const std::unique_ptr<Active> active = std::move(active_);
   try {
     for (auto& h : active->hooks) h.param.remove_hook(h.handle);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     for (auto& r : active->restores) r.param.view(-1).index_copy_(0, r.index, r.old);
     for (const auto& armed : active->armed) {
       if (*armed.applied) continue;

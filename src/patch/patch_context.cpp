@@ -1,10 +1,10 @@
 #include <daifu/patch.h>
 #include <daifu/session.h>
 
+#include "compat/optimizer_key.h"
 #include "session/session_impl.h"
 #include "surgery/batch_tensors.h"
 
-#include <c10/util/string_utils.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
@@ -20,8 +20,6 @@ const detail::TrackedObject* tracked(const detail::SessionImpl& impl, const std:
   }
   return nullptr;
 }
-
-std::string impl_key(const at::Tensor& t) { return c10::guts::to_string(t.unsafeGetTensorImpl()); }
 
 // {"weight": {"shape": [10, 128], "dtype": "Float"}, ...} as JSON text.
 std::string describe_parameters(torch::nn::Module& module) {
@@ -97,10 +95,10 @@ torch::nn::Module* PatchContext::begin_replace(const std::string& model, const s
 void PatchContext::end_replace() {
   const std::shared_ptr<Replacement> r = std::move(replacing_);
   detail::SessionImpl& impl = session().impl();
-  std::unordered_map<std::string, at::Tensor> replaced;  // old TensorImpl -> new parameter
+  std::unordered_map<detail::OptimizerStateKey, at::Tensor> replaced;  // old TensorImpl -> new parameter
   const auto fresh = r->target->parameters(/*recurse=*/true);
   for (std::size_t i = 0; i < r->old_params.size(); ++i) {
-    replaced[impl_key(r->old_params[i])] = i < fresh.size() ? fresh[i] : at::Tensor();
+    replaced[detail::optimizer_state_key(r->old_params[i])] = i < fresh.size() ? fresh[i] : at::Tensor();
   }
   for (const auto& o : impl.state.objects()) {
     if (o.optimizer == nullptr) continue;
@@ -109,7 +107,7 @@ void PatchContext::end_replace() {
       auto& params = group.params();
       std::vector<at::Tensor> kept;
       for (const auto& p : params) {
-        auto it = replaced.find(impl_key(p));
+        auto it = replaced.find(detail::optimizer_state_key(p));
         if (it == replaced.end()) {
           kept.push_back(p);
           continue;

@@ -1,11 +1,10 @@
 #include <daifu/session.h>
 
+#include "compat/stack_trace_fetcher.h"
 #include "journal/workplace.h"
 #include "session/session_impl.h"
 #include "surgery/builtin.h"
 
-#include <c10/util/Backtrace.h>
-#include <c10/util/Logging.h>
 
 #include <cstdlib>
 #include <exception>
@@ -157,12 +156,12 @@ int g_fast_throw_sessions = 0;
 
 void acquire_fast_throws() {
   std::lock_guard<std::mutex> lock(g_fetcher_mutex);
-  if (g_fast_throw_sessions++ == 0) c10::SetStackTraceFetcher([] { return std::string(); });
+  if (g_fast_throw_sessions++ == 0) set_empty_stack_trace_fetcher();
 }
 
 void release_fast_throws() {
   std::lock_guard<std::mutex> lock(g_fetcher_mutex);
-  if (--g_fast_throw_sessions == 0) c10::SetStackTraceFetcher([] { return c10::get_backtrace(2); });
+  if (--g_fast_throw_sessions == 0) set_default_stack_trace_fetcher();
 }
 
 }  // namespace

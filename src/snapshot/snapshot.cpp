@@ -2,10 +2,11 @@
 
 #include <daifu/errors.h>
 
+#include "compat/cuda_generator.h"
+#include "compat/optimizer_key.h"
 #include "state/cpu_rng.h"
 #include "state/optimizer_state.h"
 
-#include <c10/util/string_utils.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -86,7 +87,7 @@ struct ModuleImage {
 };
 
 struct ParamStateImage {
-  std::string key;
+  OptimizerStateKey key;
   at::Device device = at::kCPU;
   std::unique_ptr<OptimizerParamState> state;  // nullptr: the entry did not exist yet
 };
@@ -95,8 +96,6 @@ struct OptimizerImage {
   std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> group_options;
   std::vector<ParamStateImage> states;
 };
-
-std::string state_key(const at::Tensor& param) { return c10::guts::to_string(param.unsafeGetTensorImpl()); }
 
 }  // namespace
 
@@ -138,7 +137,7 @@ void Snapshot::capture(const TrackedState& state, int64_t step, int64_t global_s
       for (const auto& group : o.optimizer->param_groups()) {
         image.group_options.push_back(group.options().clone());
         for (const auto& param : group.params()) {
-          ParamStateImage entry{state_key(param), param.device(), nullptr};
+          ParamStateImage entry{optimizer_state_key(param), param.device(), nullptr};
           auto it = live.find(entry.key);
           if (it != live.end()) {
             entry.state = it->second->clone();  // copies scalars; tensors are replaced next
@@ -160,7 +159,7 @@ void Snapshot::capture(const TrackedState& state, int64_t step, int64_t global_s
   const auto& cuda = at::detail::getCUDAHooks();
   if (cuda.hasCUDA()) {
     for (int d = 0; d < cuda.getNumGPUs(); ++d) {
-      at::Generator gen = cuda.getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(d));
+      at::Generator gen = cuda_default_generator(static_cast<c10::DeviceIndex>(d));
       std::lock_guard<std::mutex> lock(gen.mutex());
       s.cuda_rng.push_back(gen.get_state());
     }
@@ -212,7 +211,7 @@ void Snapshot::restore(const TrackedState& state) const {
       auto& live = o.optimizer->state();
       // Entries that did not exist at capture time are removed; the others are rebuilt from
       // the image, reusing the live tensors' memory where the layout fits.
-      std::unordered_map<std::string, const ParamStateImage*> saved;
+      std::unordered_map<OptimizerStateKey, const ParamStateImage*> saved;
       for (const auto& entry : image.states) saved.emplace(entry.key, &entry);
       for (auto it = live.begin(); it != live.end();) {
         auto found = saved.find(it->first);
@@ -223,9 +222,9 @@ void Snapshot::restore(const TrackedState& state) const {
         }
       }
       // State goes to the device its parameter is on now (a surgery may have moved it).
-      std::unordered_map<std::string, at::Device> param_device;
+      std::unordered_map<OptimizerStateKey, at::Device> param_device;
       for (const auto& group : groups) {
-        for (const auto& param : group.params()) param_device.emplace(state_key(param), param.device());
+        for (const auto& param : group.params()) param_device.emplace(optimizer_state_key(param), param.device());
       }
       for (const auto& entry : image.states) {
         if (entry.state == nullptr) continue;
@@ -248,9 +247,8 @@ void Snapshot::restore(const TrackedState& state) const {
     }
   }
   s.cpu_rng.restore();
-  const auto& cuda = at::detail::getCUDAHooks();
   for (std::size_t d = 0; d < s.cuda_rng.size(); ++d) {
-    at::Generator gen = cuda.getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(d));
+    at::Generator gen = cuda_default_generator(static_cast<c10::DeviceIndex>(d));
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(s.cuda_rng[d]);
   }
@@ -463,7 +461,7 @@ Snapshot::Persisted Snapshot::restore_persisted(const TrackedState& state, const
               if (slot.is_null()) return at::Tensor();
               return region_tensor(found, name, slot).to(param.device(), /*non_blocking=*/false, /*copy=*/true);
             });
-            live[state_key(param)] = std::move(rebuilt);
+            live[optimizer_state_key(param)] = std::move(rebuilt);
           }
           ++j;
         }

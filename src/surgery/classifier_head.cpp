@@ -3,10 +3,10 @@
 #include <daifu/errors.h>
 #include <daifu/surgery.h>
 
+#include "compat/optimizer_key.h"
 #include "session/session_impl.h"
 #include "surgery/batch_tensors.h"
 
-#include <c10/util/string_utils.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/optimizer.h>
@@ -59,7 +59,7 @@ void widen_classifier_head(SessionImpl& impl, int64_t classes, RepairContext& co
     throw Error("daifu: the head " + head.name + " has " + std::to_string(out) + " outputs; cannot widen it to " +
                 std::to_string(classes));
   }
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   // When the failed attempt had modified tracked state, the loop restored the snapshot before
   // this surgery ran and re-runs the steps since it: that snapshot is retaken below with the
   // new shapes so the next restore fits.
@@ -86,7 +86,7 @@ void widen_classifier_head(SessionImpl& impl, int64_t classes, RepairContext& co
     auto& entries = o.optimizer->state();
     for (const at::Tensor* param : {&linear.weight, &linear.bias}) {
       if (!param->defined()) continue;
-      if (entries.erase(c10::guts::to_string(param->unsafeGetTensorImpl())) > 0) {
+      if (entries.erase(detail::optimizer_state_key(*param)) > 0) {
         context.note(o.name + ".state[" + head.name + (param == &linear.weight ? ".weight" : ".bias") + "]",
                      "\"kept\"", "\"erased\"");
       }

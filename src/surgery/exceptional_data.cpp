@@ -7,6 +7,7 @@
 #include "surgery/batch_tensors.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <nlohmann/json.hpp>
 
 #include <regex>
@@ -64,7 +65,7 @@ Action ExceptionalDataSurgery::skip(RepairContext& context, const std::string& w
 }
 
 Action ExceptionalDataSurgery::scrub(RepairContext& context) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const auto dtype = model_dtype(impl_.state);
   const auto batch = batch_tensors(context.step());
   std::vector<Scrubbed> plan;

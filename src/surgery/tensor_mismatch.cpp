@@ -8,6 +8,7 @@
 #include "surgery/classifier_head.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/accumulate.h>
 
 #include <regex>
@@ -207,9 +208,11 @@ Action class_count(Fix& fix, const std::smatch& m) {
 // "mat1 and mat2 must have the same dtype" (Linear), "expected scalar type Double but found
 // Float" (Linear on 1-D/3-D input, Conv without bias), "Input type (double) and bias type
 // (float) should be the same" (Conv), "Found dtype Double but expected Float" (loss backward
-// with a double target); "expected scalar type Long but found Float" (class-index targets).
+// with a double target); "expected scalar type Long but found Float" (class-index targets,
+// LibTorch 1.x) or "expected target dtype to be Long or Byte, but got Float" (2.x).
 Action dtype(Fix& fix, const std::smatch& m) {
-  static const std::regex long_expected("expected scalar type long but found", std::regex::icase);
+  static const std::regex long_expected("expected scalar type long but found|expected target dtype to be long",
+                                        std::regex::icase);
   if (std::regex_search(m.str(0), long_expected)) {
     std::vector<BatchTensor> indices;
     for (const auto& b : fix.tensors(false, true)) {
@@ -305,6 +308,7 @@ const std::vector<Adapter>& adapters() {
       {"dtype", std::regex(R"(expected scalar type (\w+) but found (\w+))", flags), dtype},
       {"dtype", std::regex(R"(Input type \(([\w ]+)\) and (?:bias|weight) type \(([\w ]+)\) should be the same)", flags), dtype},
       {"dtype", std::regex(R"(Found dtype (\w+) but expected (\w+))", flags), dtype},
+      {"dtype", std::regex(R"(expected target dtype to be (\w+)(?: or \w+)?, but got (\w+))", flags), dtype},
       {"channels",
        std::regex(R"(weight of size \[([\d, ]+)\], expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels instead)",
                   flags),
@@ -340,7 +344,7 @@ Action TensorMismatchSurgery::operate(RepairContext& context) {
     context.explain("no adapter knows this message");
     return Action::Decline;
   }
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   Fix fix{context, impl_, batch_tensors(context.step()), adapter->name};
   return adapter->adapt(fix, m);
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the built daifu into a scratch prefix, then configures, builds and runs the consumer
-# project against it with find_package(daifu). Usage: run.sh BUILD_DIR SCRATCH_DIR [CXX_FLAGS]
+# project against it with find_package(daifu) and the LibTorch daifu was built with.
+# Usage: run.sh BUILD_DIR SCRATCH_DIR TORCH_PREFIX [CXX_FLAGS]
 set -euo pipefail
 build=$1
 scratch=$2
-flags=${3:-}
+torch=$3
+flags=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$scratch"
 cmake --install "$build" --prefix "$scratch/prefix" >/dev/null
-cmake -S "$here" -B "$scratch/build" -DCMAKE_PREFIX_PATH="$scratch/prefix" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$here" -B "$scratch/build" -DCMAKE_PREFIX_PATH="$scratch/prefix;$torch" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" >/dev/null
 cmake --build "$scratch/build" >/dev/null
 "$scratch/build/consumer" "$scratch/workplace"

@@ -88,7 +88,8 @@ int patch_build(const PatchBuildOptions& options, const char* argv0) {
   }
   std::cout << "daifu: building " << source.filename().string() << " against " << daifu_dir.string() << "\n";
   int rc = run({"cmake", "-S", work.string(), "-B", (work / "build").string(), "-Ddaifu_DIR=" + daifu_dir.string(),
-                "-DTorch_DIR=" DAIFU_TORCH_DIR, "-DCMAKE_CXX_COMPILER=" DAIFU_CXX_COMPILER,
+                "-DTorch_DIR=" DAIFU_TORCH_DIR, "-DCMAKE_PREFIX_PATH=" DAIFU_TORCH_PREFIX,
+                "-DCMAKE_CXX_COMPILER=" DAIFU_CXX_COMPILER,
                 "-DCMAKE_BUILD_TYPE=" + options.build_type},
                log);
   if (rc == 0) rc = run({"cmake", "--build", (work / "build").string()}, log);

@@ -86,16 +86,16 @@ double frechet_distance(Generator& generator, const Data& data) {
   const auto mean = data.test.mean(0, /*keepdim=*/true);
   const auto centered = data.test - mean;
   const auto cov = (centered.t().mm(centered) / static_cast<double>(data.test.size(0) - 1)).to(torch::kDouble);
-  const auto [eigenvalues, eigenvectors] = torch::linalg::eigh(cov, "L");  // ascending
+  const auto [eigenvalues, eigenvectors] = torch::linalg_eigh(cov, "L");  // ascending
   const auto basis = eigenvectors.narrow(1, eigenvectors.size(1) - kPcaDims, kPcaDims);
   const auto real = (centered.to(torch::kDouble)).mm(basis);
   const auto gen = (fake - mean.to(torch::kDouble)).mm(basis);
   const auto c1 = covariance(real), c2 = covariance(gen);
   // tr sqrt(c1 c2) = sum of the square roots of the eigenvalues of sqrt(c1) c2 sqrt(c1).
-  const auto [e1, v1] = torch::linalg::eigh(c1, "L");
+  const auto [e1, v1] = torch::linalg_eigh(c1, "L");
   const auto sqrt_c1 = v1.mm(torch::diag(e1.clamp_min(0).sqrt())).mm(v1.t());
   const auto m = sqrt_c1.mm(c2).mm(sqrt_c1);
-  const auto cross = torch::linalg::eigvalsh((m + m.t()) / 2, "L").clamp_min(0).sqrt().sum();
+  const auto cross = torch::linalg_eigvalsh((m + m.t()) / 2, "L").clamp_min(0).sqrt().sum();
   const auto d = (real.mean(0) - gen.mean(0)).pow(2).sum() + c1.trace() + c2.trace() - 2 * cross;
   return d.item<double>();
 }
