@@ -5,8 +5,6 @@
 # daifu_share_torch_pch(<target>...): the targets compile with that precompiled header. They
 # must be executables built with the same flags (the header is rejected otherwise: GCC warns
 # through -Winvalid-pch and compiles without it).
-option(DAIFU_TORCH_PCH "Share one precompiled <torch/torch.h> between the tests, examples and benchmarks" ON)
-
 if(DAIFU_TORCH_PCH)
   file(WRITE ${CMAKE_BINARY_DIR}/daifu_torch_pch.cpp "// the precompiled <torch/torch.h> is built with this file\n")
   add_library(daifu_torch_pch OBJECT ${CMAKE_BINARY_DIR}/daifu_torch_pch.cpp)
