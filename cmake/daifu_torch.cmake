@@ -26,11 +26,11 @@ function(daifu_torch_check_one error_var)
   get_filename_component(_library "${TORCH_LIBRARY}" REALPATH)
   string(FIND "${_library}" "${_prefix}/" _at)
   if(NOT _at EQUAL 0)
-    set(${error_var}
-        "LibTorch ${Torch_VERSION}'s config (${Torch_DIR}) found another installation's library "
-        "${TORCH_LIBRARY}. Point CMAKE_PREFIX_PATH at the LibTorch root, e.g. "
-        "-DCMAKE_PREFIX_PATH=${TORCH_INSTALL_PREFIX} (for a torch wheel: the folder of "
-        "torch/__init__.py), not at its share/cmake folder."
-        PARENT_SCOPE)
+    string(CONCAT _message
+           "LibTorch ${Torch_VERSION}'s config (${Torch_DIR}) found another installation's library "
+           "${TORCH_LIBRARY}. Point CMAKE_PREFIX_PATH at the LibTorch root, e.g. "
+           "-DCMAKE_PREFIX_PATH=${TORCH_INSTALL_PREFIX} (for a torch wheel: the folder of "
+           "torch/__init__.py), not at its share/cmake folder.")
+    set(${error_var} "${_message}" PARENT_SCOPE)
   endif()
 endfunction()

@@ -5,7 +5,6 @@
 #include "session/session_impl.h"
 #include "surgery/builtin.h"
 
-
 #include <cstdlib>
 #include <exception>
 #include <iomanip>
