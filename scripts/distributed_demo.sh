@@ -12,7 +12,7 @@ if ((world < 2)); then
   echo "distributed_demo: needs at least 2 ranks (the faults go to rank 1)" >&2
   exit 2
 fi
-[[ -n "${DAIFU_DEMO_NO_BUILD:-}" ]] || scripts/setup.sh build >/dev/null
+[[ -n "${DAIFU_DEMO_NO_BUILD:-}" ]] || scripts/setup.sh --target fashion_mnist_ddp --target daifu_cli build >/dev/null
 bin=build/examples/fashion_mnist_ddp/fashion_mnist_ddp
 workplace=${DAIFU_DEMO_WORKPLACE:-daifu_workplace_ddp}
 faults=${DAIFU_DEMO_FAULTS-"transient@40, nan_data@90, oom@120"}
