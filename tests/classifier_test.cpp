@@ -2,12 +2,17 @@
 #include <daifu/classifier.h>
 #include <daifu/errors.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <filesystem>
 #include <system_error>
 
@@ -118,6 +123,42 @@ TEST(Classifier, TransientRuntimeFromARealEagain) {
   ::close(fds[1]);
   EXPECT_EQ(f.kind, FailureKind::TransientRuntime) << f.message;
   EXPECT_EQ(f.matched_by, "type:std::system_error(errno)");
+}
+
+// c10d's store: a key that never comes, and a server that is not there. LibTorch 2.x throws
+// the typed c10::DistStoreError / c10::DistNetworkError; 1.13 a c10::Error whose message the
+// table knows.
+TEST(Classifier, TransientRuntimeFromARealStoreTimeoutAndRefusedConnection) {
+  c10d::TCPStoreOptions server_options;
+  server_options.port = 0;  // any free port
+  server_options.isServer = true;
+  server_options.waitWorkers = false;
+  server_options.timeout = std::chrono::milliseconds(200);
+  c10d::TCPStore server("127.0.0.1", server_options);
+  auto timeout = classify_thrown([&] { server.get("a key nobody sets"); });
+  EXPECT_EQ(timeout.kind, FailureKind::TransientRuntime) << timeout.exception_type << ": " << timeout.message;
+
+  c10d::TCPStoreOptions client_options;
+  client_options.isServer = false;
+  client_options.timeout = std::chrono::milliseconds(300);
+  auto refused = classify_thrown([&] {
+    // A port that was just free: nothing listens there.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    client_options.port = ntohs(addr.sin_port);
+    c10d::TCPStore client("127.0.0.1", client_options);
+  });
+  EXPECT_EQ(refused.kind, FailureKind::TransientRuntime) << refused.exception_type << ": " << refused.message;
+#if TORCH_VERSION_MAJOR >= 2
+  EXPECT_EQ(timeout.matched_by, "type:c10::DistStoreError") << timeout.exception_type;
+  EXPECT_EQ(refused.matched_by, "type:c10::DistNetworkError") << refused.exception_type;
+#endif
 }
 
 TEST(Classifier, NumericFaultFromRealAnomalyModeAndLinalg) {

@@ -12,7 +12,7 @@ class ProcessGroup;
 namespace daifu {
 
 /// Set with Options::distributed(). Example (one process per rank):
-///   auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo_options);
+///   auto group = daifu::make_gloo_group(store, rank, world, std::chrono::seconds(30));  // <daifu/gloo_group.h>
 ///   daifu::Session session(daifu::Options().distributed(daifu::DistributedOptions().group(*group)));
 ///   ...
 ///   loss.backward();
@@ -21,7 +21,7 @@ namespace daifu {
 class DAIFU_API DistributedOptions {
  public:
   /// The ranks training together; it must outlive the session. Every collective daifu runs on
-  /// it is bounded by the group's own timeout (ProcessGroupGloo::Options::timeout): a peer that
+  /// it is bounded by the group's own timeout (make_gloo_group's `timeout`): a peer that
   /// died or stalls ends the step on every surviving rank with daifu::Unrecovered, not a hang.
   /// The workplace of rank r is <workplace>/rank-<r>.
   DistributedOptions& group(c10d::ProcessGroup& g) { group_ = &g; return *this; }
