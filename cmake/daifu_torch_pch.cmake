@@ -3,14 +3,15 @@
 # (docs/build-time.md); the header is parsed once, by daifu_torch_pch, and reused.
 #
 # daifu_share_torch_pch(<target>...): the targets compile with that precompiled header. They
-# must be executables built with the same flags (the header is rejected otherwise: GCC warns
-# through -Winvalid-pch and compiles without it).
+# must compile with the same flags as daifu_torch_pch: executables or static libraries, not
+# position-independent code (GCC would reject the header, warn through -Winvalid-pch and
+# compile without it).
 if(DAIFU_TORCH_PCH)
   file(WRITE ${CMAKE_BINARY_DIR}/daifu_torch_pch.cpp "// the precompiled <torch/torch.h> is built with this file\n")
   add_library(daifu_torch_pch OBJECT ${CMAKE_BINARY_DIR}/daifu_torch_pch.cpp)
   target_link_libraries(daifu_torch_pch PRIVATE torch)
   target_precompile_headers(daifu_torch_pch PRIVATE <torch/torch.h>)
-  target_compile_options(daifu_torch_pch PUBLIC -Winvalid-pch)
+  target_compile_options(daifu_torch_pch PRIVATE -Winvalid-pch)
 endif()
 
 function(daifu_share_torch_pch)
