@@ -133,14 +133,14 @@ TEST(Classifier, TransientRuntimeFromARealStoreTimeoutAndRefusedConnection) {
   server_options.port = 0;  // any free port
   server_options.isServer = true;
   server_options.waitWorkers = false;
-  server_options.timeout = std::chrono::milliseconds(200);
+  server_options.timeout = std::chrono::seconds(1);  // 1.13 counts connect timeouts in whole seconds
   c10d::TCPStore server("127.0.0.1", server_options);
   auto timeout = classify_thrown([&] { server.get("a key nobody sets"); });
   EXPECT_EQ(timeout.kind, FailureKind::TransientRuntime) << timeout.exception_type << ": " << timeout.message;
 
   c10d::TCPStoreOptions client_options;
   client_options.isServer = false;
-  client_options.timeout = std::chrono::milliseconds(300);
+  client_options.timeout = std::chrono::seconds(1);
   auto refused = classify_thrown([&] {
     // A port that was just free: nothing listens there.
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
