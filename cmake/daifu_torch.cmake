@@ -13,6 +13,44 @@ function(daifu_torch_describe version_var cuda_var)
   endif()
 endfunction()
 
+# daifu_torch_cxx_standard(<var>): the C++ standard the found LibTorch's headers need: 20 from
+# LibTorch 2.14 on (its headers #error on anything older), 17 before.
+function(daifu_torch_cxx_standard var)
+  if(Torch_VERSION VERSION_GREATER_EQUAL 2.14)
+    set(${var} 20 PARENT_SCOPE)
+  else()
+    set(${var} 17 PARENT_SCOPE)
+  endif()
+endfunction()
+
+# daifu_torch_use_nccl(<found_var> <target>...): compiles each target with USE_C10D_NCCL, NCCL's
+# header and the CUDA math libraries' headers that ATen's CUDA context includes (cusparse.h,
+# cublas_v2.h, ...), for <daifu/nccl_group.h>, where the found LibTorch is a CUDA build and the
+# headers are at hand: in the LibTorch's include/ or the CUDA toolkit's, in a torch wheel's
+# nvidia/ folders, or the system's. Sets <found_var> ON if it did, OFF if not (the targets
+# then have Gloo only).
+function(daifu_torch_use_nccl found_var)
+  set(${found_var} OFF PARENT_SCOPE)
+  daifu_torch_describe(_version _cuda)
+  if(NOT _cuda)
+    return()
+  endif()
+  find_path(DAIFU_NCCL_INCLUDE_DIR nccl.h
+            HINTS "${TORCH_INSTALL_PREFIX}/include" "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include")
+  find_path(DAIFU_CUDA_MATH_INCLUDE_DIR cusparse.h
+            HINTS ${CUDAToolkit_INCLUDE_DIRS} "${TORCH_INSTALL_PREFIX}/include"
+                  "${TORCH_INSTALL_PREFIX}/../nvidia/cu13/include" "${TORCH_INSTALL_PREFIX}/../nvidia/cusparse/include")
+  if(NOT DAIFU_NCCL_INCLUDE_DIR OR NOT DAIFU_CUDA_MATH_INCLUDE_DIR)
+    message(STATUS "daifu: no nccl.h or cusparse.h next to LibTorch ${Torch_VERSION}: ${ARGN} without NCCL")
+    return()
+  endif()
+  foreach(_target IN LISTS ARGN)
+    target_compile_definitions(${_target} PRIVATE USE_C10D_NCCL)
+    target_include_directories(${_target} PRIVATE "${DAIFU_NCCL_INCLUDE_DIR}" "${DAIFU_CUDA_MATH_INCLUDE_DIR}")
+  endforeach()
+  set(${found_var} ON PARENT_SCOPE)
+endfunction()
+
 # daifu_torch_check_one(<error_var>): sets <error_var> to a message when the found TorchConfig
 # took libtorch.so from another installation than its own headers (a torch wheel's
 # share/cmake given as CMAKE_PREFIX_PATH next to a system libtorch: find_library searches the

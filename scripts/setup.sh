@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what daifu needs (as root, only what is missing) and builds it.
-# Usage: scripts/setup.sh [--torch wheel|debian|PREFIX] [--target NAME]... BUILD_DIR [cmake arguments...]
-#        scripts/setup.sh [--torch wheel|debian|PREFIX] --install-only
+# Usage: scripts/setup.sh [--torch wheel|wheel-cuda|debian|PREFIX] [--target NAME]... BUILD_DIR [cmake arguments...]
+#        scripts/setup.sh [--torch wheel|wheel-cuda|debian|PREFIX] --install-only
 #   --torch wheel   LibTorch 2.13 (CPU) from the torch wheel, pip-installed into .venv/ (the default)
+#   --torch wheel-cuda  LibTorch 2.14.1 for CUDA 13 from the torch wheel and its nvidia-* wheels
+#                   (5.5 GB), pip-installed into .venv-cuda/; compiling needs nvcc (a CUDA toolkit)
 #   --torch debian  Debian's libtorch-dev (1.13 on Debian 12)
 #   --torch PREFIX  a LibTorch you unpacked yourself (the folder holding lib/ and include/)
 #   --target NAME   build only this target and what it needs (repeatable); default: everything
@@ -49,16 +51,24 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The torch wheel is a complete LibTorch: headers, libraries and its CMake config.
-torch_version=2.13.0
+# A torch wheel is a complete LibTorch: headers, libraries and its CMake config.
+# wheel_torch VENV VERSION: installs torch==VERSION into VENV unless it is there; prints its root.
+wheel_torch() {
+  local venv=$1 version=$2
+  if ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$version')" 2>/dev/null; then
+    echo "setup: installing torch==$version into $venv/" >&2
+    [[ -x $venv/bin/pip ]] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "torch==$version" >&2
+  fi
+  "$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null
+}
 case $torch in
-  wheel)
-    if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
-      echo "setup: installing torch==$torch_version into .venv/"
-      [[ -x .venv/bin/pip ]] || python3 -m venv .venv
-      .venv/bin/pip install -q "torch==$torch_version"
-    fi
-    torch_prefix=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)
+  wheel) torch_prefix=$(wheel_torch .venv 2.13.0) ;;
+  wheel-cuda)
+    torch_prefix=$(wheel_torch .venv-cuda 2.14.1)
+    # LibTorch's CMake config finds the toolkit from CUDA_PATH, else from nvcc on PATH (a
+    # wrapper script there, as /usr/local/bin/nvcc is on some machines, misleads it).
+    [[ -n ${CUDA_PATH:-} || ! -d /usr/local/cuda ]] || export CUDA_PATH=/usr/local/cuda
     ;;
   debian) torch_prefix=/usr ;;
   *) torch_prefix=$torch ;;

@@ -1,5 +1,5 @@
-// One rank of a data-parallel training run over c10d Gloo on 127.0.0.1, for
-// distributed_test.cpp. Every rank trains the same MLP on its own shard; Step::before_update()
+// One rank of a data-parallel training run over c10d Gloo on 127.0.0.1 (or NCCL on GPU RANK
+// with --device cuda), for distributed_test.cpp. Every rank trains the same MLP on its own shard; Step::before_update()
 // agrees with the other ranks and averages the gradients.
 // Usage: dist_target RANK WORLD PORT WORKPLACE OUT_FILE [options]
 //   --steps N          steps to train (default 40)
@@ -10,9 +10,13 @@
 //   --die-at STEP      SIGKILL this process in that step
 //   --fail-after-update STEP
 //                      throw EAGAIN after optimizer.step() in the first attempt of that step
+//   --device cuda      train on cuda:RANK, gradients averaged over NCCL (built with NCCL only)
 // Exit codes: 0 trained, 3 daifu::Unrecovered (its message on stderr), 2 usage.
 #include <daifu/daifu.h>
 #include <daifu/gloo_group.h>
+#ifdef USE_C10D_NCCL
+#include <daifu/nccl_group.h>
+#endif
 #include <torch/torch.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -37,7 +41,7 @@ int main(int argc, char** argv) {
   const int world = std::atoi(argv[2]);
   const int port = std::atoi(argv[3]);
   int64_t steps = 40, micro = 0, oom_above = 0, die_at = -1, fail_after_update = -1;
-  std::string plan;
+  std::string plan, device = "cpu";
   for (int i = 6; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--steps") steps = std::atoll(argv[i + 1]);
@@ -46,6 +50,7 @@ int main(int argc, char** argv) {
     else if (flag == "--oom-above") oom_above = std::atoll(argv[i + 1]);
     else if (flag == "--die-at") die_at = std::atoll(argv[i + 1]);
     else if (flag == "--fail-after-update") fail_after_update = std::atoll(argv[i + 1]);
+    else if (flag == "--device") device = argv[i + 1];
     else {
       std::cerr << "dist_target: unknown flag " << flag << "\n";
       return 2;
@@ -61,15 +66,28 @@ int main(int argc, char** argv) {
   store_options.numWorkers = world;
   store_options.timeout = std::chrono::seconds(20);
   auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", store_options);
-  auto group = daifu::make_gloo_group(c10::make_intrusive<c10d::PrefixStore>("daifu", store), rank, world,
-                                      std::chrono::seconds(10), /*threads=*/1);
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("daifu", store);
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  torch::Device on(torch::kCPU);
+  if (device == "cuda") {
+#ifdef USE_C10D_NCCL
+    group = daifu::make_gloo_nccl_group(prefixed, rank, world, std::chrono::seconds(10));
+    on = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rank));
+#else
+    std::cerr << "dist_target: --device cuda needs a build with NCCL\n";
+    return 2;
+#endif
+  } else {
+    group = daifu::make_gloo_group(prefixed, rank, world, std::chrono::seconds(10), /*threads=*/1);
+  }
 
   torch::manual_seed(11);  // the same initial weights on every rank
   torch::nn::Sequential net(torch::nn::Linear(16, 64), torch::nn::ReLU(), torch::nn::Linear(64, 4));
+  net->to(on);
   torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   torch::manual_seed(100 + rank);  // each rank its own shard
-  const auto xs = torch::randn({steps, 32, 16});
-  const auto ys = torch::randint(0, 4, {steps, 32});
+  const auto xs = torch::randn({steps, 32, 16}).to(on);
+  const auto ys = torch::randint(0, 4, {steps, 32}).to(on);
 
   std::vector<torch::Tensor> params;
   try {
@@ -107,7 +125,7 @@ int main(int argc, char** argv) {
     std::cerr << "rank " << rank << ": " << e.what() << std::endl;
     return 3;
   }
-  for (const auto& p : net->parameters()) params.push_back(p.detach().clone());
+  for (const auto& p : net->parameters()) params.push_back(p.detach().cpu());
   torch::save(params, argv[5]);
   return 0;
 }

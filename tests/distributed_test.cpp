@@ -177,6 +177,28 @@ TEST(Distributed, ATransientErrorOnRank1IsRetriedByBothRanksAndEndsBitwiseAsWith
 #endif
 }
 
+// The same over NCCL, each rank on its own GPU (a CUDA LibTorch with NCCL and 2 devices).
+TEST(Distributed, OverNcclATransientErrorOnRank1IsRetriedByBothRanksAndEndsBitwiseAsWithoutIt) {
+#ifndef DAIFU_DIST_TARGET_NCCL
+  GTEST_SKIP() << "dist_target was built without NCCL (a CPU-only LibTorch)";
+#endif
+  if (torch::cuda::device_count() < 2) {
+    GTEST_SKIP() << "needs 2 CUDA devices, this machine has " << static_cast<int>(torch::cuda::device_count());
+  }
+  const Ranks clean = run(2, fresh_dir("clean"), on_rank1({}, {"--device", "cuda"}));
+  expect_all_trained(clean);
+  const Ranks faulty = run(2, fresh_dir("faulty"), on_rank1({"--plan", "transient@20"}, {"--device", "cuda"}));
+  expect_all_trained(faulty);
+  EXPECT_TRUE(bitwise_equal(faulty.params[0], clean.params[0]));
+  const auto failures = events(rank_workplace(faulty, 1), "failure");
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0]["kind"], "transient_runtime");
+  const auto told = events(rank_workplace(faulty, 0), "peer_failure");
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0]["step"], 20);
+  EXPECT_EQ(told[0]["action"], "retry");
+}
+
 // Rank 1 fails after its optimizer step: every rank has updated its weights, so every rank
 // restores the same snapshot and re-runs the steps since it together. The others learn of it
 // when they settle that step's end point: at the next step's update point (22), before the

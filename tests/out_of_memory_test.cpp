@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "state/cuda_cache.h"
+#include "state/cuda_runtime.h"
 #include "test_util.h"
 
 #include <algorithm>
@@ -143,7 +143,7 @@ TEST(OutOfMemory, BatchKnobIsHalvedWithTheLearningRateUntilTheStepFits) {
   EXPECT_EQ(repairs[0]["changes"]["batch_size"], nlohmann::json::array({64, 32}));
   EXPECT_EQ(repairs[0]["changes"]["lr"], nlohmann::json::array({0.1, 0.05}));
   EXPECT_EQ(repairs[0]["changes"]["step_memos"], nlohmann::json::parse(R"([["batch"], []])"));
-  EXPECT_EQ(repairs[0]["changes"].contains("cuda_cache_emptied"), daifu::detail::find_cuda_cache_emptier().fn != nullptr);
+  EXPECT_EQ(repairs[0]["changes"].contains("cuda_cache_emptied"), daifu::detail::cuda_device_count() > 0);
   EXPECT_NE(repairs[0]["reason"].get<std::string>().find("halved \"batch_size\" 64 -> 32"), std::string::npos);
   EXPECT_EQ(repairs[1]["changes"]["batch_size"], nlohmann::json::array({32, 16}));
   EXPECT_EQ(repairs[1]["changes"]["lr"], nlohmann::json::array({0.05, 0.025}));
@@ -284,12 +284,12 @@ TEST(OutOfMemory, GradientsAreReleasedAndTheCudaCacheEmptied) {
   EXPECT_EQ(changes["cuda_cache_emptied"], nlohmann::json::array({false, true}));
 }
 
-TEST(OutOfMemory, TheCudaCacheIsNotFoundInACpuOnlyLibtorch) {
-  if (torch::cuda::is_available()) GTEST_SKIP() << "this libtorch has CUDA";
-  const auto emptier = daifu::detail::find_cuda_cache_emptier();
-  // Debian's libtorch 1.13 is CPU-only: no libc10_cuda.so in the process.
-  EXPECT_EQ(emptier.fn, nullptr) << emptier.name;
-  EXPECT_FALSE(daifu::detail::empty_cuda_cache());
+TEST(OutOfMemory, NoCudaCacheIsEmptiedWithoutACudaDevice) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this process has a CUDA device";
+  EXPECT_EQ(daifu::detail::cuda_device_count(), 0);
+  const auto release = daifu::detail::empty_cuda_cache();
+  EXPECT_FALSE(release.emptied);
+  EXPECT_FALSE(release.reserved_before.has_value());
 }
 
 TEST(OutOfMemory, OtherFailureKindsNeverMatch) {

@@ -34,11 +34,12 @@ TORCH_MODULE(FashionNet);
 inline double test_accuracy(FashionNet& model, const Dataset& test) {
   torch::NoGradGuard no_grad;
   model->eval();
+  const torch::Device device = model->parameters().front().device();
   int64_t correct = 0;
   for (int64_t first = 0; first < test.size(); first += 1000) {
     const int64_t n = std::min<int64_t>(1000, test.size() - first);
-    const auto predicted = model->forward(test.images.narrow(0, first, n)).argmax(1);
-    correct += predicted.eq(test.labels.narrow(0, first, n)).sum().item<int64_t>();
+    const auto predicted = model->forward(test.images.narrow(0, first, n).to(device)).argmax(1);
+    correct += predicted.eq(test.labels.narrow(0, first, n).to(device)).sum().item<int64_t>();
   }
   model->train();
   return static_cast<double>(correct) / static_cast<double>(test.size());

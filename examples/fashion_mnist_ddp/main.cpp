@@ -1,16 +1,20 @@
-// Data-parallel Fashion-MNIST: one process per rank on 127.0.0.1, gradients averaged over c10d
-// Gloo by step.before_update(), recovery agreed by every rank (docs/distributed.md). Each rank
+// Data-parallel Fashion-MNIST: one process per rank on 127.0.0.1, gradients averaged by
+// step.before_update() over c10d Gloo on the CPU, or NCCL with --device cuda (rank R on GPU
+// R mod the GPU count), recovery agreed by every rank (docs/distributed.md). Each rank
 // draws its own batches; every rank starts from the same weights and, with the gradients
 // averaged, keeps the same weights. scripts/distributed_demo.sh starts the ranks, with faults
 // on rank 1 only (DAIFU_INJECT): every rank repairs them the same way.
 //
 //   fashion_mnist_ddp --rank R --world N [--port P] [--steps N] [--batch-size N]
-//                     [--workplace DIR] [--threads N] [--data DIR]
+//                     [--workplace DIR] [--threads N] [--data DIR] [--device cpu|cuda]
 #include "fashion_mnist_data.h"
 #include "fashion_net.h"
 
 #include <daifu/daifu.h>
 #include <daifu/gloo_group.h>
+#ifdef USE_C10D_NCCL  // CMake defines it where LibTorch is a CUDA build with NCCL's header at hand
+#include <daifu/nccl_group.h>
+#endif
 #include <torch/torch.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -26,13 +30,14 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: fashion_mnist_ddp --rank R --world N [--port P] [--steps N] [--batch-size N]\n"
-    "                         [--workplace DIR] [--threads N] [--data DIR]\n";
+    "                         [--workplace DIR] [--threads N] [--data DIR] [--device cpu|cuda]\n";
 
 struct Args {
   int rank = -1, world = 0, port = 29500;
   int64_t steps = 300, batch_size = 64, threads = 1;
   std::string workplace = "daifu_workplace_ddp";
   std::string data = fashion_mnist::kDefaultDir;
+  std::string device = "cpu";
 };
 
 Args parse_args(int argc, char** argv) {
@@ -49,11 +54,24 @@ Args parse_args(int argc, char** argv) {
     else if (name == "--threads") a.threads = std::stoll(value);
     else if (name == "--workplace") a.workplace = value;
     else if (name == "--data") a.data = value;
+    else if (name == "--device") a.device = value;
     else throw std::invalid_argument("unknown option " + name);
   }
   if (a.world < 1 || a.rank < 0 || a.rank >= a.world) throw std::invalid_argument("--rank must be in [0, --world)");
+  if (a.device != "cpu" && a.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda");
   if (a.steps < 1 || a.batch_size < 16 || a.threads < 1) throw std::invalid_argument("--steps, --threads >= 1, --batch-size >= 16");
   return a;
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> make_group(const Args& args, const c10::intrusive_ptr<c10d::Store>& store,
+                                                  std::chrono::milliseconds timeout) {
+  if (args.device == "cpu") return daifu::make_gloo_group(store, args.rank, args.world, timeout);
+  if (!torch::cuda::is_available()) throw std::runtime_error("--device cuda: this machine has no CUDA device");
+#ifdef USE_C10D_NCCL
+  return daifu::make_gloo_nccl_group(store, args.rank, args.world, timeout);
+#else
+  throw std::runtime_error("--device cuda: this program was built without NCCL (a CPU-only LibTorch)");
+#endif
 }
 
 int train(const Args& args) {
@@ -65,14 +83,18 @@ int train(const Args& args) {
   store_options.timeout = std::chrono::seconds(60);
   auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", store_options);
   // The group's timeout bounds every wait: a rank that dies ends the others within it.
-  auto group = daifu::make_gloo_group(c10::make_intrusive<c10d::PrefixStore>("ddp", store), args.rank, args.world,
-                                      std::chrono::seconds(30));
+  auto group = make_group(args, c10::make_intrusive<c10d::PrefixStore>("ddp", store), std::chrono::seconds(30));
+  const torch::Device device = args.device == "cpu"
+                                   ? torch::Device(torch::kCPU)
+                                   : torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                                                     args.rank % torch::cuda::device_count()));
 
   const fashion_mnist::Dataset train_set = fashion_mnist::load(args.data, "train");
   const fashion_mnist::Dataset test_set = fashion_mnist::load(args.data, "t10k");
   fashion_mnist::Sampler sampler(train_set.size(), args.batch_size, /*seed=*/1 + args.rank);  // this rank's batches
   torch::manual_seed(1);  // the same initial weights on every rank
   fashion_mnist::FashionNet model;
+  model->to(device);
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
 
   daifu::Session session(daifu::Options()
@@ -89,7 +111,7 @@ int train(const Args& args) {
       return fashion_mnist::gather(train_set, sampler.indices(step.index(), batch_size.get()));
     });
     optimizer.zero_grad();
-    auto loss = torch::nll_loss(model->forward(step.probe("input", batch.images)), batch.labels);
+    auto loss = torch::nll_loss(model->forward(step.probe("input", batch.images.to(device))), batch.labels.to(device));
     daifu::check_finite(loss, "loss");
     loss.backward();
     step.before_update();  // agree with the other ranks, average the gradients

@@ -2,7 +2,7 @@
 
 #include <daifu/errors.h>
 
-#include "compat/cuda_generator.h"
+#include "state/cuda_runtime.h"
 #include "compat/optimizer_key.h"
 #include "state/cpu_rng.h"
 #include "state/optimizer_state.h"
@@ -156,13 +156,11 @@ void Snapshot::capture(const TrackedState& state, int64_t step, int64_t global_s
   }
   s.cpu_rng = CpuRngState::capture();
   s.cuda_rng.clear();
-  const auto& cuda = at::detail::getCUDAHooks();
-  if (cuda.hasCUDA()) {
-    for (int d = 0; d < cuda.getNumGPUs(); ++d) {
-      at::Generator gen = cuda_default_generator(static_cast<c10::DeviceIndex>(d));
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      s.cuda_rng.push_back(gen.get_state());
-    }
+  const int gpus = cuda_device_count();
+  for (int d = 0; d < gpus; ++d) {
+    at::Generator gen = cuda_default_generator(static_cast<c10::DeviceIndex>(d));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    s.cuda_rng.push_back(gen.get_state());
   }
   s.step = step;
   s.global_step = global_step;
@@ -341,8 +339,15 @@ void Snapshot::persist(PersistentStore& store, const std::string& extra_json, bo
     }
     objects.push_back(std::move(object));
   }
+  // Each CUDA device's generator state (its seed and offset), restored where the device exists.
+  nlohmann::json cuda_rng = nlohmann::json::array();
+  for (std::size_t d = 0; d < s.cuda_rng.size(); ++d) {
+    cuda_rng.push_back(describe(s.cuda_rng[d]));
+    tensors.push_back({"cuda_rng/" + std::to_string(d), s.cuda_rng[d]});
+  }
   const at::mt19937_data_pod rng = s.cpu_rng.engine.data();
   nlohmann::json meta = {{"format", 1},
+                         {"cuda_rng", cuda_rng},
                          {"step", s.step},
                          {"global_step", s.global_step},
                          {"objects", objects},
@@ -477,6 +482,14 @@ Snapshot::Persisted Snapshot::restore_persisted(const TrackedState& state, const
   if (!meta.at("rng_next_float_normal").is_null()) restored.next_float_normal = meta.at("rng_next_float_normal").get<float>();
   if (!meta.at("rng_next_double_normal").is_null()) restored.next_double_normal = meta.at("rng_next_double_normal").get<double>();
   restored.restore();
+  // Snapshots written before CUDA generators were persisted have no "cuda_rng".
+  const auto cuda_rng = meta.value("cuda_rng", nlohmann::json::array());
+  const int gpus = cuda_device_count();
+  for (std::size_t d = 0; d < cuda_rng.size() && static_cast<int>(d) < gpus; ++d) {
+    at::Generator gen = cuda_default_generator(static_cast<c10::DeviceIndex>(d));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(region_tensor(found, "cuda_rng/" + std::to_string(d), cuda_rng[d]).clone());
+  }
   impl_->valid = false;
   return {meta.at("step").get<int64_t>(), meta.at("global_step").get<int64_t>(), meta.at("extra").dump()};
 }

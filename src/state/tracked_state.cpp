@@ -3,6 +3,7 @@
 #include <daifu/errors.h>
 
 #include "state/cpu_rng.h"
+#include "state/cuda_runtime.h"
 #include "state/optimizer_state.h"
 
 #include <torch/torch.h>
@@ -198,7 +199,7 @@ int64_t TrackedState::release_grads() const {
 const std::vector<int64_t>& TrackedState::cuda_devices() const noexcept { return impl_->cuda_devices; }
 
 void TrackedState::synchronize_devices() const {
-  for (const int64_t device : impl_->cuda_devices) at::detail::getCUDAHooks().deviceSynchronize(device);
+  for (const int64_t device : impl_->cuda_devices) synchronize_cuda_device(device);
 }
 
 }  // namespace daifu::detail

@@ -1,9 +1,9 @@
 #include "surgery/device_contention.h"
 
 #include "session/session_impl.h"
+#include "state/cuda_runtime.h"
 #include "surgery/backoff.h"
 
-#include <ATen/detail/CUDAHooksInterface.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -55,7 +55,7 @@ Action DeviceContentionSurgery::operate(RepairContext& context) {
                     " waits and there is no string knob \"device\" to move training elsewhere");
     return Action::Escalate;
   }
-  const int64_t gpus = at::detail::getCUDAHooks().getNumGPUs();
+  const int64_t gpus = cuda_device_count();
   const auto next = next_device(knob->get(), gpus, o.cpu_fallback());
   if (!next) {
     context.explain("the device " + knob->get() + " stayed busy through " + std::to_string(o.contention_waits()) +

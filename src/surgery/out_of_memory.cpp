@@ -4,7 +4,7 @@
 #include <daifu/step.h>
 
 #include "session/session_impl.h"
-#include "state/cuda_cache.h"
+#include "state/cuda_runtime.h"
 
 #include <nlohmann/json.hpp>
 
@@ -46,7 +46,11 @@ Action OutOfMemorySurgery::operate(RepairContext& context) {
 void OutOfMemorySurgery::release_memory(RepairContext& context) {
   const int64_t bytes = impl_.state.release_grads();
   if (bytes > 0) context.note("grad_bytes", std::to_string(bytes), "0");
-  if (empty_cuda_cache()) context.note("cuda_cache_emptied", "false", "true");
+  const CudaCacheRelease cache = empty_cuda_cache();
+  if (cache.emptied) context.note("cuda_cache_emptied", "false", "true");
+  if (cache.reserved_before && cache.reserved_after) {
+    context.note("cuda_reserved_bytes", std::to_string(*cache.reserved_before), std::to_string(*cache.reserved_after));
+  }
 }
 
 Action OutOfMemorySurgery::shrink_micro_batch(RepairContext& context, const std::string& name) {
