@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <system_error>
 
@@ -94,26 +95,28 @@ TEST(Cuda, ARetryStartsFromTheStepsCudaStateToTheBit) {
   session.track("model", *model);
   session.track("optimizer", optimizer);
   const auto x = torch::randn({8, 32}, cuda);
-  std::vector<std::string> state_at_start;
-  std::vector<torch::Tensor> first_draws;
+  std::map<int64_t, std::vector<std::string>> state_at_start;
+  std::map<int64_t, std::vector<torch::Tensor>> draws;
   DAIFU_GUARD(session, step, 0, 5) {
-    if (step.index() == 3) {
-      state_at_start.push_back(serialized(model, optimizer));
-      first_draws.push_back(torch::rand({16}, cuda).cpu());  // the CUDA generator, put back too
-    }
+    state_at_start[step.index()].push_back(serialized(model, optimizer));
+    draws[step.index()].push_back(torch::rand({16}, cuda).cpu());  // the CUDA generator
+    // Step 1 fails before it changes anything (a retry without a rollback), step 3 after its
+    // update (the retry rolls back to the snapshot of the step's start).
+    if (step.index() == 1 && step.attempt() == 0) throw std::system_error(EAGAIN, std::generic_category(), "reading");
     optimizer.zero_grad();
     model->forward(x).pow(2).mean().backward();  // dropout draws from the CUDA generator
     optimizer.step();
-    if (step.index() == 3 && step.attempt() == 0) {
-      throw std::system_error(EAGAIN, std::generic_category(), "uploading the step's metrics");
-    }
+    if (step.index() == 3 && step.attempt() == 0) throw std::system_error(EAGAIN, std::generic_category(), "uploading");
   };
-  ASSERT_EQ(state_at_start.size(), 2u);
-  EXPECT_TRUE(state_at_start[0] == state_at_start[1]) << "the retry began from other parameters or optimizer state";
-  EXPECT_TRUE(torch::equal(first_draws[0], first_draws[1])) << "the retry drew other random numbers";
+  for (const int64_t s : {1, 3}) {
+    ASSERT_EQ(state_at_start[s].size(), 2u) << "step " << s;
+    EXPECT_TRUE(state_at_start[s][0] == state_at_start[s][1]) << "step " << s << ": the retry began from other parameters or optimizer state";
+    EXPECT_TRUE(torch::equal(draws[s][0], draws[s][1])) << "step " << s << ": the retry drew other random numbers";
+  }
   const auto repairs = events(wp, "repair");
-  ASSERT_EQ(repairs.size(), 1u);
+  ASSERT_EQ(repairs.size(), 2u);
   EXPECT_EQ(repairs[0]["surgery"], "transient_retry");
+  EXPECT_EQ(events(wp, "rollback").size(), 1u);
 }
 
 // cuda_target's exit code (or -signal) with stdout and stderr in `log`.

@@ -59,6 +59,7 @@ struct TrackedState::Impl {
   std::vector<int64_t> cuda_devices;
   CpuRngState rng;
   bool rng_saved = false;
+  std::vector<std::pair<int64_t, at::Tensor>> cuda_rng;  // (device, generator state) at begin_step
   int64_t generation = 0;  // bumped by refresh(): the set of tracked tensors changed
 
   void add(TrackedObject object) {
@@ -119,6 +120,12 @@ void TrackedState::begin_step() {
   }
   impl_->rng = CpuRngState::capture();
   impl_->rng_saved = true;
+  impl_->cuda_rng.clear();
+  for (const int64_t device : impl_->cuda_devices) {
+    at::Generator gen = cuda_default_generator(static_cast<c10::DeviceIndex>(device));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    impl_->cuda_rng.emplace_back(device, gen.get_state());
+  }
 }
 
 std::vector<std::string> TrackedState::mutated_since_begin() const {
@@ -147,6 +154,11 @@ int64_t TrackedState::version_stamp() const {
 
 void TrackedState::restore_rng() const {
   if (impl_->rng_saved) impl_->rng.restore();
+  for (const auto& [device, state] : impl_->cuda_rng) {
+    at::Generator gen = cuda_default_generator(static_cast<c10::DeviceIndex>(device));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state);
+  }
 }
 
 void TrackedState::move_to(const std::string& device_name) {

@@ -52,7 +52,8 @@ class TrackedState {
   int64_t version_stamp() const;
   /// Changes when refresh() looked the tracked tensors up again.
   int64_t generation() const noexcept;
-  /// Puts the CPU RNG back to its state at begin_step().
+  /// Puts the CPU RNG, and the generators of the CUDA devices in cuda_devices(), back to
+  /// their state at begin_step().
   void restore_rng() const;
 
   /// Moves every tracked module, optimizer state and tensor to `device` ("cpu", "cuda:1"):
