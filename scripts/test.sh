@@ -4,8 +4,18 @@
 # (1.13) in build-debian/.
 # Usage: scripts/test.sh            (both versions)
 #        scripts/test.sh --sanitize (LibTorch 2.13 in build-asan/, AddressSanitizer + UndefinedBehaviorSanitizer)
+#        scripts/test.sh --cuda     (LibTorch 2.14.1 for CUDA in build-cuda/; without a GPU the
+#                                    CUDA tests skip: scripts/gpu_check.sh is the GPU run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--cuda" ]]; then
+  scripts/setup.sh --torch wheel-cuda build-cuda -DDAIFU_BUILD_BENCHMARKS=OFF
+  # The consumer tests configure against the same LibTorch, whose config needs the toolkit.
+  [[ -n ${CUDA_PATH:-} || ! -d /usr/local/cuda ]] || export CUDA_PATH=/usr/local/cuda
+  (cd build-cuda && ctest --output-on-failure -j"$(nproc)")
+  exit
+fi
 
 if [[ "${1:-}" == "--sanitize" ]]; then
   scripts/setup.sh build-asan -DDAIFU_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
