@@ -2,6 +2,7 @@
 
 #include <daifu/errors.h>
 
+#include "core/durable_file.h"
 #include "patch/patch_library.h"
 
 #include <algorithm>
@@ -22,20 +23,12 @@ namespace {
 
 constexpr const char* kSuffix = ".json";
 
-// Writes `text` to `target` through a temporary file in the same folder and a rename.
+// Writes `text` to `target` whole (its temporary is a dot file, which the folder scan skips).
 void write_atomically(const fs::path& target, const std::string& text) {
-  const fs::path tmp = target.parent_path() / ("." + target.filename().string() + "." + std::to_string(::getpid()) + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text << '\n';
-    out.close();
-    if (!out) throw Error("daifu: cannot write " + tmp.string());
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error("daifu: cannot create " + target.string() + ": " + ec.message());
+  try {
+    write_file_atomically(target, text + '\n');
+  } catch (const std::exception& e) {
+    throw Error(std::string("daifu: ") + e.what());
   }
 }
 

@@ -1,5 +1,6 @@
 #include "journal/journal.h"
 
+#include "core/durable_file.h"
 #include "journal/workplace.h"
 
 #include <daifu/journal.h>
@@ -190,13 +191,7 @@ void Journal::write_report_now(const PendingReport& pending) noexcept {
     } else {
       report["stack"] = symbolize_stack(pending.stack);
     }
-    const auto tmp = pending.path.string() + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-      if (!out) throw std::runtime_error("cannot write " + tmp);
-    }
-    std::filesystem::rename(tmp, pending.path);
+    write_file_atomically(pending.path, report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + '\n');
   } catch (const std::exception& e) {
     std::fprintf(stderr, "daifu: cannot write failure report %s: %s\n", pending.path.c_str(), e.what());
   }

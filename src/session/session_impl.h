@@ -10,7 +10,7 @@
 
 #include "check/bug_checks.h"
 #include "detect/detectors.h"
-#include "dist/agreement.h"
+#include "distributed/agreement.h"
 #include "inject/value_injector.h"
 #include "journal/journal.h"
 #include "patch/patch_runner.h"

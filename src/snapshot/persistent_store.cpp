@@ -2,6 +2,8 @@
 
 #include <daifu/errors.h>
 
+#include "core/durable_file.h"
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -25,16 +27,13 @@ std::filesystem::path layout_path(const std::filesystem::path& dir, uint64_t has
 
 // One line per region: "<bytes> <name>".
 void write_layout(const std::filesystem::path& path, const std::vector<SnapshotRegion>& layout) {
-  const auto tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& r : layout) out << r.bytes << ' ' << r.name << '\n';
-    out.flush();
-    if (!out) throw Error("daifu: cannot write snapshot layout " + tmp);
+  std::ostringstream text;
+  for (const auto& r : layout) text << r.bytes << ' ' << r.name << '\n';
+  try {
+    write_file_atomically(path, text.str());
+  } catch (const std::exception& e) {
+    throw Error(std::string("daifu: snapshot layout: ") + e.what());
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw Error("daifu: cannot write snapshot layout " + path.string() + ": " + ec.message());
 }
 
 std::optional<std::vector<SnapshotRegion>> read_layout(const std::filesystem::path& path) {
@@ -79,7 +78,10 @@ void PersistentStore::write(const std::vector<SnapshotRegion>& layout,
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
     const auto name = entry.path().filename().string();
     const bool ours = name == bin_path(dir_, hash).filename().string() || name == layout_path(dir_, hash).filename().string();
-    if (!ours && name.rfind("snapshot-", 0) == 0) std::filesystem::remove(entry.path(), ec);
+    // An older layout's files, and temporaries a killed process left (".snapshot-...tmp").
+    if (!ours && (name.rfind("snapshot-", 0) == 0 || name.rfind(".snapshot-", 0) == 0)) {
+      std::filesystem::remove(entry.path(), ec);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 #include "snapshot/snapshot_file.h"
 
+#include "core/durable_file.h"
 #include "snapshot/checksum.h"
 
 #include <daifu/errors.h>
@@ -233,13 +234,6 @@ void sync_range(uint8_t* p, std::size_t n, const std::filesystem::path& path, co
   }
 }
 
-void fsync_directory(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // best effort: the rename itself is done
-  ::fsync(fd);
-  ::close(fd);
-}
-
 // Reserves every block of the file now, so that a full disk fails here with a clear message
 // instead of raising SIGBUS at the first store into the mapping.
 void allocate(int fd, const Plan& plan, const std::filesystem::path& path) {
@@ -276,7 +270,7 @@ int create_fresh(const std::filesystem::path& path, const Plan& plan) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     fail("cannot rename " + tmp.string() + " to " + path.string() + ": " + errno_text(errno));
   }
-  fsync_directory(path.parent_path());
+  sync_directory(path.parent_path());
   return fd;
 }
 
