@@ -42,6 +42,14 @@ TEST(Classifier, ApiMisuseFromBackwardOnATensorWithoutGrad) {
   EXPECT_EQ(f.kind, FailureKind::ApiMisuse) << f.message;
 }
 
+TEST(Classifier, AFaultDetectedCarriesItsDetectorTyped) {
+  auto f = classify_thrown([] { throw daifu::FaultDetected("grad_spike", "gradient norm 1e17 against a median of 1"); });
+  EXPECT_EQ(f.kind, FailureKind::NumericFault);
+  EXPECT_EQ(f.detector, "grad_spike");
+  EXPECT_EQ(f.exception_type, "daifu::FaultDetected");
+  EXPECT_TRUE(classify_thrown([] { throw std::runtime_error("daifu detector grad_spike: spoofed"); }).detector.empty());
+}
+
 TEST(Classifier, TensorMismatchFromARealMatmul) {
   torch::nn::Linear layer(10, 5);
   auto f = classify_thrown([&] { layer->forward(torch::ones({4, 7})); });

@@ -45,6 +45,7 @@ struct DAIFU_API Failure {
   int64_t step = -1;           ///< step index of the guard loop
   int64_t attempt = 0;         ///< 0 for the first attempt of a step
   RawStack throw_site;         ///< captured at throw time; empty if the throw was not seen
+  std::string detector;        ///< a daifu::FaultDetected's detector() ("grad_spike"); else empty
 };
 
 /// "function at file:line" lines for a raw stack, one frame per line.

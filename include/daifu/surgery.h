@@ -10,7 +10,6 @@
 #include <limits>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -21,6 +20,7 @@ class Step;
 namespace detail {
 class Replayer;
 class StepLoop;
+struct MessagePattern;  // a compiled Match::message regex (src/surgery/registry.cpp)
 }
 
 /// What happens to the failed step after a surgery.
@@ -131,7 +131,7 @@ class DAIFU_API Match {
  private:
   std::optional<FailureKind> kind_;
   std::optional<std::string> type_;
-  std::shared_ptr<const std::regex> message_;
+  std::shared_ptr<const detail::MessagePattern> message_;  // keeps <regex> out of this header
   int64_t first_ = std::numeric_limits<int64_t>::min();
   int64_t last_ = std::numeric_limits<int64_t>::max();
 };

@@ -199,6 +199,10 @@ void describe(const std::exception_ptr& error, Failure& f) {
   } catch (const c10::Error& e) {
     f.exception_type = demangle(typeid(e).name());
     f.message = without_backtrace(e.what_without_backtrace());
+  } catch (const FaultDetected& e) {
+    f.exception_type = demangle(typeid(e).name());
+    f.message = without_backtrace(e.what());
+    f.detector = e.detector();
   } catch (const std::exception& e) {
     f.exception_type = demangle(typeid(e).name());
     f.message = without_backtrace(e.what());

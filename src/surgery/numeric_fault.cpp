@@ -5,17 +5,6 @@
 #include "session/session_impl.h"
 
 namespace daifu::detail {
-namespace {
-
-// "daifu detector grad_spike: ..." -> "grad_spike"; "" for other messages.
-std::string detector_of(const std::string& message) {
-  static const std::string prefix = "daifu detector ";
-  if (message.compare(0, prefix.size(), prefix) != 0) return "";
-  const auto colon = message.find(':', prefix.size());
-  return colon == std::string::npos ? "" : message.substr(prefix.size(), colon - prefix.size());
-}
-
-}  // namespace
 
 NumericFaultSurgery::NumericFaultSurgery(SessionImpl& impl)
     : Surgery("numeric_fault", SurgeryLimits{/*priority=*/145, /*max_per_step=*/3, /*max_per_run=*/1'000'000}),
@@ -25,7 +14,7 @@ bool NumericFaultSurgery::matches(const Failure& failure) const { return failure
 
 Action NumericFaultSurgery::operate(RepairContext& context) {
   const Failure& f = context.failure();
-  const std::string detector = detector_of(f.message);
+  const std::string& detector = f.detector;
   const std::string signature = f.exception_type + " " + f.matched_by + (detector.empty() ? "" : " " + detector);
   const std::string step = std::to_string(f.step);
   if (last_ && last_->where == f.where && last_->step == f.step && last_->signature == signature) {

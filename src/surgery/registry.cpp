@@ -3,9 +3,15 @@
 #include <daifu/surgery.h>
 
 #include <algorithm>
+#include <regex>
 #include <thread>
 
 namespace daifu {
+namespace detail {
+struct MessagePattern {
+  std::regex regex;
+};
+}  // namespace detail
 
 const char* to_string(Action action) noexcept {
   switch (action) {
@@ -74,7 +80,8 @@ Match& Match::exception_type(std::string type) {
 
 Match& Match::message(const std::string& regex) {
   try {
-    message_ = std::make_shared<const std::regex>(regex, std::regex::ECMAScript | std::regex::icase);
+    message_ = std::make_shared<const detail::MessagePattern>(
+        detail::MessagePattern{std::regex(regex, std::regex::ECMAScript | std::regex::icase)});
   } catch (const std::regex_error& e) {
     throw Error("daifu: Match::message(\"" + regex + "\") is not a valid regex: " + e.what());
   }
@@ -90,7 +97,7 @@ Match& Match::steps(int64_t first, int64_t last) {
 bool Match::operator()(const Failure& failure) const {
   return (!kind_ || failure.kind == *kind_) && (!type_ || failure.exception_type == *type_) &&
          failure.step >= first_ && failure.step < last_ &&
-         (!message_ || std::regex_search(failure.message, *message_));
+         (!message_ || std::regex_search(failure.message, message_->regex));
 }
 
 struct SurgeryRegistry::Entry {
