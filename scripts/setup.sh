@@ -73,6 +73,10 @@ case $torch in
   debian) torch_prefix=/usr ;;
   *) torch_prefix=$torch ;;
 esac
+if [[ -z $torch_prefix ]]; then
+  echo "setup: the torch wheel did not install (pip's messages above); nothing was built" >&2
+  exit 1
+fi
 
 [[ -z $install_only ]] || exit 0
 
