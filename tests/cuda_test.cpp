@@ -8,8 +8,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 #include <cerrno>
@@ -21,7 +19,6 @@
 #include "state/cuda_runtime.h"
 #include "test_util.h"
 
-extern char** environ;
 
 namespace cuda_test {
 
@@ -123,17 +120,8 @@ TEST(Cuda, ARetryStartsFromTheStepsCudaStateToTheBit) {
 int run_cuda_target(const std::vector<std::string>& args, const std::filesystem::path& log) {
   std::vector<std::string> all = {DAIFU_CUDA_TARGET};
   all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = 0;
-  const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (spawned != 0) return -1000;
+  const pid_t pid = daifu::testing::spawn_logged(std::move(all), log);
+  if (pid < 0) return -1000;
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);

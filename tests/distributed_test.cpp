@@ -7,10 +7,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +17,6 @@
 #include <thread>
 
 #include "test_util.h"
-
-extern char** environ;
 
 namespace distributed_test {
 
@@ -60,18 +56,7 @@ Ranks run(int world, const std::filesystem::path& dir, const std::function<std::
     std::vector<std::string> args = {DAIFU_DIST_TARGET, std::to_string(rank), std::to_string(world), port,
                                      (dir / "workplace").string(), (dir / ("params-" + std::to_string(rank) + ".pt")).string()};
     for (auto& a : extra(rank)) args.push_back(a);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string log = (dir / ("rank-" + std::to_string(rank) + ".log")).string();
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = 0;
-    EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    pids.push_back(pid);
+    pids.push_back(daifu::testing::spawn_logged(std::move(args), dir / ("rank-" + std::to_string(rank) + ".log")));
   }
   Ranks out;
   out.exit_codes.assign(world, -1000);

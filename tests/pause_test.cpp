@@ -16,12 +16,8 @@
 #include <fstream>
 #include <thread>
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace pause_test {
 
@@ -421,17 +417,7 @@ Ran run_cli(const std::string& args) {
 pid_t spawn_target(const fs::path& wp, const fs::path& result, bool fixed, const fs::path& log) {
   std::vector<std::string> args = {DAIFU_PAUSE_TARGET, wp.string(), result.string()};
   if (fixed) args.push_back("--fixed");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
+  return daifu::testing::spawn_logged(std::move(args), log);
 }
 
 int wait_exit(pid_t pid) {

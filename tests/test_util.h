@@ -7,13 +7,35 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/types.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+extern char** environ;
+
 namespace daifu::testing {
+
+/// Starts `args` (args[0]: the program's path) with its stdout and stderr written to `log`.
+/// Returns its pid, or -1 (and a test failure) if it could not be started.
+inline pid_t spawn_logged(std::vector<std::string> args, const std::filesystem::path& log) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0) << args[0];
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
 
 /// An empty folder unique to the running test.
 inline std::filesystem::path fresh_dir(const std::string& tag = "") {
