@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -620,6 +621,71 @@ TEST(PersistentSnapshot, ACorruptNewestSlotFallsBackToTheOlderOne) {
   const auto step = events(wp, "resumed").at(0)["step"].get<int64_t>();
   EXPECT_TRUE(step == 2 || step == 4) << step;
   EXPECT_EQ(session.global_step(), 6);
+}
+
+std::map<std::string, std::vector<float>> parameter_values(const torch::nn::Module& net) {
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& item : net.named_parameters()) {
+    const auto values = item.value().detach().contiguous();
+    out[item.key()] = std::vector<float>(values.data_ptr<float>(), values.data_ptr<float>() + values.numel());
+  }
+  return out;
+}
+
+// tests/data/snapshot-a5e5e75: the snapshots folder of a SmallRun(3) run of 10 steps with a
+// snapshot every 4 steps, written by commit a5e5e75 (hand-written XXH64), and the parameters
+// at the start of step 8 (the newest snapshot). Later builds must verify and resume it: the
+// checksum is the same algorithm whichever code computes it. DAIFU_WRITE_SNAPSHOT_DATA=DIR
+// writes a new such folder (a run of the same program) before the test reads it back.
+TEST(PersistentSnapshot, AFileWrittenByAnEarlierBuildVerifiesAndResumes) {
+  const std::filesystem::path data = std::string(DAIFU_TEST_DATA) + "/snapshot-a5e5e75";
+  if (const char* out = std::getenv("DAIFU_WRITE_SNAPSHOT_DATA")) {
+    const auto wp = fresh_dir("-writer");
+    torch::manual_seed(8);
+    SmallRun run(3);
+    nlohmann::json expected;
+    daifu::Session session(daifu::Options().workplace(wp.string()).persist(true).snapshot_every(4).inject(""));
+    session.track("model", *run.net);
+    session.track("optimizer", run.optimizer);
+    DAIFU_GUARD(session, step, 0, 10) {
+      if (step.index() == 8) {
+        expected = parameter_values(*run.net);
+      }
+      run.optimizer.zero_grad();
+      run.net->forward(torch::ones({2, 4}) * static_cast<double>(step.index())).pow(2).mean().backward();
+      run.optimizer.step();
+    };
+    std::filesystem::create_directories(out);
+    std::filesystem::copy(wp / "snapshots", std::filesystem::path(out) / "snapshots",
+                          std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
+    std::ofstream(std::filesystem::path(out) / "expected.json") << expected.dump(1) << "\n";
+  }
+  ASSERT_TRUE(std::filesystem::exists(data / "snapshots")) << data;
+  const auto wp = fresh_dir();
+  std::filesystem::create_directories(wp);
+  std::filesystem::copy(data / "snapshots", wp / "snapshots", std::filesystem::copy_options::recursive);
+  nlohmann::json expected;
+  std::ifstream(data / "expected.json") >> expected;
+
+  torch::manual_seed(9);  // other initial weights: everything checked below came from the file
+  SmallRun resumed(3);
+  daifu::Session session(daifu::Options().workplace(wp.string()).resume(true).inject(""));
+  session.track("model", *resumed.net);
+  session.track("optimizer", resumed.optimizer);
+  std::map<std::string, std::vector<float>> at_resume;
+  DAIFU_GUARD(session, step, 0, 10) {
+    if (at_resume.empty()) {
+      EXPECT_EQ(step.index(), 8);
+      at_resume = parameter_values(*resumed.net);
+    }
+  };
+  ASSERT_EQ(events(wp, "resumed").size(), 1u) << "not resumed: " << nlohmann::json(events(wp, "resume_skipped")).dump();
+  EXPECT_EQ(events(wp, "resumed").at(0)["step"], 8);
+  EXPECT_EQ(resumed.optimizer.state().size(), 2u);
+  ASSERT_EQ(at_resume.size(), 2u);
+  for (const auto& [name, values] : at_resume) {
+    EXPECT_EQ(values, expected.at(name).get<std::vector<float>>()) << name;  // bitwise: floats survive JSON
+  }
 }
 
 }  // namespace snapshot_test
