@@ -31,7 +31,7 @@ fi
 packages=(
   g++ make cmake ninja-build pkg-config python3 python3-venv
   libopenblas0-pthread
-  libspdlog-dev libfmt-dev nlohmann-json3-dev libboost-stacktrace-dev libcli11-dev libgloo-dev zlib1g-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libboost-stacktrace-dev libcli11-dev libgloo-dev zlib1g-dev libssl-dev libxxhash-dev
   googletest libgtest-dev libbenchmark-dev
   dataset-fashion-mnist fortunes
 )

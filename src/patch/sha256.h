@@ -1,4 +1,5 @@
-// SHA-256 of a file, for the journal line that records which patch was loaded.
+// SHA-256 from OpenSSL's libcrypto (EVP), for the journal line that records which patch was
+// loaded and for telling a patch apart from the one a journal names.
 #pragma once
 
 #include <daifu/export.h>
@@ -10,7 +11,7 @@ namespace daifu::detail {
 /// Lower-case hex SHA-256 (FIPS 180-4) of `bytes`.
 DAIFU_API std::string sha256_hex(const std::string& bytes);
 
-/// SHA-256 of a file's content; throws daifu::Error if it cannot be read.
+/// SHA-256 of a file's content, read in pieces; throws daifu::Error if it cannot be read.
 DAIFU_API std::string sha256_file(const std::string& path);
 
 }  // namespace daifu::detail
