@@ -1,37 +1,66 @@
 #!/usr/bin/env python3
-"""The journal's event names, read off the writers in src/, and whether docs/workplace.md has them.
+"""The journal's events and fields, read off src/journal/events.h, against docs/workplace.md.
 
 Usage: scripts/journal_events.py [--check] [REPO_DIR]
-  Prints each event name with the files that write it.
-  --check  exits 1 naming each event that docs/workplace.md does not document (the test
-           journal_events_documented).
+  Prints each event with its fields and the files that name it (event::<name>).
+  --check  exits 1 (the test journal_events_documented) when
+           - docs/workplace.md has no row for an event, or the row leaves out one of its fields,
+             or documents an event that events.h does not have;
+           - a file in src/ or tools/ spells an event as a string literal ({"event", "knob"},
+             line["event"] = "knob", event == "knob") instead of event::knob;
+           - an event is declared but nothing names it.
 """
 import pathlib
 import re
 import sys
 
-WRITE = re.compile(r'\{"event", "([a-z_]+)"|\["event"\] = "([a-z_]+)"')
+DECLARED = re.compile(r'^\s*X\(([a-z_]+), "([a-z_0-9 ]*)"\)', re.M)
+LITERAL = re.compile(r'\{"event", "([a-z_]+)"|\["event"\] = "([a-z_]+)"|event == "([a-z_]+)"')
+DOC_ROW = re.compile(r'^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|(.*)\|(.*)\|\s*$', re.M)
 
 
 def main(argv):
     check = "--check" in argv
     args = [a for a in argv if a != "--check"]
     repo = pathlib.Path(args[0] if args else pathlib.Path(__file__).resolve().parent.parent)
-    writers = {}
-    for path in sorted((repo / "src").rglob("*.cpp")):
-        for match in WRITE.finditer(path.read_text()):
-            name = match.group(1) or match.group(2)
-            writers.setdefault(name, set()).add(str(path.relative_to(repo)))
+    events = {name: fields.split() for name, fields in DECLARED.findall((repo / "src/journal/events.h").read_text())}
+    problems = []
+    users = {name: set() for name in events}
+    for folder in ("src", "tools"):
+        for path in sorted((repo / folder).rglob("*.[ch]pp")) + sorted((repo / folder).rglob("*.h")):
+            text = path.read_text()
+            rel = str(path.relative_to(repo))
+            for match in LITERAL.finditer(text):
+                name = next(g for g in match.groups() if g)
+                problems.append(f"{rel}: the event \"{name}\" is spelled as a string; use event::{name} (src/journal/events.h)")
+            for name in re.findall(r'\bevent::([a-z_]+)', text):
+                if name in users:
+                    users[name].add(rel)
     doc = (repo / "docs" / "workplace.md").read_text()
-    missing = [n for n in sorted(writers) if f"`{n}`" not in doc]
-    for name in sorted(writers):
-        print(f"{name}: {' '.join(sorted(writers[name]))}")
-    if check and missing:
-        for name in missing:
-            print(f"journal event `{name}` (written by {', '.join(sorted(writers[name]))}) is not in docs/workplace.md",
-                  file=sys.stderr)
+    rows = {}
+    for names, _, fields in DOC_ROW.findall(doc):
+        for name in re.findall(r'`([a-z_]+)`', names):
+            rows[name] = fields
+    for name, fields in events.items():
+        if name not in rows:
+            problems.append(f"journal event `{name}` is not in docs/workplace.md's table of events")
+            continue
+        documented = set(re.findall(r'`([a-z_0-9]+)`', rows[name]))
+        for field in fields:
+            if field not in documented:
+                problems.append(f"docs/workplace.md: the row of `{name}` does not mention its field `{field}`")
+        if not users[name]:
+            problems.append(f"journal event `{name}` is declared in src/journal/events.h but nothing names it")
+    for name in rows:
+        if name not in events:
+            problems.append(f"docs/workplace.md documents the journal event `{name}`, which src/journal/events.h does not have")
+    for name in events:
+        print(f"{name} ({' '.join(events[name])}): {' '.join(sorted(users[name]))}")
+    print(f"{len(events)} events, {len(problems)} problems")
+    if check and problems:
+        for p in problems:
+            print(p, file=sys.stderr)
         return 1
-    print(f"{len(writers)} events, {len(missing)} undocumented")
     return 0
 
 

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
+#include <string_view>
 
 #include "test_util.h"
 
@@ -100,6 +102,19 @@ TEST(Journal, ReportNumbersContinueAcrossRuns) {
   EXPECT_TRUE(std::filesystem::exists(wp / "failures" / "0001.json"));
   EXPECT_TRUE(std::filesystem::exists(wp / "failures" / "0002.json"));
   EXPECT_EQ(events(wp, "run_start").size(), 2u);
+}
+
+TEST(Journal, TheSchemaNamesEachEventOnceAndKnowsItsFields) {
+  using daifu::detail::find_journal_event;
+  std::set<std::string_view> names;
+  for (const auto& e : daifu::detail::kJournalEvents) EXPECT_TRUE(names.insert(e.name).second) << e.name;
+  ASSERT_NE(find_journal_event(daifu::detail::event::knob), nullptr);
+  EXPECT_TRUE(find_journal_event("knob")->has_field("before"));
+  EXPECT_TRUE(find_journal_event("knob")->has_field("reason"));  // the last field
+  EXPECT_TRUE(find_journal_event("knob")->has_field("step"));    // every line's
+  EXPECT_FALSE(find_journal_event("knob")->has_field("befor"));
+  EXPECT_FALSE(find_journal_event("knob")->has_field("ore"));
+  EXPECT_EQ(find_journal_event("from_the_future"), nullptr);
 }
 
 TEST(Journal, ATornLastLineIsSkippedWithAWarningAndTheNextRunStaysReadable) {

@@ -39,8 +39,9 @@ TEST(Knob, SameNameGivesTheSameObjectAndAnotherTypeIsAnError) {
   for (int i = 0; i < 100; ++i) session.knob<int64_t>("other" + std::to_string(i), i);
   EXPECT_EQ(&a, &session.knob<int64_t>("batch_size", 0));  // stable address
   EXPECT_THROW(session.knob<double>("batch_size", 1.0), daifu::Error);
-  EXPECT_EQ(session.find_knob("nope"), nullptr);
-  EXPECT_EQ(session.find_knob("batch_size"), &a);
+  EXPECT_EQ(session.find_knob<int64_t>("nope"), nullptr);
+  EXPECT_EQ(session.find_knob<int64_t>("batch_size"), &a);
+  EXPECT_EQ(session.find_knob<double>("batch_size"), nullptr);  // another type
 }
 
 TEST(Knob, ChangesAreJournaledWithOldNewAndReasonButNotNoOps) {

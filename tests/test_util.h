@@ -4,6 +4,8 @@
 #include <daifu/journal.h>
 #include <daifu/session.h>
 
+#include "journal/events.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -48,11 +50,29 @@ inline std::filesystem::path fresh_dir(const std::string& tag = "") {
   return dir;
 }
 
-/// The journal lines of `workplace` whose event is `event` (all lines if empty), parsed.
+/// Adds a test failure unless `line` is an event of src/journal/events.h carrying only the
+/// fields declared there: every test that reads a journal checks the schema as it goes.
+inline void expect_declared(const nlohmann::json& line) {
+  const std::string name = line.value("event", "");
+  const auto* declared = detail::find_journal_event(name);
+  if (declared == nullptr) {
+    ADD_FAILURE() << "journal event \"" << name << "\" is not in src/journal/events.h: " << line.dump();
+    return;
+  }
+  for (const auto& [field, value] : line.items()) {
+    EXPECT_TRUE(declared->has_field(field)) << "the " << name << " line carries \"" << field
+                                            << "\", which src/journal/events.h does not declare: " << line.dump();
+  }
+}
+
+/// The journal lines of `workplace` whose event is `event` (all lines if empty), parsed; each
+/// line of the journal is checked against the declared schema (expect_declared).
 inline std::vector<nlohmann::json> events(const std::filesystem::path& workplace, const std::string& event = "") {
   std::vector<nlohmann::json> out;
   for (const auto& line : read_journal((workplace / "journal.jsonl").string()).lines) {
-    if (event.empty() || line.event == event) out.push_back(nlohmann::json::parse(line.json));
+    auto parsed = nlohmann::json::parse(line.json);
+    expect_declared(parsed);
+    if (event.empty() || line.event == event) out.push_back(std::move(parsed));
   }
   return out;
 }

@@ -80,7 +80,7 @@ using daifu_patch_v1_fn = int (*)(daifu::PatchContext&);
 /// Defines a patch's entry points around `daifu::Action function(daifu::PatchContext&)`.
 /// Example (in fix_head.cpp, built with daifu_add_patch(fix_head fix_head.cpp)):
 ///   daifu::Action fix(daifu::PatchContext& ctx) {
-///     auto& lr = dynamic_cast<daifu::Knob<double>&>(*ctx.session().find_knob("lr"));
+///     auto& lr = *ctx.session().find_knob<double>("lr");
 ///     lr.set(lr.get() / 10, "patched");
 ///     return daifu::Action::Retry;
 ///   }

@@ -20,10 +20,9 @@
 #include <vector>
 
 namespace daifu {
-class PatchContext;
 namespace detail {
 class SessionImpl;
-class StepLoop;
+struct SessionAccess;  // src/session/session_impl.h
 }  // namespace detail
 
 /// One failure and what became of it, kept in memory for summaries.
@@ -86,7 +85,7 @@ class DAIFU_API Session : private detail::KnobObserver {
     static_assert(std::is_same_v<T, int64_t> || std::is_same_v<T, double> ||
                       std::is_same_v<T, bool> || std::is_same_v<T, std::string>,
                   "daifu knobs are int64_t, double, bool or std::string");
-    if (detail::KnobBase* existing = find_knob(name)) {
+    if (detail::KnobBase* existing = find_any_knob(name)) {
       if (auto* typed = dynamic_cast<Knob<T>*>(existing)) return *typed;
       throw Error("daifu: knob \"" + name + "\" exists with type " + existing->type_name());
     }
@@ -99,8 +98,12 @@ class DAIFU_API Session : private detail::KnobObserver {
   Knob<std::string>& knob(const std::string& name, const char* initial) {
     return knob<std::string>(name, std::string(initial));
   }
-  /// The knob `name` of any type; nullptr if there is none.
-  detail::KnobBase* find_knob(const std::string& name) const;
+  /// The knob `name` if there is one of type T; nullptr if there is none or it has another type.
+  /// Example:  if (auto* lr = session.find_knob<double>("lr")) lr->set(lr->get() / 2, "why");
+  template <class T>
+  Knob<T>* find_knob(const std::string& name) const {
+    return dynamic_cast<Knob<T>*>(find_any_knob(name));
+  }
 
   SurgeryRegistry& surgeries();
   Classifier& classifier();
@@ -129,9 +132,8 @@ class DAIFU_API Session : private detail::KnobObserver {
   std::string summary() const;
 
  private:
-  friend class detail::StepLoop;
-  friend class PatchContext;
-  detail::SessionImpl& impl() noexcept { return *impl_; }
+  friend struct detail::SessionAccess;
+  detail::KnobBase* find_any_knob(const std::string& name) const;
   void add_knob(std::unique_ptr<detail::KnobBase> knob);
   void knob_changed(const std::string& name, const std::string& old_json,
                     const std::string& new_json, const std::string& reason) override;

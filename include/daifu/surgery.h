@@ -18,8 +18,6 @@ namespace daifu {
 class Session;
 class Step;
 namespace detail {
-class Replayer;
-class StepLoop;
 struct MessagePattern;  // a compiled Match::message regex (src/surgery/registry.cpp)
 }
 
@@ -59,8 +57,6 @@ class DAIFU_API RepairContext {
   const std::vector<Change>& changes() const noexcept { return changes_; }
 
  private:
-  friend class detail::Replayer;
-  friend class detail::StepLoop;
   Session& session_;
   Step& step_;
   const Failure& failure_;

@@ -1,7 +1,9 @@
 #include "check/bug_checks.h"
 
-#include "journal/journal.h"
 #include "compat/optimizer_key.h"
+#include "core/strings.h"
+#include "journal/events.h"
+#include "journal/journal.h"
 #include "state/cpu_rng.h"
 #include "state/optimizer_state.h"
 #include "state/tracked_state.h"
@@ -81,12 +83,6 @@ void through_archive(Save save, Load load, const c10::optional<at::Device>& devi
   torch::serialize::InputArchive archive;
   archive.load_from(in, device);
   load(archive);
-}
-
-// The first line of an exception's message (c10::Error appends a backtrace).
-std::string first_line(const std::exception& e) {
-  const std::string what = e.what();
-  return what.substr(0, what.find('\n'));
 }
 
 // Saves the optimizer, loads it back into itself with its state set aside, compares, and puts
@@ -399,12 +395,12 @@ int64_t BugChecks::run(int64_t step, const Knob<double>* lr) noexcept {
     failing[p.key] = p.message;
     if (failing_.count(p.key) > 0) continue;
     ++reported;
-    journal_.write({{"event", "check_failed"}, {"step", step}, {"check", p.check}, {"message", p.message}});
+    journal_.write({{"event", event::check_failed}, {"step", step}, {"check", p.check}, {"message", p.message}});
     journal_.record_warning("Check " + p.check + " failed after step " + std::to_string(step) + ": " + p.message);
   }
   failing_ = std::move(failing);
   const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
-  journal_.write({{"event", "checks"}, {"step", step}, {"ran", ran}, {"failing", problems.size()}, {"us", us}});
+  journal_.write({{"event", event::checks}, {"step", step}, {"ran", ran}, {"failing", problems.size()}, {"us", us}});
   return reported;
 }
 

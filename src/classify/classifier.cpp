@@ -1,9 +1,9 @@
 #include <daifu/classifier.h>
 #include <daifu/errors.h>
 
-#include "classify/lowercase.h"
 #include "classify/throw_site.h"
 #include "compat/typed_errors.h"
+#include "core/strings.h"
 
 #include <c10/util/Exception.h>
 #include <cxxabi.h>

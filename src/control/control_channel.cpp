@@ -3,7 +3,7 @@
 #include <daifu/errors.h>
 
 #include "core/durable_file.h"
-#include "patch/patch_library.h"
+#include "core/private_folder.h"
 
 #include <algorithm>
 #include <cerrno>

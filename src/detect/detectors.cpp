@@ -1,11 +1,10 @@
 #include "detect/detectors.h"
 
 #include <daifu/errors.h>
-#include <daifu/step.h>
 
+#include "journal/events.h"
 #include "journal/journal.h"
 #include "journal/json_number.h"
-#include "session/session_impl.h"
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
@@ -17,8 +16,7 @@
 #include <cstdio>
 #include <set>
 
-namespace daifu {
-namespace detail {
+namespace daifu::detail {
 namespace {
 
 std::string fmt(double v) {
@@ -142,7 +140,7 @@ void Detectors::begin_attempt(int64_t step, int64_t attempt) noexcept {
 }
 
 void Detectors::detected(const std::string& detector, const std::string& message, nlohmann::json details) {
-  details["event"] = "detection";
+  details["event"] = event::detection;
   details["step"] = step_;
   details["attempt"] = attempt_;
   details["detector"] = detector;
@@ -271,12 +269,4 @@ void Detectors::commit(int64_t step) {
   begin_attempt(step + 1, 0);
 }
 
-}  // namespace detail
-
-void Step::before_update() {
-  if (session_ == nullptr) return;
-  session_->detectors.before_update();
-  if (session_->agreement) session_->agreement->update_point();
-}
-
-}  // namespace daifu
+}  // namespace daifu::detail

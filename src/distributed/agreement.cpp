@@ -1,5 +1,6 @@
 #include "distributed/agreement.h"
 
+#include "core/strings.h"
 #include "state/tracked_state.h"
 
 #include <daifu/errors.h>
@@ -20,12 +21,6 @@ namespace {
 constexpr int64_t kExchangeBytes = 16 * 1024;
 
 enum class Phase { Start, UpdatePassed, EndIssued, Failed };
-
-// The first line of an exception's message (c10::Error appends a backtrace).
-std::string first_line(const std::exception& e) {
-  const std::string what = e.what();
-  return what.substr(0, what.find('\n'));
-}
 
 }  // namespace
 

@@ -1,10 +1,9 @@
 #include "inject/value_injector.h"
 
-#include <daifu/step.h>
 
+#include "journal/events.h"
 #include "journal/journal.h"
 #include "journal/json_number.h"
-#include "session/session_impl.h"
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
@@ -18,8 +17,7 @@
 #include <optional>
 #include <random>
 
-namespace daifu {
-namespace detail {
+namespace daifu::detail {
 namespace {
 
 float flip_bit(float v, int bit) {
@@ -125,7 +123,7 @@ void journal_injected(Journal& journal, const ValueFault& f, int64_t step, int64
     before.push_back(json_number(c.before[i]));
     after.push_back(json_number(c.after[i]));
   }
-  journal.write({{"event", "injected"}, {"step", step}, {"attempt", attempt}, {"target", to_string(f.target)},
+  journal.write({{"event", event::injected}, {"step", step}, {"attempt", attempt}, {"target", to_string(f.target)},
                  {"where", f.where}, {"model", to_string(f.model)}, {"elements", c.flat.size()},
                  {"permanent", f.permanent}, {"positions", positions}, {"before", before}, {"after", after}});
   journal.record("Injected " + std::string(to_string(f.model)) + " into " + to_string(f.target) + " " + f.where +
@@ -269,7 +267,7 @@ void ValueInjector::end_attempt() noexcept {
                               : f.target == FaultTarget::Gradient
                                   ? "neither a tracked parameter's gradient nor a probe named \"" + f.where + "\" was reached"
                                   : "no Step::probe(\"" + f.where + "\") ran in the attempt";
-      journal_.write({{"event", "injection_missed"}, {"step", active->step}, {"attempt", active->attempt},
+      journal_.write({{"event", event::injection_missed}, {"step", active->step}, {"attempt", active->attempt},
                       {"target", to_string(f.target)}, {"where", f.where}, {"reason", why}});
       journal_.record_warning("Injection into " + std::string(to_string(f.target)) + " " + f.where + " at step " +
                               std::to_string(active->step) + " missed: " + why);
@@ -279,10 +277,4 @@ void ValueInjector::end_attempt() noexcept {
   }
 }
 
-}  // namespace detail
-
-at::Tensor Step::probe(const std::string& name, const at::Tensor& x) {
-  return session_ == nullptr ? x : session_->injector.probe(name, x);
-}
-
-}  // namespace daifu
+}  // namespace daifu::detail

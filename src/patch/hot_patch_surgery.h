@@ -7,18 +7,18 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class PatchRunner;
 
 class HotPatchSurgery final : public Surgery {
  public:
-  explicit HotPatchSurgery(SessionImpl& impl);
+  HotPatchSurgery(SurgeryLimits limits, PatchRunner& patches);
 
  protected:
   bool matches(const Failure& failure) const override;
   Action operate(RepairContext& context) override;
 
  private:
-  SessionImpl& impl_;
+  PatchRunner& patches_;
 };
 
 }  // namespace daifu::detail

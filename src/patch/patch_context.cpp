@@ -2,11 +2,14 @@
 #include <daifu/session.h>
 
 #include "compat/optimizer_key.h"
-#include "session/session_impl.h"
-#include "surgery/batch_tensors.h"
+#include "core/tensor_description.h"
+#include "repair/repair_services.h"
+#include "state/tracked_state.h"
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
+
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <unordered_map>
@@ -14,8 +17,8 @@
 namespace daifu {
 namespace {
 
-const detail::TrackedObject* tracked(const detail::SessionImpl& impl, const std::string& name) {
-  for (const auto& o : impl.state.objects()) {
+const detail::TrackedObject* tracked(RepairContext& context, const std::string& name) {
+  for (const auto& o : detail::services(context).state().objects()) {
     if (o.name == name) return &o;
   }
   return nullptr;
@@ -25,7 +28,7 @@ const detail::TrackedObject* tracked(const detail::SessionImpl& impl, const std:
 std::string describe_parameters(torch::nn::Module& module) {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& p : module.named_parameters(/*recurse=*/true)) {
-    out[p.key()] = nlohmann::json::parse(detail::describe_tensor(p.value()));
+    out[p.key()] = detail::tensor_description(p.value());
   }
   return out.dump();
 }
@@ -43,21 +46,21 @@ struct PatchContext::Replacement {
 PatchContext::~PatchContext() {
   // The assignment of a replace_module() threw: whatever it changed is no longer what the
   // session watches, and the version stamp says so.
-  if (replacing_) session().impl().state.refresh();
+  if (replacing_) detail::services(repair_).state().refresh();
 }
 
 torch::nn::Module* PatchContext::module(const std::string& name) {
-  const auto* o = tracked(session().impl(), name);
+  const auto* o = tracked(repair_, name);
   return o != nullptr ? o->module : nullptr;
 }
 
 torch::optim::Optimizer* PatchContext::optimizer(const std::string& name) {
-  const auto* o = tracked(session().impl(), name);
+  const auto* o = tracked(repair_, name);
   return o != nullptr ? o->optimizer : nullptr;
 }
 
 at::Tensor* PatchContext::tensor(const std::string& name) {
-  const auto* o = tracked(session().impl(), name);
+  const auto* o = tracked(repair_, name);
   return o != nullptr ? o->tensor : nullptr;
 }
 
@@ -87,20 +90,20 @@ torch::nn::Module* PatchContext::begin_replace(const std::string& model, const s
   r->old_params = target->parameters(/*recurse=*/true);
   r->before = describe_parameters(*target);
   // After a rollback the state is the snapshot's: that snapshot is retaken with the new layout.
-  r->rolled_back = !session().impl().state.mutated_since_begin().empty();
+  r->rolled_back = !detail::services(repair_).state().mutated_since_begin().empty();
   replacing_ = std::move(r);
   return target;
 }
 
 void PatchContext::end_replace() {
   const std::shared_ptr<Replacement> r = std::move(replacing_);
-  detail::SessionImpl& impl = session().impl();
+  detail::TrackedState& state = detail::services(repair_).state();
   std::unordered_map<detail::OptimizerStateKey, at::Tensor> replaced;  // old TensorImpl -> new parameter
   const auto fresh = r->target->parameters(/*recurse=*/true);
   for (std::size_t i = 0; i < r->old_params.size(); ++i) {
     replaced[detail::optimizer_state_key(r->old_params[i])] = i < fresh.size() ? fresh[i] : at::Tensor();
   }
-  for (const auto& o : impl.state.objects()) {
+  for (const auto& o : state.objects()) {
     if (o.optimizer == nullptr) continue;
     int64_t swapped = 0;
     for (auto& group : o.optimizer->param_groups()) {
@@ -127,10 +130,9 @@ void PatchContext::end_replace() {
       repair_.note(o.name + ".params[" + r->name + "]", std::to_string(swapped), std::to_string(fresh.size()));
     }
   }
-  impl.state.refresh();
+  state.refresh();
   repair_.note(r->name, r->before, describe_parameters(*r->target));
-  if (r->rolled_back) impl.snapshot.capture(impl.state, impl.snapshot.step(), impl.snapshot.global_step());
-  impl.snapshot_requested = true;
+  detail::services(repair_).keep_changes(/*retake_step_snapshot=*/r->rolled_back);
 }
 
 void PatchContext::set_learning_rate(const std::string& name, double lr) {
@@ -146,7 +148,7 @@ void PatchContext::set_learning_rate(const std::string& name, double lr) {
     repair_.note(name + ".param_groups[" + std::to_string(g) + "].lr", nlohmann::json(before).dump(),
                  nlohmann::json(lr).dump());
   }
-  session().impl().snapshot_requested = true;
+  detail::services(repair_).keep_changes(/*retake_step_snapshot=*/false);
 }
 
 void PatchContext::add_transform(const std::string& name, std::function<at::Tensor(const at::Tensor&)> fn) {

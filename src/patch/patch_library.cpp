@@ -2,6 +2,7 @@
 
 #include <daifu/errors.h>
 
+#include "core/private_folder.h"
 #include "patch/sha256.h"
 
 #include <dlfcn.h>
@@ -13,37 +14,6 @@
 
 namespace daifu::detail {
 namespace fs = std::filesystem;
-
-namespace {
-
-std::string octal_mode(mode_t mode) {
-  char text[8];
-  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-  return text;
-}
-
-// Throws unless `path` (of kind `what`) is owned by this user and not writable by group/others.
-void check_owner_and_mode(const fs::path& path, const struct stat& st, const std::string& what) {
-  if (st.st_uid != ::geteuid()) {
-    throw Error("daifu: the " + std::string(what) + " " + path.string() + " is owned by uid " +
-                std::to_string(st.st_uid) + ", not by this process's user (uid " + std::to_string(::geteuid()) +
-                "); daifu takes patches and commands only from files and folders you own");
-  }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    throw Error("daifu: the " + std::string(what) + " " + path.string() + " is writable by group or others (mode " +
-                octal_mode(st.st_mode) + "); run chmod go-w " + path.string() + " so that nobody else can put code into this process");
-  }
-}
-
-}  // namespace
-
-void check_private_folder(const fs::path& folder, const std::string& what) {
-  struct stat st {};
-  if (::stat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw Error("daifu: the " + what + " " + folder.string() + " does not exist or is not a directory");
-  }
-  check_owner_and_mode(folder, st, what);
-}
 
 void check_patch_folder(const fs::path& folder) { check_private_folder(folder, "patches folder"); }
 
@@ -57,7 +27,7 @@ LoadedPatch load_patch(const fs::path& file, const fs::path& folder) {
   if (fs::weakly_canonical(file, ec).parent_path() != fs::weakly_canonical(folder, ec)) {
     throw Error("daifu: the patch " + file.string() + " is not in the patches folder " + folder.string());
   }
-  check_owner_and_mode(file, st, "patch");
+  check_private(file, st, "patch");
 
   LoadedPatch patch;
   patch.path = file.string();

@@ -20,10 +20,6 @@ struct LoadedPatch {
 };
 
 /// Throws daifu::Error unless `folder` is a directory owned by this process's user and not
-/// writable by group or others; `what` names it in the message ("control folder").
-DAIFU_API void check_private_folder(const std::filesystem::path& folder, const std::string& what);
-
-/// Throws daifu::Error unless `folder` is a directory owned by this process's user and not
 /// writable by group or others; the message says how to fix it.
 DAIFU_API void check_patch_folder(const std::filesystem::path& folder);
 

@@ -3,10 +3,13 @@
 #include <daifu/patch.h>
 #include <daifu/step.h>
 
+#include "journal/events.h"
+#include "journal/journal.h"
 #include "journal/workplace.h"
 #include "patch/patch_library.h"
 #include "patch/sha256.h"
-#include "session/session_impl.h"
+#include "repair/repair_services.h"
+#include "state/tracked_state.h"
 
 #include <algorithm>
 #include <vector>
@@ -15,7 +18,7 @@ namespace daifu::detail {
 namespace fs = std::filesystem;
 
 PatchRunner::Result PatchRunner::run_new(RepairContext& context) {
-  const fs::path folder = impl_.workplace / kPatchesDir;
+  const fs::path folder = session_.workplace() / kPatchesDir;
   Result none;
   try {
     check_patch_folder(folder);
@@ -45,7 +48,7 @@ PatchRunner::Result PatchRunner::run_new(RepairContext& context) {
 
 PatchRunner::Result PatchRunner::run_file(const std::string& file_name, const std::string& staged,
                                           RepairContext& context) {
-  const fs::path folder = impl_.workplace / kPatchesDir;
+  const fs::path folder = session_.workplace() / kPatchesDir;
   const fs::path file = folder / fs::path(file_name).filename();
   Result none;
   std::string sha;
@@ -83,35 +86,35 @@ PatchRunner::Result PatchRunner::run_file(const std::string& file_name, const st
 std::optional<PatchRunner::Result> PatchRunner::run_one(const fs::path& file, const std::string& sha,
                                                        RepairContext& context) {
   seen_.insert(sha);
-  const fs::path folder = impl_.workplace / kPatchesDir;
+  const fs::path folder = session_.workplace() / kPatchesDir;
   const int64_t step = context.step().index();
   LoadedPatch patch;
   try {
     patch = load_patch(file, folder);
   } catch (const Error& e) {
-    impl_.journal.write({{"event", "patch_refused"}, {"step", step}, {"path", file.string()}, {"sha256", sha},
+    session_.journal().write({{"event", event::patch_refused}, {"step", step}, {"path", file.string()}, {"sha256", sha},
                          {"reason", e.what()}});
-    impl_.journal.record_warning(std::string("Patch refused: ") + e.what());
+    session_.journal().record_warning(std::string("Patch refused: ") + e.what());
     return std::nullopt;
   }
   PatchContext patch_context(context);
-  const int64_t stamp = impl_.state.version_stamp();
+  const int64_t stamp = session_.state().version_stamp();
   Action action = Action::Decline;
   try {
     action = run_patch(patch, patch_context);
   } catch (const Error& e) {
-    impl_.journal.write({{"event", "patch_failed"}, {"step", step}, {"path", patch.path}, {"sha256", patch.sha256},
+    session_.journal().write({{"event", event::patch_failed}, {"step", step}, {"path", patch.path}, {"sha256", patch.sha256},
                          {"reason", e.what()}});
-    impl_.journal.record_warning(std::string("Patch failed: ") + e.what());
-    if (impl_.state.version_stamp() == stamp) return std::nullopt;
+    session_.journal().record_warning(std::string("Patch failed: ") + e.what());
+    if (session_.state().version_stamp() == stamp) return std::nullopt;
     Result damaged;
     damaged.damaged = true;
     damaged.reason = std::string(e.what()) + ", after it had modified tracked state";
     return damaged;
   }
-  impl_.journal.write({{"event", "patch"}, {"step", step}, {"path", patch.path}, {"sha256", patch.sha256},
+  session_.journal().write({{"event", event::patch}, {"step", step}, {"path", patch.path}, {"sha256", patch.sha256},
                        {"action", to_string(action)}});
-  impl_.journal.record("Patch " + patch.path + " (sha256 " + patch.sha256.substr(0, 12) + ") ran: " + to_string(action));
+  session_.journal().record("Patch " + patch.path + " (sha256 " + patch.sha256.substr(0, 12) + ") ran: " + to_string(action));
   if (action == Action::Decline) return std::nullopt;
   context.note("patch", "null", nlohmann::json{{"path", patch.path}, {"sha256", patch.sha256}}.dump());
   if (context.explanation().empty()) context.explain("hot patch " + file.filename().string());

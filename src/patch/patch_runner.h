@@ -12,7 +12,7 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class RepairServices;
 
 class PatchRunner {
  public:
@@ -22,7 +22,7 @@ class PatchRunner {
     std::string reason;            ///< why nothing decided, why it escalated, or what the damaging patch threw
   };
 
-  explicit PatchRunner(SessionImpl& impl) : impl_(impl) {}
+  explicit PatchRunner(RepairServices& session) noexcept : session_(session) {}
 
   /// Runs the patches that appeared in patches/ since the last call, in name order, until one
   /// decides; stops at a patch that failed after modifying tracked state.
@@ -39,7 +39,7 @@ class PatchRunner {
   // nullopt: try the next patch.
   std::optional<Result> run_one(const std::filesystem::path& file, const std::string& sha, RepairContext& context);
 
-  SessionImpl& impl_;
+  RepairServices& session_;
   std::set<std::string> seen_;  // SHA-256 of every patch run or refused
 };
 

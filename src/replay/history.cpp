@@ -2,6 +2,7 @@
 
 #include <daifu/journal.h>
 
+#include "journal/events.h"
 #include "journal/workplace.h"
 
 #include <map>
@@ -25,24 +26,24 @@ class Folder {
   explicit Folder(History& h) : h_(h) {}
 
   void add(const nlohmann::json& j, int64_t line_number) {
-    const std::string event = json_text(j, "event");
+    const std::string name = json_text(j, "event");
     const std::string run = json_text(j, "run");
     const int64_t step = integer(j, "step", -1);
-    if (event == "run_start") {
+    if (name == event::run_start) {
       RunRecord r;
       r.id = run;
       r.pid = integer(j, "pid");
       r.start = number(j, "time");
       runs_[run] = h_.runs.size();
       h_.runs.push_back(r);
-    } else if (event == "run_end") {
+    } else if (name == event::run_end) {
       if (RunRecord* r = find_run(run)) {
         r->end = number(j, "time");
         r->status = json_text(j, "status");
         r->committed_steps = integer(j, "committed_steps");
         r->failures = integer(j, "failures");
       }
-    } else if (event == "failure") {
+    } else if (name == event::failure) {
       IncidentRecord i;
       i.run = run;
       i.step = step;
@@ -55,27 +56,27 @@ class Folder {
       i.report = json_text(j, "report");
       if (!i.report.empty()) by_report_[i.report] = h_.incidents.size();
       h_.incidents.push_back(std::move(i));
-    } else if (event == "repair") {
+    } else if (name == event::repair) {
       if (IncidentRecord* i = by_report(j, line_number)) {
         i->surgery = json_text(j, "surgery");
         i->action = json_text(j, "action");
         i->reason = json_text(j, "reason");
         if (j.contains("changes") && j["changes"].is_object()) i->changes = j["changes"];
       }
-    } else if (event == "unrecovered") {
+    } else if (name == event::unrecovered) {
       if (IncidentRecord* i = by_report(j, line_number)) i->outcome = "unrecovered";
-    } else if (event == "resume") {
+    } else if (name == event::resume) {
       if (IncidentRecord* i = open_incident(run, step)) {
         i->outcome = "retry";
         i->recovery_us = number(j, "recovery_us", -1);
       }
-    } else if (event == "skip") {
+    } else if (name == event::skip) {
       if (IncidentRecord* i = open_incident(run, step)) i->outcome = "skip";
-    } else if (event == "rollback") {
+    } else if (name == event::rollback) {
       if (IncidentRecord* i = open_incident(run, step)) i->rerun_steps = integer(j, "rerun_steps");
-    } else if (event == "pause_end") {
+    } else if (name == event::pause_end) {
       if (IncidentRecord* i = open_incident(run, step)) i->paused_s = number(j, "waited_s");
-    } else if (event == "knob") {
+    } else if (name == event::knob) {
       KnobChange k;
       k.run = run;
       k.step = step;
@@ -85,7 +86,7 @@ class Folder {
       k.after = j.value("after", nlohmann::json());
       k.reason = json_text(j, "reason");
       if (!k.name.empty()) h_.knob_changes.push_back(std::move(k));
-    } else if (event == "metrics") {
+    } else if (name == event::metrics) {
       add_metrics(j, run, line_number);
     }
   }

@@ -4,11 +4,15 @@
 #include <daifu/session.h>
 #include <daifu/step.h>
 
+#include "journal/events.h"
 #include "journal/workplace.h"
 #include "patch/patch_library.h"
 #include "patch/sha256.h"
-#include "session/session_impl.h"
-#include "surgery/batch_tensors.h"
+#include "core/tensor_description.h"
+#include "journal/journal.h"
+#include "patch/patch_runner.h"
+#include "repair/repair_services.h"
+#include "state/tracked_state.h"
 
 #include <torch/nn/module.h>
 
@@ -32,20 +36,20 @@ void Replayer::load(ReplayMode mode, const std::string& current_run) {
   mode_ = mode;
   std::vector<std::string> warnings;
   try {
-    const History history = read_history(impl_.workplace);
-    items_ = plan_replay(history, impl_.workplace, {current_run});
+    const History history = read_history(session_.workplace());
+    items_ = plan_replay(history, session_.workplace(), {current_run});
     warnings = history.warnings;
   } catch (const std::exception& e) {
     warnings.push_back(e.what());
   }
-  impl_.journal.write({{"event", "replay_plan"}, {"step", 0}, {"mode", mode_name(mode)},
+  session_.journal().write({{"event", event::replay_plan}, {"step", 0}, {"mode", mode_name(mode)},
                        {"items", static_cast<int64_t>(items_.size())},
                        {"journal_warnings", static_cast<int64_t>(warnings.size())}});
   std::string record = "Replay (" + std::string(mode_name(mode)) + "): " + std::to_string(items_.size()) +
                        " item(s) from earlier runs";
   for (const auto& item : items_) record += "\n  - " + item.describe();
-  impl_.journal.record(record);
-  for (const auto& w : warnings) impl_.journal.record_warning("Replay: " + w);
+  session_.journal().record(record);
+  for (const auto& w : warnings) session_.journal().record_warning("Replay: " + w);
 }
 
 void Replayer::loop_started(Session& session, const std::string& where, Step& first) {
@@ -71,7 +75,7 @@ void Replayer::step_starting(Session& session, const std::string& where, Step& s
 void Replayer::finish() noexcept {
   try {
     for (const auto& item : items_) {
-      skip(item, impl_.global_step,
+      skip(item, session_.global_step(),
            mode_ == ReplayMode::Eager ? "its guard loop (" + item.where + ") never started in this run"
                                       : "step " + std::to_string(item.step) + " of its guard loop (" + item.where +
                                             ") was never reached in this run");
@@ -83,13 +87,13 @@ void Replayer::finish() noexcept {
 
 void Replayer::skip(const ReplayItem& item, int64_t step, const std::string& why) {
   nlohmann::json line = origin(item);
-  line["event"] = "replay_skipped";
+  line["event"] = event::replay_skipped;
   line["step"] = step;
   line["item"] = item.type == ReplayItem::Type::Knob ? "knob" : "patch";
   line["what"] = item.describe();
   line["reason"] = why;
-  impl_.journal.write(line);
-  impl_.journal.record_warning("Replay skipped " + item.describe() + ": " + why);
+  session_.journal().write(line);
+  session_.journal().record_warning("Replay skipped " + item.describe() + ": " + why);
 }
 
 std::string Replayer::shape_mismatch(const ReplayItem& item) const {
@@ -99,7 +103,7 @@ std::string Replayer::shape_mismatch(const ReplayItem& item) const {
     if (dot == std::string::npos) continue;
     const std::string tracked_name = what.substr(0, dot), path = what.substr(dot + 1);
     torch::nn::Module* root = nullptr;
-    for (const auto& o : impl_.state.objects()) {
+    for (const auto& o : session_.state().objects()) {
       if (o.name == tracked_name) root = o.module;
     }
     if (root == nullptr) continue;  // not a module change (e.g. "optimizer.params[...]")
@@ -110,7 +114,7 @@ std::string Replayer::shape_mismatch(const ReplayItem& item) const {
     if (target == nullptr) return what + " does not exist here";
     nlohmann::json here = nlohmann::json::object();
     for (const auto& p : target->named_parameters(/*recurse=*/true)) {
-      here[p.key()] = nlohmann::json::parse(describe_tensor(p.value()));
+      here[p.key()] = tensor_description(p.value());
     }
     if (here != change[0]) {
       return what + " is " + here.dump() + " here; the patch was recorded on " + change[0].dump();
@@ -123,29 +127,29 @@ void Replayer::apply(Session& session, const ReplayItem& item, Step& step) {
   const int64_t at = step.index();
   // What the replay changes counts from here (not as a failed step's mutation); the loop's
   // snapshot of this step, taken next, holds it.
-  impl_.state.begin_step();
-  if (!item.tracked.empty() && item.tracked != impl_.state.names()) {
+  session_.state().begin_step();
+  if (!item.tracked.empty() && item.tracked != session_.state().names()) {
     std::string here;
-    for (const auto& n : impl_.state.names()) here += (here.empty() ? "" : ", ") + n;
+    for (const auto& n : session_.state().names()) here += (here.empty() ? "" : ", ") + n;
     std::string then;
     for (const auto& n : item.tracked) then += (then.empty() ? "" : ", ") + n;
     skip(item, at, "the tracked objects differ: [" + here + "] here, [" + then + "] when it was recorded");
     return;
   }
   nlohmann::json line = origin(item);
-  line["event"] = "replayed";
+  line["event"] = event::replayed;
   line["step"] = at;
   line["mode"] = mode_name(mode_);
   if (item.type == ReplayItem::Type::Knob) {
-    auto it = impl_.knobs.find(item.name);
-    if (it == impl_.knobs.end()) return skip(item, at, "there is no knob named \"" + item.name + "\" here");
-    const auto now = nlohmann::json::parse(it->second->json());
+    KnobBase* knob = session_.find_knob(item.name);
+    if (knob == nullptr) return skip(item, at, "there is no knob named \"" + item.name + "\" here");
+    const auto now = nlohmann::json::parse(knob->json());
     if (now != item.before) {
       return skip(item, at, item.name + " is " + now.dump() + " here, " + item.before.dump() +
                                 " when the repair was recorded: the program changed, not applied");
     }
     try {
-      it->second->set_json(item.after.dump(), "replay of " + item.surgery + " (run " + item.run + ", step " +
+      knob->set_json(item.after.dump(), "replay of " + item.surgery + " (run " + item.run + ", step " +
                                                   std::to_string(item.step) + ")");
     } catch (const std::exception& e) {
       return skip(item, at, e.what());
@@ -154,7 +158,7 @@ void Replayer::apply(Session& session, const ReplayItem& item, Step& step) {
     line["name"] = item.name;
     line["value"] = item.after;
   } else {
-    const fs::path folder = impl_.workplace / kPatchesDir;
+    const fs::path folder = session_.workplace() / kPatchesDir;
     std::string sha;
     try {
       sha = sha256_file(item.path);
@@ -172,24 +176,24 @@ void Replayer::apply(Session& session, const ReplayItem& item, Step& step) {
     failure.step = item.step;
     failure.message = "replay of the repair recorded at step " + std::to_string(item.step);
     RepairContext context(session, step, failure, 0);
-    impl_.active_changes = &context.changes_;  // the patch's knob changes, for the replayed line
+    session_.collect_knob_changes(&context);  // the patch's knob changes, for the replayed line
     Action action = Action::Decline;
-    const int64_t stamp = impl_.state.version_stamp();
+    const int64_t stamp = session_.state().version_stamp();
     try {
       const LoadedPatch patch = load_patch(item.path, folder);
       PatchContext patch_context(context);
       action = run_patch(patch, patch_context);
     } catch (const Error& e) {
-      impl_.active_changes = nullptr;
-      if (impl_.state.version_stamp() != stamp) {
+      session_.collect_knob_changes(nullptr);
+      if (session_.state().version_stamp() != stamp) {
         throw Error("daifu: replaying " + item.describe() + " failed after it had modified tracked state: " +
                     e.what() + "; run without replay");
       }
       return skip(item, at, e.what());
     }
-    impl_.active_changes = nullptr;
+    session_.collect_knob_changes(nullptr);
     if (action == Action::Decline) return skip(item, at, "the patch declined");
-    impl_.patches.mark_seen(sha);
+    patches_.mark_seen(sha);
     line["item"] = "patch";
     line["path"] = item.path;
     line["sha256"] = sha;
@@ -199,8 +203,8 @@ void Replayer::apply(Session& session, const ReplayItem& item, Step& step) {
     }
     line["changes"] = changes;
   }
-  impl_.journal.write(line);
-  impl_.journal.record("Replayed " + item.describe());
+  session_.journal().write(line);
+  session_.journal().record("Replayed " + item.describe());
 }
 
 }  // namespace daifu::detail

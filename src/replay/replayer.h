@@ -19,11 +19,12 @@ class Step;
 
 namespace daifu::detail {
 
-class SessionImpl;
+class PatchRunner;
+class RepairServices;
 
 class Replayer {
  public:
-  explicit Replayer(SessionImpl& impl) : impl_(impl) {}
+  Replayer(RepairServices& session, PatchRunner& patches) noexcept : session_(session), patches_(patches) {}
 
   /// Reads the workplace's history (runs before `current_run`) and plans the items.
   void load(ReplayMode mode, const std::string& current_run);
@@ -42,7 +43,8 @@ class Replayer {
   /// Why the patch item does not fit the tracked modules here; empty if it does.
   std::string shape_mismatch(const ReplayItem& item) const;
 
-  SessionImpl& impl_;
+  RepairServices& session_;
+  PatchRunner& patches_;
   ReplayMode mode_ = ReplayMode::Eager;
   std::vector<ReplayItem> items_;
 };

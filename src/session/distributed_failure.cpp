@@ -6,6 +6,7 @@
 // of that step: every rank rolls back and runs it again. Every wait is a collective of the
 // group, bounded by the group's timeout; a collective that fails ends the run on this rank
 // (lost_peers).
+#include "journal/events.h"
 #include "session/step_loop.h"
 
 #include <nlohmann/json.hpp>
@@ -24,7 +25,7 @@ void StepLoop::lost_peers(const Step& step) {
   const std::string why = impl_.agreement->broken_reason() +
                           "; a peer died, timed out (the process group's timeout) or lost its connection, so the "
                           "ranks can no longer agree on a repair";
-  impl_.journal.write({{"event", "peers_lost"}, {"step", step.index_}, {"attempt", step.attempt_},
+  impl_.journal.write({{"event", event::peers_lost}, {"step", step.index_}, {"attempt", step.attempt_},
                        {"rank", impl_.agreement->rank()}, {"reason", why}});
   escalate(failed.failure, failed.report, why, {});
 }
@@ -115,7 +116,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   failure.where = where_;
   failure.step = step.index_;
   failure.attempt = step.attempt_;
-  impl_.journal.write({{"event", "peer_failure"}, {"step", step.index_}, {"attempt", step.attempt_},
+  impl_.journal.write({{"event", event::peer_failure}, {"step", step.index_}, {"attempt", step.attempt_},
                        {"ranks", outcome->failed}, {"leader", leader}, {"kind", got.value("kind", "unknown")},
                        {"message", got.value("message", "")}, {"action", action}, {"surgery", surgery},
                        {"changes", got.value("changes", nlohmann::json::object())}, {"rollback", outcome->mutated}});
@@ -143,7 +144,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   }
   const nlohmann::json changes = got.value("changes", nlohmann::json::object());
   for (const auto& [name, after] : changes.items()) {
-    if (KnobBase* knob = session_.find_knob(name)) {
+    if (KnobBase* knob = impl_.services.find_knob(name)) {
       const std::string before = knob->json();
       knob->set_json(after.dump(), rank_name + "'s repair (" + surgery + ") at step " + std::to_string(step.index_));
       impl_.incidents.back().changes.push_back(name + ": " + before + " -> " + after.dump());

@@ -1,6 +1,7 @@
 #include <daifu/classifier.h>
 #include <daifu/entry.h>
 
+#include "journal/events.h"
 #include "journal/journal.h"
 #include "journal/workplace.h"
 
@@ -16,7 +17,7 @@ std::string g_entry_workplace;
 std::terminate_handler g_previous_terminate = nullptr;
 
 // Journals an event about the exception that is ending the program, with a failure report.
-void record_ending(const std::string& workplace, const char* event, std::exception_ptr error) noexcept {
+void record_ending(const std::string& workplace, std::string_view event, std::exception_ptr error) noexcept {
   try {
     detail::Journal journal(workplace, /*echo=*/false);
     nlohmann::json line = {{"event", event}, {"step", -1}};
@@ -33,8 +34,8 @@ void record_ending(const std::string& workplace, const char* event, std::excepti
                 " (report: " + path.string() + ")";
     }
     journal.write(line);
-    journal.record(std::string("Program End (") + event + "): " + summary);
-    std::fprintf(stderr, "daifu: the program ended by %s: %s\n", event, summary.c_str());
+    journal.record("Program End (" + std::string(event) + "): " + summary);
+    std::fprintf(stderr, "daifu: the program ended by %s: %s\n", std::string(event).c_str(), summary.c_str());
   } catch (...) {
     std::fprintf(stderr, "daifu: could not record the program's end in %s\n", workplace.c_str());
   }
@@ -48,7 +49,7 @@ void record_ending(const std::string& workplace, const char* event, std::excepti
     workplace = g_entry_workplace;
     previous = g_previous_terminate;
   }
-  if (!workplace.empty()) record_ending(workplace, "terminate", std::current_exception());
+  if (!workplace.empty()) record_ending(workplace, detail::event::terminate, std::current_exception());
   if (previous != nullptr) previous();
   std::abort();
 }
@@ -72,7 +73,7 @@ int run_main(const std::string& workplace, const std::function<int()>& fn) {
   try {
     return fn();
   } catch (...) {
-    record_ending(workplace, "uncaught", std::current_exception());
+    record_ending(workplace, detail::event::uncaught, std::current_exception());
     return 1;
   }
 }

@@ -2,6 +2,7 @@
 // pause_timeout, for an instruction in the workplace: a hot patch in patches/, or a command
 // in control/ (daifu apply, set, retry, skip, abort). paused.json says what failed and how to
 // fix it while the session waits.
+#include "journal/events.h"
 #include "session/step_loop.h"
 
 #include "control/control_channel.h"
@@ -80,7 +81,7 @@ StepLoop::Decision StepLoop::pause(Step& step, const Reported& failed, const std
   } catch (const std::exception& e) {
     escalate(failure, failed.report, why + "; could not pause: " + e.what(), std::move(tried));
   }
-  impl_.journal.write({{"event", "pause"}, {"step", failure.step}, {"attempt", failure.attempt}, {"pause", pause_id},
+  impl_.journal.write({{"event", event::pause}, {"step", failure.step}, {"attempt", failure.attempt}, {"pause", pause_id},
                        {"kind", std::string(to_string(failure.kind))}, {"reason", why},
                        {"timeout_s", state["timeout_s"]}});
   std::string message = "Paused at step " + std::to_string(failure.step) + " (" + failure.where + "): " + why +
@@ -97,7 +98,7 @@ StepLoop::Decision StepLoop::pause(Step& step, const Reported& failed, const std
   auto finish = [&](Action action, const std::string& surgery, const RepairContext& context) {
     clear_paused(impl_.workplace);
     const double waited = std::chrono::duration<double>(Clock::now() - started).count();
-    impl_.journal.write({{"event", "pause_end"}, {"step", failure.step}, {"pause", pause_id}, {"by", surgery},
+    impl_.journal.write({{"event", event::pause_end}, {"step", failure.step}, {"pause", pause_id}, {"by", surgery},
                          {"action", to_string(action)}, {"waited_s", waited}});
     record_repair(step, failed, surgery, action, context);
     decision.action = action;
@@ -142,26 +143,26 @@ StepLoop::Decision StepLoop::pause(Step& step, const Reported& failed, const std
       warned_control = true;
     }
     for (const auto& r : rejected) {
-      impl_.journal.write({{"event", "command_rejected"}, {"step", failure.step}, {"reason", r}});
+      impl_.journal.write({{"event", event::command_rejected}, {"step", failure.step}, {"reason", r}});
       impl_.journal.record_warning(r);
     }
     for (const auto& command : commands) {
       RepairContext context(session_, step, failure, 0);
       std::string result;
       std::string surgery = "daifu " + command.verb;
-      impl_.active_changes = &context.changes_;
+      impl_.active_repair = &context;
       const PatchRunner::Result r = run_command(command, context, pause_id, result, surgery);
-      impl_.active_changes = nullptr;
-      impl_.journal.write({{"event", "command"}, {"step", failure.step}, {"id", command.id},
+      impl_.active_repair = nullptr;
+      impl_.journal.write({{"event", event::command}, {"step", failure.step}, {"id", command.id},
                            {"command", command.verb}, {"args", command.args}, {"result", result}});
       impl_.journal.record("Command " + command.verb + " (" + command.id + "): " + result);
       if (decided(r)) return finish(*r.action, surgery, context);
     }
 
     RepairContext context(session_, step, failure, 0);
-    impl_.active_changes = &context.changes_;
+    impl_.active_repair = &context;
     const PatchRunner::Result patched = impl_.patches.run_new(context);
-    impl_.active_changes = nullptr;
+    impl_.active_repair = nullptr;
     if (decided(patched)) return finish(*patched.action, "hot_patch", context);
 
     const auto left = deadline - Clock::now();

@@ -1,6 +1,7 @@
 #include <daifu/session.h>
 
 #include "compat/stack_trace_fetcher.h"
+#include "journal/events.h"
 #include "journal/workplace.h"
 #include "session/session_impl.h"
 #include "surgery/builtin.h"
@@ -183,7 +184,7 @@ void SessionImpl::resume_from_disk() {
   std::string why;
   const auto found = PersistentStore::load(workplace / "snapshots", &why);
   if (!found) {
-    journal.write({{"event", "resume_skipped"}, {"step", 0}, {"reason", why}});
+    journal.write({{"event", detail::event::resume_skipped}, {"step", 0}, {"reason", why}});
     journal.record("Resume: nothing to resume from (" + why + ")");
     return;
   }
@@ -196,7 +197,7 @@ void SessionImpl::resume_from_disk() {
     if (auto it = knobs.find(name); it != knobs.end()) it->second->set_json(value.dump(), "resumed from a snapshot");
   }
   resume_point = ResumePoint{extra.value("loop", int64_t{0}), restored.step};
-  journal.write({{"event", "resumed"}, {"step", restored.step}, {"loop", resume_point->loop},
+  journal.write({{"event", detail::event::resumed}, {"step", restored.step}, {"loop", resume_point->loop},
                  {"global_step", global_step}, {"file", found->file.string()}});
   journal.record("Resumed from the snapshot of step " + std::to_string(restored.step) + " (" + found->file.string() + ")");
 }
@@ -218,7 +219,7 @@ void SessionImpl::flush_metrics() noexcept {
     for (auto& [name, column] : values.items()) {
       while (column.size() < metric_rows.size()) column.push_back(nullptr);
     }
-    journal.write({{"event", "metrics"}, {"step", metric_rows.back().step}, {"steps", steps}, {"values", values}});
+    journal.write({{"event", detail::event::metrics}, {"step", metric_rows.back().step}, {"steps", steps}, {"values", values}});
   } catch (...) {
   }
   metric_rows.clear();
@@ -238,7 +239,7 @@ const Injection* SessionImpl::injection_for(int64_t step, int64_t attempt) noexc
 
 Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(std::move(options))) {
   auto& o = impl_->options;
-  detail::add_builtin_surgeries(*impl_);
+  detail::add_builtin_surgeries(impl_->surgeries, impl_->services, impl_->patches);
   if (o.fast_throws()) detail::acquire_fast_throws();
   impl_->journal.start_report_writer();
   // The first classification compiles the pattern table (~ms): do it now, not in a recovery.
@@ -251,7 +252,7 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
     inject.push_back(std::string(to_string(f.model)) + ":" + to_string(f.target) + ":" + f.where + "@" +
                      std::to_string(f.step) + (f.every_attempt ? "*" : ""));
   }
-  impl_->journal.write({{"event", "run_start"},
+  impl_->journal.write({{"event", detail::event::run_start},
                         {"step", 0},
                         {"pid", static_cast<int64_t>(::getpid())},
                         {"workplace", impl_->workplace.string()},
@@ -263,7 +264,7 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
                           {"on_unrecovered", impl_->on_unrecovered == OnUnrecovered::Pause ? "pause" : "rethrow"}}},
                         {"inject", inject}});
   if (impl_->agreement) {
-    impl_->journal.write({{"event", "distributed"}, {"step", 0}, {"rank", impl_->agreement->rank()},
+    impl_->journal.write({{"event", detail::event::distributed}, {"step", 0}, {"rank", impl_->agreement->rank()},
                           {"world", impl_->agreement->world()},
                           {"average_gradients", o.distributed().average_gradients()}});
   }
@@ -280,7 +281,7 @@ Session::~Session() {
   auto& s = impl_->stats;
   impl_->flush_metrics();
   const std::string status = impl_->unrecovered ? "unrecovered" : std::uncaught_exceptions() > 0 ? "exception" : "ok";
-  impl_->journal.write({{"event", "run_end"},
+  impl_->journal.write({{"event", detail::event::run_end},
                         {"step", impl_->global_step},
                         {"status", status},
                         {"committed_steps", s.committed_steps},
@@ -302,14 +303,11 @@ void Session::track(const std::string& name, torch::optim::Optimizer& optimizer)
 }
 void Session::track(const std::string& name, at::Tensor& tensor) { impl_->state.add_tensor(name, tensor); }
 
-detail::KnobBase* Session::find_knob(const std::string& name) const {
-  auto it = impl_->knobs.find(name);
-  return it == impl_->knobs.end() ? nullptr : it->second.get();
-}
+detail::KnobBase* Session::find_any_knob(const std::string& name) const { return impl_->services.find_knob(name); }
 
 void Session::add_knob(std::unique_ptr<detail::KnobBase> knob) {
   const std::string name = knob->name();
-  impl_->journal.write({{"event", "knob_created"},
+  impl_->journal.write({{"event", detail::event::knob_created},
                         {"step", impl_->global_step},
                         {"name", name},
                         {"type", knob->type_name()},
@@ -319,8 +317,8 @@ void Session::add_knob(std::unique_ptr<detail::KnobBase> knob) {
 
 void Session::knob_changed(const std::string& name, const std::string& old_json, const std::string& new_json,
                            const std::string& reason) {
-  if (impl_->active_changes != nullptr) impl_->active_changes->push_back({name, old_json, new_json});
-  impl_->journal.write({{"event", "knob"},
+  if (impl_->active_repair != nullptr) impl_->active_repair->note(name, old_json, new_json);
+  impl_->journal.write({{"event", detail::event::knob},
                         {"step", impl_->current_step >= 0 ? impl_->current_step : impl_->global_step},
                         {"name", name},
                         {"before", nlohmann::json::parse(old_json)},

@@ -1,4 +1,5 @@
 // The state behind daifu::Session, shared by the session, the step loop and the entry guard.
+// Only src/session/ includes this: the repairs see the session through RepairServices.
 #pragma once
 
 #include <daifu/classifier.h>
@@ -14,6 +15,7 @@
 #include "inject/value_injector.h"
 #include "journal/journal.h"
 #include "patch/patch_runner.h"
+#include "repair/repair_services.h"
 #include "replay/replayer.h"
 #include "snapshot/policy.h"
 #include "snapshot/snapshot.h"
@@ -30,6 +32,26 @@
 #include <vector>
 
 namespace daifu::detail {
+
+class SessionImpl;
+
+/// The RepairServices of one session.
+class SessionServices final : public RepairServices {
+ public:
+  explicit SessionServices(SessionImpl& impl) noexcept : impl_(impl) {}
+  const Options& options() const noexcept override;
+  const std::filesystem::path& workplace() const noexcept override;
+  TrackedState& state() noexcept override;
+  Journal& journal() noexcept override;
+  int64_t global_step() const noexcept override;
+  void keep_changes(bool retake_step_snapshot) override;
+  void count_scrubbed_batch() noexcept override;
+  KnobBase* find_knob(const std::string& name) noexcept override;
+  void collect_knob_changes(RepairContext* context) noexcept override;
+
+ private:
+  SessionImpl& impl_;
+};
 
 class SessionImpl {
  public:
@@ -68,8 +90,9 @@ class SessionImpl {
   BugChecks checks{options.bug_checks(), journal, state};
   /// With Options::distributed: the step agreement with the other ranks; null otherwise.
   std::unique_ptr<Agreement> agreement;
-  PatchRunner patches{*this};
-  Replayer replayer{*this};
+  SessionServices services{*this};
+  PatchRunner patches{services};
+  Replayer replayer{services, patches};
   /// Session::transform functions by name.
   struct Transform {
     std::function<at::Tensor(const at::Tensor&)> fn;
@@ -81,8 +104,8 @@ class SessionImpl {
   std::vector<Incident> incidents;
   bool unrecovered = false;
 
-  /// While a surgery runs, knob changes are also collected here for its "repair" line.
-  std::vector<RepairContext::Change>* active_changes = nullptr;
+  /// While a repair runs, knob changes are also noted in its context, for its journal line.
+  RepairContext* active_repair = nullptr;
   /// The step being run, for knob lines (-1 outside a guard loop).
   int64_t current_step = -1;
 
@@ -99,6 +122,11 @@ class SessionImpl {
   /// also when a rollback runs its step again.
   const Injection* injection_for(int64_t step, int64_t attempt) noexcept;
   std::set<std::size_t> injections_fired;
+};
+
+/// The one door from a daifu::Session to its SessionImpl (a friend of Session).
+struct SessionAccess {
+  static SessionImpl& impl(Session& session) noexcept { return *session.impl_; }
 };
 
 }  // namespace daifu::detail

@@ -25,7 +25,7 @@ struct Command;
 
 class StepLoop {
  public:
-  StepLoop(Session& session, std::string where) : session_(session), impl_(session.impl()), where_(std::move(where)) {}
+  StepLoop(Session& session, std::string where) : session_(session), impl_(SessionAccess::impl(session)), where_(std::move(where)) {}
 
   void run(int64_t first, int64_t last, StepBodyRef body);
 

@@ -1,6 +1,7 @@
 // Session::transform: named tensor hooks a hot patch can fill in (a no-op until then).
 #include <daifu/session.h>
 
+#include "journal/events.h"
 #include "session/session_impl.h"
 
 #include <ATen/core/Tensor.h>
@@ -17,12 +18,12 @@ void Session::add_transform(const std::string& name, std::function<at::Tensor(co
   if (!fn) throw Error("daifu: Session::add_transform(\"" + name + "\") got an empty function");
   const bool replaced = impl_->transforms.count(name) > 0;
   impl_->transforms[name] = detail::SessionImpl::Transform{std::move(fn)};
-  impl_->journal.write({{"event", "transform"},
+  impl_->journal.write({{"event", detail::event::transform},
                         {"step", impl_->current_step >= 0 ? impl_->current_step : impl_->global_step},
                         {"name", name},
                         {"replaced", replaced}});
   impl_->journal.record("Transform \"" + name + "\" " + (replaced ? "replaced" : "registered"));
-  if (impl_->active_changes != nullptr) impl_->active_changes->push_back({"transform." + name, "null", "\"registered\""});
+  if (impl_->active_repair != nullptr) impl_->active_repair->note("transform." + name, "null", "\"registered\"");
 }
 
 }  // namespace daifu

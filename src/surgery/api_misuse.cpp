@@ -5,8 +5,7 @@
 namespace daifu::detail {
 
 // Last among the built-ins: a user surgery that knows the call may still repair it.
-ApiMisuseSurgery::ApiMisuseSurgery()
-    : Surgery("api_misuse", SurgeryLimits{/*priority=*/199, /*max_per_step=*/1, /*max_per_run=*/1'000'000}) {}
+ApiMisuseSurgery::ApiMisuseSurgery(SurgeryLimits limits) : Surgery("api_misuse", limits) {}
 
 bool ApiMisuseSurgery::matches(const Failure& failure) const { return failure.kind == FailureKind::ApiMisuse; }
 

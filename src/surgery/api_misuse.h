@@ -8,7 +8,7 @@ namespace daifu::detail {
 
 class ApiMisuseSurgery final : public Surgery {
  public:
-  ApiMisuseSurgery();
+  explicit ApiMisuseSurgery(SurgeryLimits limits);
 
  protected:
   bool matches(const Failure& failure) const override;

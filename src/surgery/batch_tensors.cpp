@@ -2,7 +2,7 @@
 
 #include <daifu/step.h>
 
-#include "classify/lowercase.h"
+#include "core/strings.h"
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
@@ -81,10 +81,6 @@ std::optional<c10::ScalarType> model_dtype(const TrackedState& state) {
     }
   }
   return std::nullopt;
-}
-
-std::string describe_tensor(const at::Tensor& t) {
-  return nlohmann::json{{"shape", t.sizes().vec()}, {"dtype", c10::toString(t.scalar_type())}}.dump();
 }
 
 }  // namespace daifu::detail

@@ -50,7 +50,4 @@ DAIFU_API std::vector<BatchTensor> batch_tensors(Step& step);
 /// the dtype the model expects its input in; nullopt when no tracked module has one.
 std::optional<c10::ScalarType> model_dtype(const TrackedState& state);
 
-/// {"shape": [...], "dtype": "Float"} as JSON text, for RepairContext::note.
-std::string describe_tensor(const at::Tensor& t);
-
 }  // namespace daifu::detail

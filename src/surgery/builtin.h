@@ -5,10 +5,12 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class PatchRunner;
+class RepairServices;
 
-/// Registers the built-in surgeries, configured from impl.options. They keep a reference to
-/// `impl` (tracked state, knobs, journal), which outlives them.
-void add_builtin_surgeries(SessionImpl& impl);
+/// Registers the built-in surgeries in `registry`, with the priorities and bounds of the table
+/// in builtin.cpp, configured from session.options(). They keep references to `session` and
+/// `patches`, which outlive them.
+void add_builtin_surgeries(SurgeryRegistry& registry, RepairServices& session, PatchRunner& patches);
 
 }  // namespace daifu::detail

@@ -4,8 +4,9 @@
 #include <daifu/surgery.h>
 
 #include "compat/optimizer_key.h"
-#include "session/session_impl.h"
-#include "surgery/batch_tensors.h"
+#include "core/tensor_description.h"
+#include "repair/repair_services.h"
+#include "state/tracked_state.h"
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
@@ -49,8 +50,9 @@ std::optional<ClassifierHead> classifier_head(const TrackedState& state) {
   return ClassifierHead{found.name, found.linear->options.in_features(), found.linear->options.out_features()};
 }
 
-void widen_classifier_head(SessionImpl& impl, int64_t classes, RepairContext& context) {
-  const Found head = find_head(impl.state);
+void widen_classifier_head(RepairServices& session, int64_t classes, RepairContext& context) {
+  TrackedState& state = session.state();
+  const Found head = find_head(state);
   if (head.linear == nullptr) throw Error("daifu: no torch::nn::Linear among the tracked modules");
   torch::nn::LinearImpl& linear = *head.linear;
   const int64_t in = linear.options.in_features();
@@ -63,7 +65,7 @@ void widen_classifier_head(SessionImpl& impl, int64_t classes, RepairContext& co
   // When the failed attempt had modified tracked state, the loop restored the snapshot before
   // this surgery ran and re-runs the steps since it: that snapshot is retaken below with the
   // new shapes so the next restore fits.
-  const bool rolled_back = !impl.state.mutated_since_begin().empty();
+  const bool rolled_back = !state.mutated_since_begin().empty();
 
   const std::string weight_before = describe_tensor(linear.weight);
   const std::string bias_before = linear.bias.defined() ? describe_tensor(linear.bias) : "";
@@ -81,7 +83,7 @@ void widen_classifier_head(SessionImpl& impl, int64_t classes, RepairContext& co
 
   // Optimizer state is keyed by TensorImpl address, which set_data() keeps: the old entries
   // would be found and applied with the old shape.
-  for (const auto& o : impl.state.objects()) {
+  for (const auto& o : state.objects()) {
     if (o.optimizer == nullptr) continue;
     auto& entries = o.optimizer->state();
     for (const at::Tensor* param : {&linear.weight, &linear.bias}) {
@@ -93,8 +95,7 @@ void widen_classifier_head(SessionImpl& impl, int64_t classes, RepairContext& co
     }
   }
 
-  if (rolled_back) impl.snapshot.capture(impl.state, impl.snapshot.step(), impl.snapshot.global_step());
-  impl.snapshot_requested = true;
+  session.keep_changes(/*retake_step_snapshot=*/rolled_back);
 }
 
 }  // namespace daifu::detail

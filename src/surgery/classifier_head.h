@@ -13,7 +13,7 @@ class RepairContext;
 
 namespace daifu::detail {
 
-class SessionImpl;
+class RepairServices;
 class TrackedState;
 
 struct ClassifierHead {
@@ -39,6 +39,6 @@ std::optional<ClassifierHead> classifier_head(const TrackedState& state);
 ///   re-run the steps since it), the snapshot is retaken for its step with the wide head.
 ///   Otherwise a fresh snapshot is requested for the start of the retry.
 /// Throws daifu::Error if there is no head or it already has `classes` outputs or more.
-void widen_classifier_head(SessionImpl& impl, int64_t classes, RepairContext& context);
+void widen_classifier_head(RepairServices& session, int64_t classes, RepairContext& context);
 
 }  // namespace daifu::detail

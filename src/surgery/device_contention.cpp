@@ -1,7 +1,10 @@
 #include "surgery/device_contention.h"
 
-#include "session/session_impl.h"
+#include <daifu/session.h>
+
+#include "repair/repair_services.h"
 #include "state/cuda_runtime.h"
+#include "state/tracked_state.h"
 #include "surgery/backoff.h"
 
 #include <nlohmann/json.hpp>
@@ -26,20 +29,15 @@ std::optional<std::string> next_device(const std::string& device, int64_t gpus, 
   return std::nullopt;
 }
 
-DeviceContentionSurgery::DeviceContentionSurgery(SessionImpl& impl)
-    // Per step: the waits, then one move.
-    : Surgery("device_contention",
-              SurgeryLimits{/*priority=*/120, /*max_per_step=*/impl.options.contention_waits() + 1,
-                            /*max_per_run=*/1'000'000}),
-      impl_(impl),
-      jitter_(std::random_device{}()) {}
+DeviceContentionSurgery::DeviceContentionSurgery(SurgeryLimits limits, RepairServices& session)
+    : Surgery("device_contention", limits), session_(session), jitter_(std::random_device{}()) {}
 
 bool DeviceContentionSurgery::matches(const Failure& failure) const {
   return failure.kind == FailureKind::DeviceContention;
 }
 
 Action DeviceContentionSurgery::operate(RepairContext& context) {
-  const Options& o = impl_.options;
+  const Options& o = session_.options();
   const int64_t n = context.fired_this_step();
   if (n < o.contention_waits()) {
     // Another process holds the device: it may let go soon.
@@ -49,7 +47,7 @@ Action DeviceContentionSurgery::operate(RepairContext& context) {
                     std::to_string(o.contention_waits()) + ")");
     return Action::Retry;
   }
-  auto* knob = dynamic_cast<Knob<std::string>*>(context.session().find_knob("device"));
+  auto* knob = context.session().find_knob<std::string>("device");
   if (knob == nullptr) {
     context.explain("the device stayed busy through " + std::to_string(o.contention_waits()) +
                     " waits and there is no string knob \"device\" to move training elsewhere");
@@ -63,7 +61,7 @@ Action DeviceContentionSurgery::operate(RepairContext& context) {
                     (o.cpu_fallback() ? "" : "; Options::cpu_fallback is off") + ")");
     return Action::Escalate;
   }
-  impl_.state.move_to(*next);  // a failed move is journaled as a failed surgery
+  session_.state().move_to(*next);  // a failed move is journaled as a failed surgery
   knob->set(*next, "device " + knob->get() + " stayed busy");
   context.explain("moved the tracked state to " + *next + " after " + std::to_string(o.contention_waits()) +
                   " waits");

@@ -14,7 +14,7 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class RepairServices;
 
 /// The device after `device` ("cuda", "cuda:N" or "cpu") among `gpus` GPUs: the next GPU, else
 /// "cpu" if `cpu_fallback`; nullopt when there is none.
@@ -22,14 +22,14 @@ DAIFU_API std::optional<std::string> next_device(const std::string& device, int6
 
 class DeviceContentionSurgery final : public Surgery {
  public:
-  explicit DeviceContentionSurgery(SessionImpl& impl);
+  DeviceContentionSurgery(SurgeryLimits limits, RepairServices& session);
 
  protected:
   bool matches(const Failure& failure) const override;
   Action operate(RepairContext& context) override;
 
  private:
-  SessionImpl& impl_;
+  RepairServices& session_;
   std::minstd_rand jitter_;
 };
 

@@ -3,7 +3,8 @@
 #include <daifu/session.h>
 #include <daifu/step.h>
 
-#include "session/session_impl.h"
+#include "core/tensor_description.h"
+#include "repair/repair_services.h"
 #include "surgery/batch_tensors.h"
 
 #include <ATen/ATen.h>
@@ -30,9 +31,8 @@ struct Scrubbed {
 
 }  // namespace
 
-ExceptionalDataSurgery::ExceptionalDataSurgery(SessionImpl& impl)
-    : Surgery("exceptional_data", SurgeryLimits{/*priority=*/150, /*max_per_step=*/2, /*max_per_run=*/1'000'000}),
-      impl_(impl) {}
+ExceptionalDataSurgery::ExceptionalDataSurgery(SurgeryLimits limits, RepairServices& session)
+    : Surgery("exceptional_data", limits), session_(session) {}
 
 bool ExceptionalDataSurgery::matches(const Failure& failure) const {
   return failure.kind == FailureKind::ExceptionalData ||
@@ -42,7 +42,7 @@ bool ExceptionalDataSurgery::matches(const Failure& failure) const {
 
 Action ExceptionalDataSurgery::operate(RepairContext& context) {
   std::string policy = "skip";
-  if (detail::KnobBase* knob = context.session().find_knob("data_policy")) {
+  if (detail::KnobBase* knob = session_.find_knob("data_policy")) {
     auto* text = dynamic_cast<Knob<std::string>*>(knob);
     if (text == nullptr) {
       context.explain(std::string("the knob \"data_policy\" is ") + knob->type_name() +
@@ -66,7 +66,7 @@ Action ExceptionalDataSurgery::skip(RepairContext& context, const std::string& w
 
 Action ExceptionalDataSurgery::scrub(RepairContext& context) {
   c10::NoGradGuard no_grad;
-  const auto dtype = model_dtype(impl_.state);
+  const auto dtype = model_dtype(session_.state());
   const auto batch = batch_tensors(context.step());
   std::vector<Scrubbed> plan;
   int64_t values = 0;
@@ -93,15 +93,15 @@ Action ExceptionalDataSurgery::scrub(RepairContext& context) {
                                          "value arose in the computation, e.g. the loss)");
   }
   for (Scrubbed& s : plan) {
-    auto before = nlohmann::json::parse(describe_tensor(*s.target.tensor));
+    auto before = tensor_description(*s.target.tensor);
     before["nan"] = s.nan;
     before["inf"] = s.inf;
-    auto after = nlohmann::json::parse(describe_tensor(s.replacement));
+    auto after = tensor_description(s.replacement);
     after["scrubbed"] = s.nan + s.inf;
     context.note(s.target.name, before.dump(), after.dump());
     *s.target.tensor = s.replacement;
   }
-  ++impl_.stats.scrubbed_batches;
+  session_.count_scrubbed_batch();
   context.explain("data_policy is \"scrub\": " + std::to_string(values) + " non-finite values in the batch of step " +
                   std::to_string(context.step().index()) +
                   " replaced (NaN by 0, +-Inf by the tensor's largest/smallest finite value)");

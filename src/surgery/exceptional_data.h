@@ -18,11 +18,11 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class RepairServices;
 
 class ExceptionalDataSurgery final : public Surgery {
  public:
-  explicit ExceptionalDataSurgery(SessionImpl& impl);
+  ExceptionalDataSurgery(SurgeryLimits limits, RepairServices& session);
 
  protected:
   bool matches(const Failure& failure) const override;
@@ -32,7 +32,7 @@ class ExceptionalDataSurgery final : public Surgery {
   Action skip(RepairContext& context, const std::string& why);
   Action scrub(RepairContext& context);
 
-  SessionImpl& impl_;
+  RepairServices& session_;
   int64_t skipped_ = 0;  // batches this surgery skipped
 };
 

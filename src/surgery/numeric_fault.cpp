@@ -2,13 +2,14 @@
 
 #include <daifu/step.h>
 
-#include "session/session_impl.h"
+#include "journal/events.h"
+#include "journal/journal.h"
+#include "repair/repair_services.h"
 
 namespace daifu::detail {
 
-NumericFaultSurgery::NumericFaultSurgery(SessionImpl& impl)
-    : Surgery("numeric_fault", SurgeryLimits{/*priority=*/145, /*max_per_step=*/3, /*max_per_run=*/1'000'000}),
-      impl_(impl) {}
+NumericFaultSurgery::NumericFaultSurgery(SurgeryLimits limits, RepairServices& session)
+    : Surgery("numeric_fault", limits), session_(session) {}
 
 bool NumericFaultSurgery::matches(const Failure& failure) const { return failure.kind == FailureKind::NumericFault; }
 
@@ -18,9 +19,9 @@ Action NumericFaultSurgery::operate(RepairContext& context) {
   const std::string signature = f.exception_type + " " + f.matched_by + (detector.empty() ? "" : " " + detector);
   const std::string step = std::to_string(f.step);
   if (last_ && last_->where == f.where && last_->step == f.step && last_->signature == signature) {
-    impl_.journal.write({{"event", "persistent_fault"}, {"step", f.step}, {"attempt", f.attempt},
+    session_.journal().write({{"event", event::persistent_fault}, {"step", f.step}, {"attempt", f.attempt},
                          {"detector", detector}, {"signature", signature}});
-    impl_.journal.record("Step " + step + " faulted the same way after re-execution: a persistent fault");
+    session_.journal().record("Step " + step + " faulted the same way after re-execution: a persistent fault");
     context.explain("persistent: step " + step + " faulted the same way again after re-execution (" + signature + ")");
     return Action::Decline;
   }

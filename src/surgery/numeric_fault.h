@@ -14,11 +14,11 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class RepairServices;
 
 class NumericFaultSurgery final : public Surgery {
  public:
-  explicit NumericFaultSurgery(SessionImpl& impl);
+  NumericFaultSurgery(SurgeryLimits limits, RepairServices& session);
 
  protected:
   bool matches(const Failure& failure) const override;
@@ -30,7 +30,7 @@ class NumericFaultSurgery final : public Surgery {
     int64_t step;
     std::string signature;
   };
-  SessionImpl& impl_;
+  RepairServices& session_;
   std::optional<Seen> last_;  // the fault this surgery last retried
 };
 

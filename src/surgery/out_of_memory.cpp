@@ -3,8 +3,9 @@
 #include <daifu/session.h>
 #include <daifu/step.h>
 
-#include "session/session_impl.h"
+#include "repair/repair_services.h"
 #include "state/cuda_runtime.h"
+#include "state/tracked_state.h"
 
 #include <nlohmann/json.hpp>
 
@@ -13,10 +14,6 @@
 
 namespace daifu::detail {
 namespace {
-
-Knob<int64_t>* int64_knob(Session& session, const std::string& name) {
-  return dynamic_cast<Knob<int64_t>*>(session.find_knob(name));
-}
 
 int64_t floor_of(const Knob<int64_t>& knob) { return std::max<int64_t>(knob.lower().value_or(1), 1); }
 
@@ -33,8 +30,8 @@ std::string number_text(double v) {
 
 }  // namespace
 
-OutOfMemorySurgery::OutOfMemorySurgery(SessionImpl& impl)
-    : Surgery("out_of_memory", SurgeryLimits{/*priority=*/150, /*max_per_step=*/8, /*max_per_run=*/100}), impl_(impl) {}
+OutOfMemorySurgery::OutOfMemorySurgery(SurgeryLimits limits, RepairServices& session)
+    : Surgery("out_of_memory", limits), session_(session) {}
 
 bool OutOfMemorySurgery::matches(const Failure& failure) const { return failure.kind == FailureKind::OutOfMemory; }
 
@@ -44,7 +41,7 @@ Action OutOfMemorySurgery::operate(RepairContext& context) {
 }
 
 void OutOfMemorySurgery::release_memory(RepairContext& context) {
-  const int64_t bytes = impl_.state.release_grads();
+  const int64_t bytes = session_.state().release_grads();
   if (bytes > 0) context.note("grad_bytes", std::to_string(bytes), "0");
   const CudaCacheRelease cache = empty_cuda_cache();
   if (cache.emptied) context.note("cuda_cache_emptied", "false", "true");
@@ -54,7 +51,7 @@ void OutOfMemorySurgery::release_memory(RepairContext& context) {
 }
 
 Action OutOfMemorySurgery::shrink_micro_batch(RepairContext& context, const std::string& name) {
-  Knob<int64_t>* knob = int64_knob(context.session(), name);
+  Knob<int64_t>* knob = context.session().find_knob<int64_t>(name);
   if (knob == nullptr) {
     context.explain("the micro-batch knob \"" + name + "\" given to Step::micro_batches is not an int64 knob of this "
                     "session; create it with session.knob<int64_t>(\"" + name + "\", ...)");
@@ -77,8 +74,8 @@ Action OutOfMemorySurgery::shrink_micro_batch(RepairContext& context, const std:
 }
 
 Action OutOfMemorySurgery::shrink_batch(RepairContext& context) {
-  const std::string& name = impl_.options.batch_knob();
-  Knob<int64_t>* batch = int64_knob(context.session(), name);
+  const std::string& name = session_.options().batch_knob();
+  Knob<int64_t>* batch = context.session().find_knob<int64_t>(name);
   if (batch == nullptr) {
     context.explain("the step did not use Step::micro_batches and the session has no int64 knob \"" + name +
                     "\" (Options::batch_knob) to shrink; read the batch size from session.knob<int64_t>(\"" + name +
@@ -98,8 +95,8 @@ Action OutOfMemorySurgery::shrink_batch(RepairContext& context) {
   batch->set(smaller, reason);
   std::string why = "halved \"" + name + "\" " + std::to_string(old) + " -> " + std::to_string(smaller);
 
-  if (const std::string& lr_name = impl_.options.lr_knob(); !lr_name.empty()) {
-    if (auto* lr = dynamic_cast<Knob<double>*>(context.session().find_knob(lr_name))) {
+  if (const std::string& lr_name = session_.options().lr_knob(); !lr_name.empty()) {
+    if (auto* lr = context.session().find_knob<double>(lr_name)) {
       const double before = lr->get();
       lr->set(before * static_cast<double>(smaller) / static_cast<double>(old), reason + ", learning rate scaled linearly");
       why += " and scaled \"" + lr_name + "\" " + number_text(before) + " -> " + number_text(lr->get());

@@ -10,13 +10,11 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class RepairServices;
 
 class OutOfMemorySurgery final : public Surgery {
  public:
-  /// Priority 150: after user surgeries at the default 100, before transient_retry (190).
-  /// At most 8 firings a step (a 256-fold shrink) and 100 a run.
-  explicit OutOfMemorySurgery(SessionImpl& impl);
+  OutOfMemorySurgery(SurgeryLimits limits, RepairServices& session);
 
  protected:
   bool matches(const Failure& failure) const override;
@@ -28,7 +26,7 @@ class OutOfMemorySurgery final : public Surgery {
   /// Drops the tracked parameters' gradients and empties the CUDA cache (where there is one).
   void release_memory(RepairContext& context);
 
-  SessionImpl& impl_;
+  RepairServices& session_;
 };
 
 }  // namespace daifu::detail

@@ -1,6 +1,6 @@
 #include "surgery/path_problem.h"
 
-#include "classify/lowercase.h"
+#include "core/strings.h"
 
 #include <nlohmann/json.hpp>
 
@@ -72,8 +72,8 @@ std::vector<PathMention> paths_in_message(const std::string& message) {
   return out;
 }
 
-PathProblemSurgery::PathProblemSurgery(std::vector<fs::path> roots)
-    : Surgery("path_problem", SurgeryLimits{/*priority=*/150, /*max_per_step=*/2, /*max_per_run=*/1000}) {
+PathProblemSurgery::PathProblemSurgery(SurgeryLimits limits, std::vector<fs::path> roots)
+    : Surgery("path_problem", limits) {
   for (const auto& r : roots) roots_.push_back(resolved(r));
 }
 

@@ -27,7 +27,7 @@ DAIFU_API std::vector<PathMention> paths_in_message(const std::string& message);
 class PathProblemSurgery final : public Surgery {
  public:
   /// `roots` are the folders under which directories may be created (made absolute here).
-  explicit PathProblemSurgery(std::vector<std::filesystem::path> roots);
+  PathProblemSurgery(SurgeryLimits limits, std::vector<std::filesystem::path> roots);
 
  protected:
   bool matches(const Failure& failure) const override;

@@ -3,7 +3,8 @@
 #include <daifu/session.h>
 #include <daifu/step.h>
 
-#include "session/session_impl.h"
+#include "core/tensor_description.h"
+#include "repair/repair_services.h"
 #include "surgery/batch_tensors.h"
 #include "surgery/classifier_head.h"
 
@@ -62,7 +63,7 @@ bool one_hot_rows(const at::Tensor& t) {
 // What an adapter works with; its verdicts carry the adapter's name into the explanation.
 struct Fix {
   RepairContext& context;
-  SessionImpl& impl;
+  RepairServices& session;
   std::vector<BatchTensor> batch;
   std::string adapter;
 
@@ -88,8 +89,8 @@ struct Fix {
   }
   // Widens the classifier head to `classes`, `evidence` saying where the count comes from.
   Action widen(int64_t classes, const std::string& evidence) {
-    const auto head = classifier_head(impl.state);
-    widen_classifier_head(impl, classes, context);
+    const auto head = classifier_head(session.state());
+    widen_classifier_head(session, classes, context);
     return retry("the classifier head " + head->name + " had " + std::to_string(head->out_features) +
                  " output(s) for " + std::to_string(classes) + " classes (" + evidence + "); widened to " +
                  std::to_string(classes));
@@ -114,7 +115,7 @@ Action target_rank(Fix& fix, const std::smatch&) {
                        ": nll_loss and cross_entropy take class indices of shape (N)");
     }
   }
-  const auto head = classifier_head(fix.impl.state);
+  const auto head = classifier_head(fix.session.state());
   for (const auto& b : wide) {
     const int64_t classes = b.tensor->size(1);
     if (head && head->out_features == 1 && class_rows(*b.tensor)) {
@@ -164,12 +165,12 @@ Action target_size(Fix& fix, const std::smatch& m) {
   }
   if (same_batch && target.size() == 1 && input.size() == 2 && input[1] > 1 && integral_values(t) &&
       t.min().item<double>() >= 0 && t.max().item<double>() < static_cast<double>(input[1])) {
-    const auto dtype = at::isFloatingType(t.scalar_type()) ? t.scalar_type() : model_dtype(fix.impl.state).value_or(at::kFloat);
+    const auto dtype = at::isFloatingType(t.scalar_type()) ? t.scalar_type() : model_dtype(fix.session.state()).value_or(at::kFloat);
     fix.replace(*found, at::one_hot(t.to(at::kLong), input[1]).to(dtype));
     return fix.retry(found->name + " holds class indices; one-hot encoded over the " + std::to_string(input[1]) +
                      " classes of the loss input " + sizes_text(input));
   }
-  const auto head = classifier_head(fix.impl.state);
+  const auto head = classifier_head(fix.session.state());
   if (same_batch && target.size() == 2 && input.size() == 2 && input[1] == 1 && target[1] > 1 && head &&
       head->out_features == 1 && (t >= 0).all().item<bool>() && (t <= 1).all().item<bool>()) {
     return fix.widen(target[1], "the loss compares outputs " + sizes_text(input) + " with targets " + sizes_text(target));
@@ -182,9 +183,9 @@ Action target_size(Fix& fix, const std::smatch& m) {
 Action class_count(Fix& fix, const std::smatch& m) {
   const int64_t label = std::stoll(m[1]);
   if (label < 0) return fix.decline("target " + std::to_string(label) + " is negative: a label error in the data");
-  const auto head = classifier_head(fix.impl.state);
+  const auto head = classifier_head(fix.session.state());
   if (!head) return fix.decline("no torch::nn::Linear among the tracked modules to widen");
-  detail::KnobBase* knob = fix.context.session().find_knob("num_classes");
+  detail::KnobBase* knob = fix.session.find_knob("num_classes");
   if (knob == nullptr) {
     return fix.decline("target " + std::to_string(label) + " is out of bounds for the head " + head->name + " (" +
                        std::to_string(head->out_features) +
@@ -222,7 +223,7 @@ Action dtype(Fix& fix, const std::smatch& m) {
     for (const auto& b : indices) fix.replace(b, b.tensor->to(at::kLong));
     return fix.retry("class-index targets cast to Long");
   }
-  const auto dtype = model_dtype(fix.impl.state);
+  const auto dtype = model_dtype(fix.session.state());
   if (!dtype) return fix.decline("no tracked module with floating parameters to take the dtype from");
   std::vector<BatchTensor> casts;
   for (const auto& b : fix.batch) {
@@ -327,9 +328,8 @@ const Adapter* adapter_for(const std::string& message, std::smatch& m) {
 
 }  // namespace
 
-TensorMismatchSurgery::TensorMismatchSurgery(SessionImpl& impl)
-    : Surgery("tensor_mismatch", SurgeryLimits{/*priority=*/140, /*max_per_step=*/4, /*max_per_run=*/1'000'000}),
-      impl_(impl) {}
+TensorMismatchSurgery::TensorMismatchSurgery(SurgeryLimits limits, RepairServices& session)
+    : Surgery("tensor_mismatch", limits), session_(session) {}
 
 bool TensorMismatchSurgery::matches(const Failure& failure) const {
   std::smatch m;
@@ -345,7 +345,7 @@ Action TensorMismatchSurgery::operate(RepairContext& context) {
     return Action::Decline;
   }
   c10::NoGradGuard no_grad;
-  Fix fix{context, impl_, batch_tensors(context.step()), adapter->name};
+  Fix fix{context, session_, batch_tensors(context.step()), adapter->name};
   return adapter->adapt(fix, m);
 }
 

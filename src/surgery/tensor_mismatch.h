@@ -11,18 +11,18 @@
 
 namespace daifu::detail {
 
-class SessionImpl;
+class RepairServices;
 
 class TensorMismatchSurgery final : public Surgery {
  public:
-  explicit TensorMismatchSurgery(SessionImpl& impl);
+  TensorMismatchSurgery(SurgeryLimits limits, RepairServices& session);
 
  protected:
   bool matches(const Failure& failure) const override;
   Action operate(RepairContext& context) override;
 
  private:
-  SessionImpl& impl_;
+  RepairServices& session_;
 };
 
 }  // namespace daifu::detail

@@ -4,9 +4,9 @@
 
 namespace daifu::detail {
 
-TransientRetry::TransientRetry(int64_t retries, std::chrono::microseconds first_backoff,
+TransientRetry::TransientRetry(SurgeryLimits limits, std::chrono::microseconds first_backoff,
                                std::chrono::microseconds max_backoff)
-    : Surgery("transient_retry", SurgeryLimits{/*priority=*/190, /*max_per_step=*/retries, /*max_per_run=*/1'000'000}),
+    : Surgery("transient_retry", limits),
       first_backoff_(first_backoff),
       max_backoff_(max_backoff),
       jitter_(std::random_device{}()) {}

@@ -11,9 +11,9 @@ namespace daifu::detail {
 
 class TransientRetry final : public Surgery {
  public:
-  /// `retries` per step. The first retry is immediate; retry n >= 1 waits
+  /// limits.max_per_step retries per step. The first retry is immediate; retry n >= 1 waits
   /// first_backoff * 2^(n-1) with +-50% jitter, at most max_backoff.
-  TransientRetry(int64_t retries, std::chrono::microseconds first_backoff, std::chrono::microseconds max_backoff);
+  TransientRetry(SurgeryLimits limits, std::chrono::microseconds first_backoff, std::chrono::microseconds max_backoff);
 
  protected:
   bool matches(const Failure& failure) const override;

@@ -7,7 +7,7 @@
 namespace {
 
 daifu::Action lower_lr(daifu::PatchContext& context) {
-  auto* lr = dynamic_cast<daifu::Knob<double>*>(context.session().find_knob("lr"));
+  auto* lr = context.session().find_knob<double>("lr");
   torch::nn::Module* model = context.module("model");
   if (lr == nullptr || model == nullptr || context.optimizer("model") != nullptr) return daifu::Action::Decline;
   lr->set(lr->get() / 10, "hot patch lower_lr");

@@ -4,6 +4,7 @@
 #include <daifu/journal.h>
 
 #include "control/control_channel.h"
+#include "journal/events.h"
 #include "patch/patch_library.h"
 #include "patch/sha256.h"
 
@@ -50,7 +51,7 @@ std::optional<std::string> await_result(const fs::path& workplace, const std::st
     try {
       const auto contents = read_journal(journal);
       for (const auto& line : contents.lines) {
-        if (line.line_number <= seen || line.event != "command") continue;
+        if (line.line_number <= seen || line.event != detail::event::command) continue;
         const auto json = nlohmann::json::parse(line.json);
         if (json.value("id", std::string()) == id) return json.value("result", std::string("ok"));
       }

@@ -2,6 +2,7 @@
 
 #include <daifu/errors.h>
 
+#include "journal/events.h"
 #include "patch/sha256.h"
 #include "replay/history.h"
 #include "replay/replay_plan.h"
@@ -117,7 +118,7 @@ int merged_log(const ReadOptions& options, const std::map<int, std::filesystem::
     one.workplace = dir;
     if (!load(one, h)) return 1;
     for (auto& i : h.incidents) all.push_back({rank, std::move(i)});
-    for (const auto& line : h.lines) followed[rank] += line.value("event", "") == "peer_failure";
+    for (const auto& line : h.lines) followed[rank] += line.value("event", "") == detail::event::peer_failure;
   }
   std::stable_sort(all.begin(), all.end(), [](const Tagged& a, const Tagged& b) { return a.incident.time < b.incident.time; });
   if (options.json) {
