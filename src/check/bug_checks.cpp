@@ -24,12 +24,7 @@ namespace {
 
 using Problems = std::vector<BugChecks::Problem>;
 
-std::string fmt(double v) {
-  std::ostringstream out;
-  out.precision(9);
-  out << v;
-  return out.str();
-}
+std::string fmt(double v) { return format_number(v, 9); }
 
 std::string shape(const at::Tensor& t) {
   std::ostringstream out;

@@ -2,6 +2,7 @@
 
 #include <daifu/errors.h>
 
+#include "core/strings.h"
 #include "journal/events.h"
 #include "journal/journal.h"
 #include "journal/json_number.h"
@@ -19,11 +20,7 @@
 namespace daifu::detail {
 namespace {
 
-std::string fmt(double v) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g", v);
-  return text;
-}
+std::string fmt(double v) { return format_number(v, 3); }
 
 // The sum (or the largest, `largest`) of 0-dim tensors, in double precision: one
 // synchronization for tensors on one device.
