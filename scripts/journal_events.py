@@ -14,7 +14,7 @@ import pathlib
 import re
 import sys
 
-DECLARED = re.compile(r'^\s*X\(([a-z_]+), "([a-z_0-9 ]*)"\)', re.M)
+DECLARED = re.compile(r'^\s*X\(([a-z_]+), ((?:"[a-z_0-9 ]*"\s*(?:\\\s*)?)+)\)', re.M)
 LITERAL = re.compile(r'\{"event", "([a-z_]+)"|\["event"\] = "([a-z_]+)"|event == "([a-z_]+)"')
 DOC_ROW = re.compile(r'^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|(.*)\|(.*)\|\s*$', re.M)
 
@@ -23,7 +23,8 @@ def main(argv):
     check = "--check" in argv
     args = [a for a in argv if a != "--check"]
     repo = pathlib.Path(args[0] if args else pathlib.Path(__file__).resolve().parent.parent)
-    events = {name: fields.split() for name, fields in DECLARED.findall((repo / "src/journal/events.h").read_text())}
+    header = (repo / "src/journal/events.h").read_text()
+    events = {name: "".join(re.findall(r'"([^"]*)"', literals)).split() for name, literals in DECLARED.findall(header)}
     problems = []
     users = {name: set() for name in events}
     for folder in ("src", "tools"):

@@ -10,50 +10,52 @@
 #include <string_view>
 
 // X(name, "the fields its line may carry, separated by spaces"), in the order a run meets them.
-#define DAIFU_JOURNAL_EVENTS(X)                                                                          \
-  X(run_start, "pid workplace options inject")                                                         \
-  X(distributed, "rank world average_gradients")                                                       \
-  X(replay_plan, "mode items journal_warnings")                                                        \
-  X(resumed, "file loop global_step")                                                                  \
-  X(resume_skipped, "reason")                                                                          \
-  X(knob_created, "name type value")                                                                   \
-  X(knob, "name before after reason")                                                                  \
-  X(transform, "name replaced")                                                                        \
-  X(loop_start, "where first last")                                                                    \
-  X(loop_skipped, "where reason")                                                                      \
-  X(snapshot, "bytes capture_ms step_ms every")                                                        \
-  X(snapshot_failed, "message")                                                                        \
-  X(persist_failed, "message")                                                                         \
-  X(checks, "ran failing us")                                                                          \
-  X(check_failed, "check message")                                                                     \
-  X(injected, "attempt model target where permanent elements positions before after")                 \
-  X(injection_missed, "attempt target where reason")                                                   \
-  X(detection, "attempt detector message value median mad parameter buffer nan inf metric largest first_moment second_moment_sqrt") \
-  X(failure, "attempt where kind exception_type message matched_by report")                            \
-  X(rollback, "to_step mutated rerun_steps restore_ms")                                                \
-  X(surgery_declined, "surgery reason")                                                                \
-  X(surgery_failed, "surgery exception_type message")                                                  \
-  X(persistent_fault, "attempt detector signature")                                                    \
+// A long field list is split into adjacent string literals.
+#define DAIFU_JOURNAL_EVENTS(X)                                                                         \
+  X(run_start, "pid workplace options inject")                                                          \
+  X(distributed, "rank world average_gradients")                                                        \
+  X(replay_plan, "mode items journal_warnings")                                                         \
+  X(resumed, "file loop global_step")                                                                   \
+  X(resume_skipped, "reason")                                                                           \
+  X(knob_created, "name type value")                                                                    \
+  X(knob, "name before after reason")                                                                   \
+  X(transform, "name replaced")                                                                         \
+  X(loop_start, "where first last")                                                                     \
+  X(loop_skipped, "where reason")                                                                       \
+  X(snapshot, "bytes capture_ms step_ms every")                                                         \
+  X(snapshot_failed, "message")                                                                         \
+  X(persist_failed, "message")                                                                          \
+  X(checks, "ran failing us")                                                                           \
+  X(check_failed, "check message")                                                                      \
+  X(injected, "attempt model target where permanent elements positions before after")                   \
+  X(injection_missed, "attempt target where reason")                                                    \
+  X(detection, "attempt detector message value median mad parameter buffer nan inf metric "             \
+               "largest first_moment second_moment_sqrt")                                               \
+  X(failure, "attempt where kind exception_type message matched_by report")                             \
+  X(rollback, "to_step mutated rerun_steps restore_ms")                                                 \
+  X(surgery_declined, "surgery reason")                                                                 \
+  X(surgery_failed, "surgery exception_type message")                                                   \
+  X(persistent_fault, "attempt detector signature")                                                     \
   X(repair, "attempt surgery action matched changes reason report")                                     \
-  X(patch, "path sha256 action")                                                                       \
-  X(patch_refused, "path sha256 reason")                                                               \
-  X(patch_failed, "path sha256 reason")                                                                \
+  X(patch, "path sha256 action")                                                                        \
+  X(patch_refused, "path sha256 reason")                                                                \
+  X(patch_failed, "path sha256 reason")                                                                 \
   X(replayed, "from_run from_step where kind surgery mode item name value path sha256 changes")         \
-  X(replay_skipped, "from_run from_step where kind surgery item what reason")                          \
-  X(pause, "pause attempt kind reason timeout_s")                                                      \
-  X(command, "id command args result")                                                                 \
-  X(command_rejected, "reason")                                                                        \
-  X(pause_end, "pause action by waited_s")                                                             \
-  X(peer_failure, "attempt leader ranks kind message surgery action changes rollback")                 \
-  X(peers_lost, "attempt rank reason")                                                                 \
+  X(replay_skipped, "from_run from_step where kind surgery item what reason")                           \
+  X(pause, "pause attempt kind reason timeout_s")                                                       \
+  X(command, "id command args result")                                                                  \
+  X(command_rejected, "reason")                                                                         \
+  X(pause_end, "pause action by waited_s")                                                              \
+  X(peer_failure, "attempt leader ranks kind message surgery action changes rollback")                  \
+  X(peers_lost, "attempt rank reason")                                                                  \
   X(resume, "attempt recovery_us rerun_from")                                                           \
-  X(skip, "attempt recovery_us")                                                                       \
-  X(caught_up, "rerun_from rerun_steps recovery_us")                                                   \
-  X(unrecovered, "attempt kind reason tried report")                                                   \
-  X(metrics, "steps values")                                                                           \
-  X(loop_end, "where global_step")                                                                     \
-  X(run_end, "status committed_steps failures retries skipped_steps unrecovered failed_checks")            \
-  X(uncaught, "attempt where kind exception_type message matched_by report")                           \
+  X(skip, "attempt recovery_us")                                                                        \
+  X(caught_up, "rerun_from rerun_steps recovery_us")                                                    \
+  X(unrecovered, "attempt kind reason tried report")                                                    \
+  X(metrics, "steps values")                                                                            \
+  X(loop_end, "where global_step")                                                                      \
+  X(run_end, "status committed_steps failures retries skipped_steps unrecovered failed_checks")         \
+  X(uncaught, "attempt where kind exception_type message matched_by report")                            \
   X(terminate, "attempt where kind exception_type message matched_by report")
 
 namespace daifu::detail {

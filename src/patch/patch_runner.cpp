@@ -92,8 +92,8 @@ std::optional<PatchRunner::Result> PatchRunner::run_one(const fs::path& file, co
   try {
     patch = load_patch(file, folder);
   } catch (const Error& e) {
-    session_.journal().write({{"event", event::patch_refused}, {"step", step}, {"path", file.string()}, {"sha256", sha},
-                         {"reason", e.what()}});
+    session_.journal().write({{"event", event::patch_refused}, {"step", step}, {"path", file.string()},
+                              {"sha256", sha}, {"reason", e.what()}});
     session_.journal().record_warning(std::string("Patch refused: ") + e.what());
     return std::nullopt;
   }
@@ -103,8 +103,8 @@ std::optional<PatchRunner::Result> PatchRunner::run_one(const fs::path& file, co
   try {
     action = run_patch(patch, patch_context);
   } catch (const Error& e) {
-    session_.journal().write({{"event", event::patch_failed}, {"step", step}, {"path", patch.path}, {"sha256", patch.sha256},
-                         {"reason", e.what()}});
+    session_.journal().write({{"event", event::patch_failed}, {"step", step}, {"path", patch.path},
+                              {"sha256", patch.sha256}, {"reason", e.what()}});
     session_.journal().record_warning(std::string("Patch failed: ") + e.what());
     if (session_.state().version_stamp() == stamp) return std::nullopt;
     Result damaged;
@@ -113,8 +113,9 @@ std::optional<PatchRunner::Result> PatchRunner::run_one(const fs::path& file, co
     return damaged;
   }
   session_.journal().write({{"event", event::patch}, {"step", step}, {"path", patch.path}, {"sha256", patch.sha256},
-                       {"action", to_string(action)}});
-  session_.journal().record("Patch " + patch.path + " (sha256 " + patch.sha256.substr(0, 12) + ") ran: " + to_string(action));
+                            {"action", to_string(action)}});
+  session_.journal().record("Patch " + patch.path + " (sha256 " + patch.sha256.substr(0, 12) +
+                            ") ran: " + to_string(action));
   if (action == Action::Decline) return std::nullopt;
   context.note("patch", "null", nlohmann::json{{"path", patch.path}, {"sha256", patch.sha256}}.dump());
   if (context.explanation().empty()) context.explain("hot patch " + file.filename().string());

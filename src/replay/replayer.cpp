@@ -4,13 +4,13 @@
 #include <daifu/session.h>
 #include <daifu/step.h>
 
+#include "core/tensor_description.h"
 #include "journal/events.h"
+#include "journal/journal.h"
 #include "journal/workplace.h"
 #include "patch/patch_library.h"
-#include "patch/sha256.h"
-#include "core/tensor_description.h"
-#include "journal/journal.h"
 #include "patch/patch_runner.h"
+#include "patch/sha256.h"
 #include "repair/repair_services.h"
 #include "state/tracked_state.h"
 
@@ -43,8 +43,8 @@ void Replayer::load(ReplayMode mode, const std::string& current_run) {
     warnings.push_back(e.what());
   }
   session_.journal().write({{"event", event::replay_plan}, {"step", 0}, {"mode", mode_name(mode)},
-                       {"items", static_cast<int64_t>(items_.size())},
-                       {"journal_warnings", static_cast<int64_t>(warnings.size())}});
+                            {"items", static_cast<int64_t>(items_.size())},
+                            {"journal_warnings", static_cast<int64_t>(warnings.size())}});
   std::string record = "Replay (" + std::string(mode_name(mode)) + "): " + std::to_string(items_.size()) +
                        " item(s) from earlier runs";
   for (const auto& item : items_) record += "\n  - " + item.describe();

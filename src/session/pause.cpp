@@ -81,8 +81,8 @@ StepLoop::Decision StepLoop::pause(Step& step, const Reported& failed, const std
   } catch (const std::exception& e) {
     escalate(failure, failed.report, why + "; could not pause: " + e.what(), std::move(tried));
   }
-  impl_.journal.write({{"event", event::pause}, {"step", failure.step}, {"attempt", failure.attempt}, {"pause", pause_id},
-                       {"kind", std::string(to_string(failure.kind))}, {"reason", why},
+  impl_.journal.write({{"event", event::pause}, {"step", failure.step}, {"attempt", failure.attempt},
+                       {"pause", pause_id}, {"kind", std::string(to_string(failure.kind))}, {"reason", why},
                        {"timeout_s", state["timeout_s"]}});
   std::string message = "Paused at step " + std::to_string(failure.step) + " (" + failure.where + "): " + why +
                         ". Waiting until " + iso_time(until) + " for a fix; see " +

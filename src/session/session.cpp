@@ -184,7 +184,7 @@ void SessionImpl::resume_from_disk() {
   std::string why;
   const auto found = PersistentStore::load(workplace / "snapshots", &why);
   if (!found) {
-    journal.write({{"event", detail::event::resume_skipped}, {"step", 0}, {"reason", why}});
+    journal.write({{"event", event::resume_skipped}, {"step", 0}, {"reason", why}});
     journal.record("Resume: nothing to resume from (" + why + ")");
     return;
   }
@@ -197,7 +197,7 @@ void SessionImpl::resume_from_disk() {
     if (auto it = knobs.find(name); it != knobs.end()) it->second->set_json(value.dump(), "resumed from a snapshot");
   }
   resume_point = ResumePoint{extra.value("loop", int64_t{0}), restored.step};
-  journal.write({{"event", detail::event::resumed}, {"step", restored.step}, {"loop", resume_point->loop},
+  journal.write({{"event", event::resumed}, {"step", restored.step}, {"loop", resume_point->loop},
                  {"global_step", global_step}, {"file", found->file.string()}});
   journal.record("Resumed from the snapshot of step " + std::to_string(restored.step) + " (" + found->file.string() + ")");
 }
@@ -219,7 +219,7 @@ void SessionImpl::flush_metrics() noexcept {
     for (auto& [name, column] : values.items()) {
       while (column.size() < metric_rows.size()) column.push_back(nullptr);
     }
-    journal.write({{"event", detail::event::metrics}, {"step", metric_rows.back().step}, {"steps", steps}, {"values", values}});
+    journal.write({{"event", event::metrics}, {"step", metric_rows.back().step}, {"steps", steps}, {"values", values}});
   } catch (...) {
   }
   metric_rows.clear();

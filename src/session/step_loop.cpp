@@ -25,13 +25,14 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
   int64_t start = first;
   if (impl_.resume_point) {
     if (loop_ < impl_.resume_point->loop) {  // finished before the snapshot was taken
-      impl_.journal.write({{"event", detail::event::loop_skipped}, {"step", first}, {"where", where_}, {"reason", "resumed"}});
+      impl_.journal.write({{"event", event::loop_skipped}, {"step", first}, {"where", where_}, {"reason", "resumed"}});
       return;
     }
     if (loop_ == impl_.resume_point->loop) start = std::clamp(impl_.resume_point->step, first, last);
     impl_.resume_point.reset();
   }
-  impl_.journal.write({{"event", detail::event::loop_start}, {"step", start}, {"first", first}, {"last", last}, {"where", where_}});
+  impl_.journal.write(
+      {{"event", event::loop_start}, {"step", start}, {"first", first}, {"last", last}, {"where", where_}});
   high_water_ = start;
   if (impl_.replayer.pending()) {
     Step first_step;
@@ -123,7 +124,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
       const double recovery_us =
           std::chrono::duration<double, std::micro>(Clock::now() - decision.caught).count();
       impl_.incidents.back().recovery_us = recovery_us;
-      nlohmann::json resume = {{"event", detail::event::resume}, {"step", index}, {"attempt", step.attempt_ + 1},
+      nlohmann::json resume = {{"event", event::resume}, {"step", index}, {"attempt", step.attempt_ + 1},
                                 {"recovery_us", recovery_us}};
       if (decision.rollback) resume["rerun_from"] = window_start_;
       impl_.journal.write(resume);
@@ -136,7 +137,8 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     }
   }
   impl_.current_step = -1;
-  impl_.journal.write({{"event", detail::event::loop_end}, {"step", last}, {"where", where_}, {"global_step", impl_.global_step}});
+  impl_.journal.write(
+      {{"event", event::loop_end}, {"step", last}, {"where", where_}, {"global_step", impl_.global_step}});
 }
 
 void StepLoop::maybe_snapshot(int64_t index) {
@@ -159,7 +161,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
     // Without a snapshot a failure after a mutation escalates; training itself goes on.
     window_start_ = -1;
     memos_.clear();
-    impl_.journal.write({{"event", detail::event::snapshot_failed}, {"step", index}, {"message", e.what()}});
+    impl_.journal.write({{"event", event::snapshot_failed}, {"step", index}, {"message", e.what()}});
     impl_.journal.record_warning(std::string("Snapshot at step ") + std::to_string(index) + " failed: " + e.what());
     return;
   }
@@ -169,7 +171,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
     try {
       impl_.snapshot.persist(*impl_.store, nlohmann::json{{"loop", loop_}, {"knobs", knobs}}.dump(), /*durable=*/false);
     } catch (const std::exception& e) {
-      impl_.journal.write({{"event", detail::event::persist_failed}, {"step", index}, {"message", e.what()}});
+      impl_.journal.write({{"event", event::persist_failed}, {"step", index}, {"message", e.what()}});
       impl_.journal.record_warning(std::string("Persisting the snapshot of step ") + std::to_string(index) +
                                    " failed: " + e.what());
     }
@@ -184,7 +186,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
   stats.last_capture_ms = seconds * 1e3;
   stats.last_step = index;
   if (stats.captures == 1 || impl_.policy.every() != every_before) {
-    impl_.journal.write({{"event", detail::event::snapshot}, {"step", index}, {"bytes", impl_.snapshot.bytes()},
+    impl_.journal.write({{"event", event::snapshot}, {"step", index}, {"bytes", impl_.snapshot.bytes()},
                          {"capture_ms", seconds * 1e3}, {"every", impl_.policy.every()},
                          {"step_ms", impl_.policy.step_seconds() * 1e3}});
   }
@@ -200,7 +202,7 @@ void StepLoop::restore_snapshot(const Step& failed, const std::vector<std::strin
   // Metrics of the steps to be re-run are reported again.
   auto& rows = impl_.metric_rows;
   rows.erase(std::remove_if(rows.begin(), rows.end(), [&](const auto& r) { return r.step >= window_start_; }), rows.end());
-  impl_.journal.write({{"event", detail::event::rollback}, {"step", failed.index_}, {"to_step", window_start_},
+  impl_.journal.write({{"event", event::rollback}, {"step", failed.index_}, {"to_step", window_start_},
                        {"rerun_steps", failed.index_ - window_start_}, {"restore_ms", ms}, {"mutated", mutated}});
   impl_.journal.record("Rollback from step " + std::to_string(failed.index_) + " to the snapshot of step " +
                        std::to_string(window_start_) + " (" + std::to_string(failed.index_ - window_start_) +
@@ -235,7 +237,7 @@ void StepLoop::run_checks(int64_t index) {
 
 void StepLoop::note_caught_up(int64_t index) {
   const double recovery_us = std::chrono::duration<double, std::micro>(Clock::now() - catch_up_->caught).count();
-  impl_.journal.write({{"event", detail::event::caught_up}, {"step", index}, {"rerun_from", catch_up_->from},
+  impl_.journal.write({{"event", event::caught_up}, {"step", index}, {"rerun_from", catch_up_->from},
                        {"rerun_steps", index - catch_up_->from}, {"recovery_us", recovery_us}});
   catch_up_.reset();
 }
@@ -245,7 +247,7 @@ void StepLoop::skip(const Step& step, double recovery_us) {
   high_water_ = std::max(high_water_, step.index_ + 1);
   pending_attempt_.erase(step.index_);
   impl_.surgeries.reset_step();
-  nlohmann::json line = {{"event", detail::event::skip}, {"step", step.index_}, {"attempt", step.attempt_}};
+  nlohmann::json line = {{"event", event::skip}, {"step", step.index_}, {"attempt", step.attempt_}};
   if (recovery_us >= 0) line["recovery_us"] = recovery_us;
   impl_.journal.write(line);
   impl_.journal.record("Step " + std::to_string(step.index_) + " skipped");
@@ -265,7 +267,7 @@ StepLoop::Reported StepLoop::record_failure(const Step& step) {
   failed.report = report_path.string();
   const std::string& report = failed.report;
   nlohmann::json line = Journal::to_json(failure);
-  line["event"] = detail::event::failure;
+  line["event"] = event::failure;
   line["report"] = report;
   impl_.journal.write(line);
   impl_.journal.record("Failure " + std::to_string(report_number) + " at step " + std::to_string(failure.step) +
@@ -328,7 +330,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
     } catch (...) {
       impl_.active_repair = nullptr;
       const Failure inner = impl_.classifier.classify(std::current_exception());
-      impl_.journal.write({{"event", detail::event::surgery_failed}, {"step", step.index_}, {"surgery", surgery->name()},
+      impl_.journal.write({{"event", event::surgery_failed}, {"step", step.index_}, {"surgery", surgery->name()},
                            {"exception_type", inner.exception_type}, {"message", inner.message}});
       impl_.journal.record_warning("Surgery " + surgery->name() + " failed: " + inner.message);
       tried.push_back(surgery->name() + " (threw)");
@@ -338,7 +340,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
     if (action == Action::Decline) {
       // Knob changes made before declining stay (and are journaled by the knob); a surgery
       // that declines should not change anything.
-      impl_.journal.write({{"event", detail::event::surgery_declined}, {"step", step.index_}, {"surgery", surgery->name()},
+      impl_.journal.write({{"event", event::surgery_declined}, {"step", step.index_}, {"surgery", surgery->name()},
                            {"reason", context.explanation()}});
       tried.push_back(surgery->name() + " (declined" +
                       (context.explanation().empty() ? "" : ": " + context.explanation()) + ")");
@@ -369,7 +371,7 @@ void StepLoop::record_repair(const Step& step, const Reported& failed, const std
     changes[c.what] = {nlohmann::json::parse(c.before_json), nlohmann::json::parse(c.after_json)};
     incident.changes.push_back(change_text(c));
   }
-  nlohmann::json repair = {{"event", detail::event::repair}, {"step", step.index_},           {"attempt", step.attempt_},
+  nlohmann::json repair = {{"event", event::repair}, {"step", step.index_},           {"attempt", step.attempt_},
                            {"surgery", surgery}, {"matched", std::string(to_string(failed.failure.kind))},
                            {"action", to_string(action)}, {"changes", changes},
                            {"report", failed.report}};
@@ -397,7 +399,7 @@ void StepLoop::escalate(Failure failure, const std::string& report, const std::s
   impl_.unrecovered = true;
   impl_.flush_metrics();
   impl_.journal.flush_reports();  // the report must be on disk before the user reads the message
-  impl_.journal.write({{"event", detail::event::unrecovered}, {"step", failure.step}, {"attempt", failure.attempt},
+  impl_.journal.write({{"event", event::unrecovered}, {"step", failure.step}, {"attempt", failure.attempt},
                        {"kind", std::string(to_string(failure.kind))}, {"reason", why}, {"tried", tried},
                        {"report", report}});
   impl_.journal.record("Unrecovered at step " + std::to_string(failure.step) + ": " + why);

@@ -20,7 +20,7 @@ Action NumericFaultSurgery::operate(RepairContext& context) {
   const std::string step = std::to_string(f.step);
   if (last_ && last_->where == f.where && last_->step == f.step && last_->signature == signature) {
     session_.journal().write({{"event", event::persistent_fault}, {"step", f.step}, {"attempt", f.attempt},
-                         {"detector", detector}, {"signature", signature}});
+                              {"detector", detector}, {"signature", signature}});
     session_.journal().record("Step " + step + " faulted the same way after re-execution: a persistent fault");
     context.explain("persistent: step " + step + " faulted the same way again after re-execution (" + signature + ")");
     return Action::Decline;
