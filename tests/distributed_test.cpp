@@ -146,7 +146,6 @@ TEST(Distributed, ATransientErrorOnRank1IsRetriedByBothRanksAndEndsBitwiseAsWith
     EXPECT_EQ(end[0]["status"], "ok");
     EXPECT_EQ(end[0]["committed_steps"], 40);
   }
-#ifdef DAIFU_CLI
   // `daifu log` on the workplace merges the ranks' journals.
   std::string out;
   FILE* pipe = ::popen((std::string(DAIFU_CLI) + " -w " + faulty.workplace.string() + " log --json 2>&1").c_str(), "r");
@@ -159,7 +158,6 @@ TEST(Distributed, ATransientErrorOnRank1IsRetriedByBothRanksAndEndsBitwiseAsWith
   EXPECT_EQ(rows[0]["rank"], 1);
   EXPECT_EQ(rows[0]["step"], 20);
   EXPECT_EQ(rows[0]["surgery"], "transient_retry");
-#endif
 }
 
 // The same over NCCL, each rank on its own GPU (a CUDA LibTorch with NCCL and 2 devices).

@@ -1,6 +1,7 @@
 // Reading a workplace's history: runs, failures and what became of them, knob changes,
 // metrics; and reading journals that are torn, from a newer schema, or garbage, as far as
-// they make sense (a randomized test mutates a real journal thousands of times).
+// they make sense (a randomized test mutates a real journal thousands of times); the replay
+// plan a later run would follow.
 #include <daifu/daifu.h>
 
 #include <gtest/gtest.h>
@@ -22,6 +23,7 @@ namespace history_test {
 
 namespace fs = std::filesystem;
 using daifu::detail::read_history;
+using daifu::testing::events;
 using daifu::testing::fresh_dir;
 
 // A real workplace: a transient retry at step 3, an injected OOM at step 5 (batch 64 -> 32),
@@ -149,7 +151,6 @@ TEST(History, RandomizedJournalsAreReadAsFarAsTheyMakeSense) {
   EXPECT_GT(inputs, 100);
 }
 
-#ifdef DAIFU_CLI
 std::pair<int, std::string> cli(const std::string& args) {
   FILE* pipe = ::popen((std::string(DAIFU_CLI) + " " + args + " 2>&1").c_str(), "r");
   std::string out;
@@ -188,7 +189,6 @@ TEST(History, TheCliShowsLogStatsAFailureTheReplayPlanAndAnHtmlReport) {
   EXPECT_EQ(html.find("http"), html.find("http://www.w3.org/2000/svg"));  // nothing to fetch
   EXPECT_EQ(cli("log -w " + (wp / "nothing").string()).first, 1);
 }
-#endif
 
 TEST(History, AMissingJournalIsAClearError) {
   try {
@@ -197,6 +197,29 @@ TEST(History, AMissingJournalIsAClearError) {
   } catch (const daifu::Error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot open journal"), std::string::npos);
   }
+}
+
+TEST(Replay, ItemsOfAnotherGuardOrWithOtherTrackedObjectsAreSkippedWithTheReason) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@2"));
+    auto& batch = session.knob<int64_t>("batch_size", 64);
+    DAIFU_GUARD(session, step, 0, 4){};
+    EXPECT_EQ(batch.get(), 32);
+  }
+  {  // the same tracked objects (none), another guard loop: never reached
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("").replay(true));
+    auto& batch = session.knob<int64_t>("batch_size", 64);
+    DAIFU_GUARD(session, step, 0, 4){};
+    EXPECT_EQ(batch.get(), 64);
+  }
+  const auto skipped = events(wp, "replay_skipped");
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0]["reason"].get<std::string>().find("never started in this run"), std::string::npos);
+  const auto plan = daifu::detail::plan_replay(read_history(wp), wp, {});
+  ASSERT_EQ(plan.size(), 1u);  // replays are not replayed again
+  EXPECT_EQ(plan[0].describe().rfind("batch_size 64 -> 32 (out_of_memory repaired out_of_memory at step 2, ", 0), 0u)
+      << plan[0].describe();
 }
 
 }  // namespace history_test

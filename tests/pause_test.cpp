@@ -1,6 +1,7 @@
 // Options::on_unrecovered(Pause): a failure no surgery repairs waits for a hot patch or a
 // command in the workplace; PatchContext's helpers (replace_module, set_learning_rate,
-// add_transform); the `daifu` CLI against a paused training process.
+// add_transform); the `daifu` CLI against a paused training process. The tests that drop a
+// patch into a session paused in this process are in hot_patch_test.cpp.
 #include <daifu/daifu.h>
 #include <daifu/patch.h>
 
@@ -23,38 +24,12 @@ namespace pause_test {
 
 namespace fs = std::filesystem;
 using daifu::testing::events;
+using daifu::testing::await_pause;
 using daifu::testing::fresh_dir;
+using daifu::testing::paused_options;
+using daifu::testing::paused_state;
+using daifu::testing::wait_until;
 using namespace std::chrono_literals;
-
-fs::path built_patch(const std::string& name) { return fs::path(DAIFU_PATCH_DIR) / (name + ".so"); }
-
-void drop(const fs::path& workplace, const std::string& name) {
-  const fs::path tmp = workplace / "patches" / (name + ".part");
-  fs::copy_file(built_patch(name), tmp, fs::copy_options::overwrite_existing);
-  fs::rename(tmp, workplace / "patches" / (name + ".so"));
-}
-
-// Waits (bounded) until a session in `workplace` is paused; returns its paused.json.
-nlohmann::json await_pause(const fs::path& workplace, std::chrono::seconds limit = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (auto paused = daifu::detail::read_paused(workplace)) return *paused;
-    std::this_thread::sleep_for(20ms);
-  }
-  ADD_FAILURE() << "no pause in " << workplace << " within " << limit.count() << " s";
-  return nlohmann::json::object();
-}
-
-// Waits (bounded) until `done()`; false if it did not happen within `limit`.
-template <class F>
-bool wait_until(F done, std::chrono::seconds limit = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
 
 // Sends one command to the session paused in `workplace` (as the CLI does, with its pause id).
 void command(const fs::path& workplace, const std::string& verb, nlohmann::json args = nlohmann::json::object()) {
@@ -82,48 +57,10 @@ struct UserBug : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-daifu::Options paused(const fs::path& wp) {
-  return daifu::Options().workplace(wp.string()).on_unrecovered(daifu::OnUnrecovered::Pause).pause_timeout(60s).inject("");
-}
-
-TEST(Pause, APatchDroppedInWhileWaitingRepairsTheStepInTheSameProcess) {
-  const auto wp = fresh_dir();
-  torch::nn::Linear model(3, 2);
-  daifu::Session session(paused(wp));
-  session.track("model", *model);
-  auto& lr = session.knob("lr", 0.1);
-  std::thread fixer([&] {
-    const auto state = await_pause(wp);
-    EXPECT_EQ(state["step"], 2);
-    EXPECT_EQ(state["pid"], static_cast<int64_t>(::getpid()));
-    EXPECT_EQ(state["kind"], "api_misuse");
-    EXPECT_NE(state["why"].get<std::string>().find("surgery api_misuse escalated"), std::string::npos) << state;
-    EXPECT_TRUE(fs::exists(state["report"].get<std::string>()));  // flushed before the pause
-    drop(wp, "patch_lower_lr");
-  });
-  std::vector<std::pair<int64_t, int64_t>> runs;
-  DAIFU_GUARD(session, step, 0, 5) {
-    runs.emplace_back(step.index(), step.attempt());
-    if (step.index() == 2 && lr.get() > 0.05) torch::ones({4}).item<float>();  // real API misuse
-  };
-  fixer.join();
-  EXPECT_EQ(runs, (std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {1, 0}, {2, 0}, {2, 1}, {3, 0}, {4, 0}}));
-  EXPECT_DOUBLE_EQ(lr.get(), 0.01);
-  EXPECT_FALSE(daifu::detail::read_paused(wp).has_value());
-  ASSERT_EQ(events(wp, "pause").size(), 1u);
-  const auto end = events(wp, "pause_end");
-  ASSERT_EQ(end.size(), 1u);
-  EXPECT_EQ(end[0]["by"], "hot_patch");
-  const auto repairs = events(wp, "repair");
-  ASSERT_EQ(repairs.size(), 2u);  // api_misuse's escalation, then the patch
-  EXPECT_EQ(repairs[1]["surgery"], "hot_patch");
-  EXPECT_EQ(repairs[1]["changes"]["lr"], nlohmann::json::array({0.1, 0.01}));
-  EXPECT_EQ(session.stats().unrecovered, 0);
-}
 
 TEST(Pause, SetRefusesUnknownKnobsAndBadValuesKeepsWaitingThenRetries) {
   const auto wp = fresh_dir();
-  daifu::Session session(paused(wp));
+  daifu::Session session(paused_options(wp));
   auto& batch = session.knob<int64_t>("batch_size", 64).min(1);
   auto& mode = session.knob("mode", "fast");
   std::thread fixer([&] {
@@ -156,7 +93,7 @@ TEST(Pause, SetRefusesUnknownKnobsAndBadValuesKeepsWaitingThenRetries) {
 
 TEST(Pause, SkipGoesOnWithTheNextStepAndAbortRethrows) {
   const auto wp = fresh_dir();
-  daifu::Session session(paused(wp));
+  daifu::Session session(paused_options(wp));
   std::thread fixer([&] {
     command(wp, "skip");
     EXPECT_EQ(await_result(wp, 0), "ok");
@@ -180,12 +117,12 @@ TEST(Pause, SkipGoesOnWithTheNextStepAndAbortRethrows) {
   EXPECT_EQ(done, (std::vector<int64_t>{0, 1}));
   EXPECT_EQ(session.stats().skipped_steps, 1);
   EXPECT_EQ(results(wp), (std::vector<std::string>{"ok", "aborted"}));
-  EXPECT_FALSE(daifu::detail::read_paused(wp).has_value());
+  EXPECT_FALSE(paused_state(wp).has_value());
 }
 
 TEST(Pause, WithoutAnInstructionThePauseEndsAtItsTimeoutAndRethrows) {
   const auto wp = fresh_dir();
-  daifu::Session session(paused(wp).pause_timeout(300ms));
+  daifu::Session session(paused_options(wp).pause_timeout(300ms));
   const auto started = std::chrono::steady_clock::now();
   try {
     DAIFU_GUARD(session, step, 0, 3) {
@@ -196,13 +133,13 @@ TEST(Pause, WithoutAnInstructionThePauseEndsAtItsTimeoutAndRethrows) {
     EXPECT_NE(std::string(e.what()).find("none came within the pause timeout"), std::string::npos) << e.what();
   }
   EXPECT_GE(std::chrono::steady_clock::now() - started, 300ms);
-  EXPECT_FALSE(daifu::detail::read_paused(wp).has_value());
+  EXPECT_FALSE(paused_state(wp).has_value());
   EXPECT_EQ(events(wp, "unrecovered").size(), 1u);
 }
 
 TEST(Pause, AtMaxAttemptsTheStepPausesInsteadOfThrowing) {
   const auto wp = fresh_dir();
-  daifu::Session session(paused(wp).max_attempts(2).inject("transient@1*"));
+  daifu::Session session(paused_options(wp).max_attempts(2).inject("transient@1*"));
   std::thread fixer([&] {
     const auto state = await_pause(wp);
     EXPECT_NE(state["why"].get<std::string>().find("max_attempts"), std::string::npos) << state;
@@ -215,57 +152,9 @@ TEST(Pause, AtMaxAttemptsTheStepPausesInsteadOfThrowing) {
   EXPECT_EQ(session.stats().skipped_steps, 1);
 }
 
-// A patch that zeroes the model, then throws: the snapshot puts the model back and the
-// session waits on; a good patch then repairs the step, and training ends bitwise equal to a
-// run that never failed.
-TEST(Pause, APatchThatThrowsAfterChangingStateIsUndoneFromTheSnapshotAndWaitingGoesOn) {
-  auto train = [](const fs::path& wp, bool fail) {
-    torch::manual_seed(1);
-    torch::nn::Linear model(4, 3);
-    torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
-    daifu::Session session(paused(wp).snapshot_every(1));
-    session.track("model", *model);
-    session.track("optimizer", opt);
-    auto& lr = session.knob("lr", 0.1);
-    std::thread fixer;
-    if (fail) {
-      fixer = std::thread([&] {
-        await_pause(wp);
-        drop(wp, "patch_damages");
-        EXPECT_TRUE(wait_until([&] { return !events(wp, "patch_failed").empty(); }));
-        drop(wp, "patch_lower_lr");
-      });
-    }
-    const auto x = torch::randn({8, 4});
-    const auto y = torch::randint(0, 3, {8});
-    DAIFU_GUARD(session, step, 0, 5) {
-      if (fail && step.index() == 3 && lr.get() > 0.05) torch::ones({2}).item<float>();
-      if (!fail && step.index() == 3) lr.set(0.01);
-      for (auto& g : opt.param_groups()) g.options().set_lr(lr.get());
-      opt.zero_grad();
-      torch::nll_loss(torch::log_softmax(model->forward(x), 1), y).backward();
-      opt.step();
-    };
-    if (fixer.joinable()) fixer.join();
-    return std::vector<torch::Tensor>{model->weight.detach().clone(), model->bias.detach().clone()};
-  };
-  const auto wp = fresh_dir();
-  const auto repaired = train(wp, true);
-  const auto reference = train(fresh_dir("_ref"), false);
-  EXPECT_TRUE(torch::equal(repaired[0], reference[0]));
-  EXPECT_TRUE(torch::equal(repaired[1], reference[1]));
-  const auto failed = events(wp, "patch_failed");
-  ASSERT_EQ(failed.size(), 1u);
-  EXPECT_NE(failed[0]["reason"].get<std::string>().find("patch_damages.so threw: half-done"), std::string::npos);
-  int undone = 0;
-  for (const auto& r : events(wp, "rollback")) undone += r["mutated"] == nlohmann::json::array({"hot patch"});
-  EXPECT_EQ(undone, 1);
-  EXPECT_EQ(events(wp, "pause_end")[0]["by"], "hot_patch");
-}
-
 TEST(Pause, CommandsForAnotherPauseAreIgnoredAndAnUnsafeControlFolderIsRefused) {
   const auto wp = fresh_dir();
-  daifu::Session session(paused(wp));
+  daifu::Session session(paused_options(wp));
   std::thread fixer([&] {
     await_pause(wp);
     daifu::detail::send_command(wp, "skip", {{"pause", "an-old-pause"}});
@@ -395,7 +284,6 @@ TEST(PatchContext, ATransformIsTheIdentityUntilOneIsRegistered) {
 }
 
 // ---- The CLI against a paused training process (tests/pause_target.cpp) ----
-#ifdef DAIFU_CLI
 
 struct Ran {
   int code = -1;
@@ -504,6 +392,5 @@ TEST(PauseCli, SkipThenAbortThroughTheCli) {
   const Ran nobody = run_cli("retry -w " + wp.string());
   EXPECT_EQ(nobody.code, 2) << nobody.output;
 }
-#endif  // DAIFU_CLI
 
 }  // namespace pause_test

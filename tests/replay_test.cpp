@@ -6,8 +6,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "replay/history.h"
-#include "replay/replay_plan.h"
 #include "test_util.h"
 
 #include <filesystem>
@@ -147,29 +145,6 @@ TEST(Replay, AtStepAppliesEachItemWhenItsStepComesAndAChangedStartingValueIsNotO
                 "batch_size is 48 here, 64 when the repair was recorded: the program changed, not applied"),
             std::string::npos)
       << skipped[0];
-}
-
-TEST(Replay, ItemsOfAnotherGuardOrWithOtherTrackedObjectsAreSkippedWithTheReason) {
-  const auto wp = fresh_dir();
-  {
-    daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@2"));
-    auto& batch = session.knob<int64_t>("batch_size", 64);
-    DAIFU_GUARD(session, step, 0, 4){};
-    EXPECT_EQ(batch.get(), 32);
-  }
-  {  // the same tracked objects (none), another guard loop: never reached
-    daifu::Session session(daifu::Options().workplace(wp.string()).inject("").replay(true));
-    auto& batch = session.knob<int64_t>("batch_size", 64);
-    DAIFU_GUARD(session, step, 0, 4){};
-    EXPECT_EQ(batch.get(), 64);
-  }
-  const auto skipped = events(wp, "replay_skipped");
-  ASSERT_EQ(skipped.size(), 1u);
-  EXPECT_NE(skipped[0]["reason"].get<std::string>().find("never started in this run"), std::string::npos);
-  const auto plan = daifu::detail::plan_replay(daifu::detail::read_history(wp), wp, {});
-  ASSERT_EQ(plan.size(), 1u);  // replays are not replayed again
-  EXPECT_EQ(plan[0].describe().rfind("batch_size 64 -> 32 (out_of_memory repaired out_of_memory at step 2, ", 0), 0u)
-      << plan[0].describe();
 }
 
 TEST(Replay, NonsenseInTheEnvironmentIsRefused) {

@@ -1,6 +1,8 @@
-// The persistent snapshot file: XXH64 against published vectors, round trips, slot rotation,
-// fallback from a torn or corrupt newest slot, truncated and foreign files, re-initialization
-// for another layout, a full disk, and processes SIGKILLed at random instants while committing.
+// The persistent snapshot file: XXH64 against published vectors (and SHA-256, the patches'
+// identity), round trips, slot rotation, fallback from a torn or corrupt newest slot, truncated
+// and foreign files, re-initialization for another layout, a full disk, and processes SIGKILLed
+// at random instants while committing.
+#include "patch/sha256.h"
 #include "snapshot/checksum.h"
 #include "snapshot/snapshot_file.h"
 
@@ -113,6 +115,14 @@ TEST(SnapshotFileChecksum, MatchesPublishedXxh64Vectors) {
                           Vector{2367, prime, 0xA36A93C18052673AULL}}) {
     EXPECT_EQ(checksum64(buffer.data(), v.n, v.seed), v.hash) << "length " << v.n << ", seed " << v.seed;
   }
+}
+
+TEST(Sha256, MatchesTheFips180Vectors) {
+  using daifu::detail::sha256_hex;
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
 TEST(SnapshotFileChecksum, PiecesHashLikeTheWhole) {

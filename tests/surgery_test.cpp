@@ -128,13 +128,13 @@ TEST(Surgery, ADecliningSurgeryIsNotCountedAndTheNextOneRepairs) {
   const auto wp = fresh_dir();
   daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@1"));
   int64_t declined = 0;
-  auto& decliner = session.surgeries().add("decliner", daifu::match_kind(FailureKind::TensorMismatch),
-                                           [&](daifu::RepairContext& ctx) {
-                                             ++declined;
-                                             ctx.explain("not my shape");
-                                             return Action::Decline;
-                                           },
-                                           {10});
+  session.surgeries().add("decliner", daifu::match_kind(FailureKind::TensorMismatch),
+                          [&](daifu::RepairContext& ctx) {
+                            ++declined;
+                            ctx.explain("not my shape");
+                            return Action::Decline;
+                          },
+                          {10});
   session.surgeries().add("fixer", daifu::match_kind(FailureKind::TensorMismatch),
                           [](daifu::RepairContext& ctx) {
                             ctx.explain("fixed it");
@@ -143,7 +143,8 @@ TEST(Surgery, ADecliningSurgeryIsNotCountedAndTheNextOneRepairs) {
                           {20});
   DAIFU_GUARD(session, step, 0, 3){};
   EXPECT_EQ(declined, 1);
-  EXPECT_EQ(session.surgeries().fired_this_step(decliner), 0);
+  EXPECT_EQ(session.surgeries().fired("decliner"), 0);
+  EXPECT_EQ(session.surgeries().fired("fixer"), 1);
   const auto d = events(wp, "surgery_declined");
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0]["reason"], "not my shape");

@@ -1,4 +1,6 @@
-// Helpers shared by the test files: fresh workplaces and journal queries.
+// Helpers shared by the test files: fresh workplaces, journal queries and waiting for a pause.
+// Both test programs include it, so it calls only daifu's public API and header-only internals
+// (daifu_patch_tests links libdaifu.so, whose internals are hidden).
 #pragma once
 
 #include <daifu/journal.h>
@@ -14,9 +16,13 @@
 #include <sys/types.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern char** environ;
@@ -92,6 +98,41 @@ inline std::vector<std::string> candidate_names(Session& session, FailureKind ki
 inline bool claims(Session& session, const std::string& name, FailureKind kind, const std::string& message) {
   const auto names = candidate_names(session, kind, message);
   return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+/// A session that pauses when no surgery repairs a failure (for at most 60 s), with no injections.
+inline Options paused_options(const std::filesystem::path& workplace) {
+  return Options().workplace(workplace.string()).on_unrecovered(OnUnrecovered::Pause).pause_timeout(std::chrono::seconds(60)).inject("");
+}
+
+/// Waits (bounded) until `done()`; false if it did not happen within `limit`.
+template <class F>
+bool wait_until(F done, std::chrono::seconds limit = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+/// <workplace>/paused.json (docs/workplace.md) while a session there waits for a fix; nullopt
+/// while none does. The session writes it atomically.
+inline std::optional<nlohmann::json> paused_state(const std::filesystem::path& workplace) {
+  std::ifstream in(workplace / "paused.json");
+  if (!in) return std::nullopt;
+  return nlohmann::json::parse(in);
+}
+
+/// Waits (bounded) until a session in `workplace` is paused; returns its paused.json.
+inline nlohmann::json await_pause(const std::filesystem::path& workplace,
+                                  std::chrono::seconds limit = std::chrono::seconds(60)) {
+  std::optional<nlohmann::json> state;
+  if (!wait_until([&] { return (state = paused_state(workplace)).has_value(); }, limit)) {
+    ADD_FAILURE() << "no pause in " << workplace << " within " << limit.count() << " s";
+    return nlohmann::json::object();
+  }
+  return *state;
 }
 
 }  // namespace daifu::testing

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -20,8 +19,7 @@
 namespace daifu {
 namespace detail {
 class SessionImpl;
-class StepLoop;
-struct StepMemos;
+struct StepAccess;  // src/repair/step_access.h: what the step loop and the repairs may change
 }
 
 class DAIFU_API Step {
@@ -100,8 +98,7 @@ class DAIFU_API Step {
   void before_update();
 
  private:
-  friend class detail::StepLoop;
-  friend struct detail::StepMemos;
+  friend struct detail::StepAccess;
   struct Memo {
     std::shared_ptr<void> value;
     const std::type_info* type;
@@ -112,15 +109,5 @@ class DAIFU_API Step {
   std::unordered_map<std::string, Memo> memo_;
   std::string micro_knob_;
 };
-
-namespace detail {
-/// Surgeries' access to a step's Step::once values (the batch they may adapt or scrub).
-struct DAIFU_API StepMemos {
-  /// Calls fn(key, type, value) for each stored value.
-  static void for_each(Step& step, const std::function<void(const std::string&, const std::type_info&, void*)>& fn);
-  /// Forgets the stored values: the next attempt calls make() again (draws a new batch).
-  static void clear(Step& step) noexcept { step.memo_.clear(); }
-};
-}  // namespace detail
 
 }  // namespace daifu

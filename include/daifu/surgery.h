@@ -18,7 +18,8 @@ namespace daifu {
 class Session;
 class Step;
 namespace detail {
-struct MessagePattern;  // a compiled Match::message regex (src/surgery/registry.cpp)
+struct MessagePattern;         // a compiled Match::message regex (src/surgery/registry.cpp)
+struct SurgeryRegistryAccess;  // src/surgery/registry_access.h: the firing counters the step loop moves
 }
 
 /// What happens to the failed step after a surgery.
@@ -150,13 +151,12 @@ class DAIFU_API SurgeryRegistry {
 
   /// The surgeries that match, within their bounds, in the order to try them.
   std::vector<Surgery*> candidates(const Failure& failure) const;
-  /// Counts one firing of `surgery` (per step and per run).
-  void record_fire(const Surgery& surgery);
-  /// Per-step counters restart (called when a step commits or is skipped).
-  void reset_step();
-  int64_t fired_this_step(const Surgery& surgery) const;
+  /// How often surgery `name` fired in this session (a Decline does not count); 0 if there is
+  /// no surgery by that name.
+  int64_t fired(const std::string& name) const;
 
  private:
+  friend struct detail::SurgeryRegistryAccess;
   struct Entry;
   std::vector<std::unique_ptr<Entry>> entries_;
 };

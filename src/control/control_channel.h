@@ -7,8 +7,6 @@
 // a command can make the process load code.
 #pragma once
 
-#include <daifu/export.h>
-
 #include "journal/workplace.h"
 
 #include <nlohmann/json.hpp>
@@ -32,22 +30,20 @@ struct Command {
 
 /// Writes a command into <workplace>/control/ and returns its id. Throws daifu::Error if the
 /// folder is missing, not private, or cannot be written.
-DAIFU_API std::string send_command(const std::filesystem::path& workplace, const std::string& verb,
-                                   const nlohmann::json& args);
+std::string send_command(const std::filesystem::path& workplace, const std::string& verb, const nlohmann::json& args);
 
 /// Takes (reads and deletes) the commands waiting in <workplace>/control/, oldest first. A
 /// file that is not a command is renamed to <name>.rejected and described in `rejected`.
 /// Throws daifu::Error if the folder is not private (nothing is taken then).
-DAIFU_API std::vector<Command> take_commands(const std::filesystem::path& workplace,
-                                             std::vector<std::string>* rejected);
+std::vector<Command> take_commands(const std::filesystem::path& workplace, std::vector<std::string>* rejected);
 
 /// paused.json: written atomically while a session waits for a fix, removed when it goes on.
-DAIFU_API void write_paused(const std::filesystem::path& workplace, const nlohmann::json& state);
-DAIFU_API void clear_paused(const std::filesystem::path& workplace) noexcept;
+void write_paused(const std::filesystem::path& workplace, const nlohmann::json& state);
+void clear_paused(const std::filesystem::path& workplace) noexcept;
 /// The paused state if a session is waiting; nullopt if none is (or the file is unreadable).
-DAIFU_API std::optional<nlohmann::json> read_paused(const std::filesystem::path& workplace);
+std::optional<nlohmann::json> read_paused(const std::filesystem::path& workplace);
 
 /// Whether process `pid` is alive on this machine.
-DAIFU_API bool process_alive(int64_t pid) noexcept;
+bool process_alive(int64_t pid) noexcept;
 
 }  // namespace daifu::detail

@@ -2,8 +2,6 @@
 // deviation (MAD) of one value per committed step, over the last N steps.
 #pragma once
 
-#include <daifu/export.h>
-
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -11,7 +9,7 @@
 
 namespace daifu::detail {
 
-class DAIFU_API RobustWindow {
+class RobustWindow {
  public:
   explicit RobustWindow(int64_t size) : size_(size) {}
 

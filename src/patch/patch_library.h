@@ -3,7 +3,6 @@
 // records, and the versioned entry point.
 #pragma once
 
-#include <daifu/export.h>
 #include <daifu/patch.h>
 
 #include <filesystem>
@@ -21,17 +20,17 @@ struct LoadedPatch {
 
 /// Throws daifu::Error unless `folder` is a directory owned by this process's user and not
 /// writable by group or others; the message says how to fix it.
-DAIFU_API void check_patch_folder(const std::filesystem::path& folder);
+void check_patch_folder(const std::filesystem::path& folder);
 
 /// Checks `file` (a regular file directly in `folder`, owned by this user, not writable by group
 /// or others), hashes it, dlopens it and finds its DAIFU_PATCH_ABI_VERSION 1 entry point.
 /// Throws daifu::Error naming the file and what is wrong: a folder or file others may write,
 /// a library that does not load (missing symbol, not a shared library), no
 /// daifu_patch_abi_version() or daifu_patch_v1(), another ABI version.
-DAIFU_API LoadedPatch load_patch(const std::filesystem::path& file, const std::filesystem::path& folder);
+LoadedPatch load_patch(const std::filesystem::path& file, const std::filesystem::path& folder);
 
 /// Runs the patch's entry point. Throws daifu::Error if it throws (the message carries what it
 /// threw) or returns a value that is not a daifu::Action.
-DAIFU_API Action run_patch(const LoadedPatch& patch, PatchContext& context);
+Action run_patch(const LoadedPatch& patch, PatchContext& context);
 
 }  // namespace daifu::detail

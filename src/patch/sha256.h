@@ -2,16 +2,14 @@
 // loaded and for telling a patch apart from the one a journal names.
 #pragma once
 
-#include <daifu/export.h>
-
 #include <string>
 
 namespace daifu::detail {
 
 /// Lower-case hex SHA-256 (FIPS 180-4) of `bytes`.
-DAIFU_API std::string sha256_hex(const std::string& bytes);
+std::string sha256_hex(const std::string& bytes);
 
 /// SHA-256 of a file's content, read in pieces; throws daifu::Error if it cannot be read.
-DAIFU_API std::string sha256_file(const std::string& path);
+std::string sha256_file(const std::string& path);
 
 }  // namespace daifu::detail

@@ -4,8 +4,6 @@
 // described in `warnings`, and the rest is used.
 #pragma once
 
-#include <daifu/export.h>
-
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -74,6 +72,6 @@ struct History {
 };
 
 /// Reads <workplace>/journal.jsonl. Throws daifu::Error only if it cannot be opened.
-DAIFU_API History read_history(const std::filesystem::path& workplace);
+History read_history(const std::filesystem::path& workplace);
 
 }  // namespace daifu::detail

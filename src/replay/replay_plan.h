@@ -3,8 +3,6 @@
 // tracked names) so that each can be checked before it is applied. Torch-free.
 #pragma once
 
-#include <daifu/export.h>
-
 #include "replay/history.h"
 
 #include <nlohmann/json.hpp>
@@ -14,7 +12,7 @@
 
 namespace daifu::detail {
 
-struct DAIFU_API ReplayItem {
+struct ReplayItem {
   enum class Type { Knob, Patch };
   Type type = Type::Knob;
   // Where it was recorded.
@@ -35,7 +33,7 @@ struct DAIFU_API ReplayItem {
 /// The items to replay from `history`, oldest first: every knob a retry or skip repair changed,
 /// and every patch that decided a step. Runs named in `exclude_runs` (the current one) are
 /// left out, and so are repairs that were themselves replays.
-DAIFU_API std::vector<ReplayItem> plan_replay(const History& history, const std::filesystem::path& workplace,
-                                              const std::vector<std::string>& exclude_runs);
+std::vector<ReplayItem> plan_replay(const History& history, const std::filesystem::path& workplace,
+                                    const std::vector<std::string>& exclude_runs);
 
 }  // namespace daifu::detail

@@ -25,7 +25,7 @@ void StepLoop::lost_peers(const Step& step) {
   const std::string why = impl_.agreement->broken_reason() +
                           "; a peer died, timed out (the process group's timeout) or lost its connection, so the "
                           "ranks can no longer agree on a repair";
-  impl_.journal.write({{"event", event::peers_lost}, {"step", step.index_}, {"attempt", step.attempt_},
+  impl_.journal.write({{"event", event::peers_lost}, {"step", step.index()}, {"attempt", step.attempt()},
                        {"rank", impl_.agreement->rank()}, {"reason", why}});
   escalate(failed.failure, failed.report, why, {});
 }
@@ -54,7 +54,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   if (own && agreement.rank() == leader) {
     nlohmann::json sent;
     Decision decision;
-    const bool had_memo = !step.memo_.empty();
+    const bool had_memo = !StepAccess::memos(step).empty();
     try {
       last_repair_ = {};
       decision = handle_failure(step, caught, outcome->mutated);
@@ -75,7 +75,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
             {"message", clipped(failure.message)}, {"surgery", last_repair_.surgery}, {"changes", changes},
             {"snapshot", impl_.snapshot_requested},
             // The repair forgot the step's batch (out_of_memory at a new batch size): so do the others.
-            {"forget_batch", had_memo && step.memo_.empty()}};
+            {"forget_batch", had_memo && StepAccess::memos(step).empty()}};
     try {
       agreement.exchange(sent.dump());
     } catch (const std::exception&) {
@@ -90,12 +90,12 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
     // The step before this one failed on another rank after its update: it is the step to
     // repair, and this rank takes back its commit, so it runs again as the leader's does.
     const bool newest = high_water_ == previous->first + 1;
-    step.index_ = previous->first;
-    step.attempt_ = previous->second;
-    const auto memo = memos_.find(step.index_);
-    step.memo_ = memo != memos_.end() ? memo->second : decltype(step.memo_){};
+    StepAccess::index(step) = previous->first;
+    StepAccess::attempt(step) = previous->second;
+    const auto memo = memos_.find(step.index());
+    StepAccess::memos(step) = memo != memos_.end() ? memo->second : StepAccess::Memos{};
     if (newest) {
-      high_water_ = step.index_;
+      high_water_ = step.index();
       --impl_.stats.committed_steps;
     }
   }
@@ -114,13 +114,13 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   failure.exception_type = "daifu::PeerFailed";
   failure.message = rank_name + ": " + got.value("message", "");
   failure.where = where_;
-  failure.step = step.index_;
-  failure.attempt = step.attempt_;
-  impl_.journal.write({{"event", event::peer_failure}, {"step", step.index_}, {"attempt", step.attempt_},
+  failure.step = step.index();
+  failure.attempt = step.attempt();
+  impl_.journal.write({{"event", event::peer_failure}, {"step", step.index()}, {"attempt", step.attempt()},
                        {"ranks", outcome->failed}, {"leader", leader}, {"kind", got.value("kind", "unknown")},
                        {"message", got.value("message", "")}, {"action", action}, {"surgery", surgery},
                        {"changes", got.value("changes", nlohmann::json::object())}, {"rollback", outcome->mutated}});
-  impl_.journal.record("Step " + std::to_string(step.index_) + " attempt " + std::to_string(step.attempt_) + ": " +
+  impl_.journal.record("Step " + std::to_string(step.index()) + " attempt " + std::to_string(step.attempt()) + ": " +
                        rank_name + " failed (" + got.value("kind", "unknown") + "); doing as it does: " + action +
                        (surgery.empty() ? "" : " by " + surgery));
   impl_.incidents.push_back(Incident{failure, surgery, "unrecovered", {}, 0});
@@ -146,12 +146,12 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   for (const auto& [name, after] : changes.items()) {
     if (KnobBase* knob = impl_.services.find_knob(name)) {
       const std::string before = knob->json();
-      knob->set_json(after.dump(), rank_name + "'s repair (" + surgery + ") at step " + std::to_string(step.index_));
+      knob->set_json(after.dump(), rank_name + "'s repair (" + surgery + ") at step " + std::to_string(step.index()));
       impl_.incidents.back().changes.push_back(name + ": " + before + " -> " + after.dump());
     }
   }
   if (got.value("snapshot", false)) impl_.snapshot_requested = true;
-  if (got.value("forget_batch", false)) step.memo_.clear();
+  if (got.value("forget_batch", false)) StepAccess::forget_memos(step);
   impl_.incidents.back().outcome = action;
   return decision;
 }

@@ -16,12 +16,4 @@ at::Tensor Step::probe(const std::string& name, const at::Tensor& x) {
   return session_ == nullptr ? x : session_->injector.probe(name, x);
 }
 
-namespace detail {
-
-void StepMemos::for_each(Step& step,
-                         const std::function<void(const std::string&, const std::type_info&, void*)>& fn) {
-  for (auto& [key, memo] : step.memo_) fn(key, *memo.type, memo.value.get());
-}
-
-}  // namespace detail
 }  // namespace daifu

@@ -2,6 +2,7 @@
 
 #include "control/control_channel.h"
 #include "journal/events.h"
+#include "surgery/registry_access.h"
 
 #include <algorithm>
 #include <chrono>
@@ -36,47 +37,47 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
   high_water_ = start;
   if (impl_.replayer.pending()) {
     Step first_step;
-    first_step.index_ = start;
+    StepAccess::index(first_step) = start;
     impl_.replayer.loop_started(session_, where_, first_step);
   }
   for (int64_t index = start; index < last;) {
     if (catch_up_ && catch_up_->failed == index) note_caught_up(index);
     if (pending_skip_.erase(index) > 0) {
       Step skipped;
-      skipped.index_ = index;
+      StepAccess::index(skipped) = index;
       skip(skipped);
       ++index;
       continue;
     }
     Step step;
-    step.index_ = index;
-    if (auto it = pending_attempt_.find(index); it != pending_attempt_.end()) step.attempt_ = it->second;
-    if (auto it = memos_.find(index); it != memos_.end()) step.memo_ = it->second;
+    StepAccess::index(step) = index;
+    if (auto it = pending_attempt_.find(index); it != pending_attempt_.end()) StepAccess::attempt(step) = it->second;
+    if (auto it = memos_.find(index); it != memos_.end()) StepAccess::memos(step) = it->second;
     const bool rerun = index < high_water_;
     impl_.current_step = index;
-    if (!rerun && step.attempt_ == 0 && impl_.replayer.pending()) impl_.replayer.step_starting(session_, where_, step);
+    if (!rerun && step.attempt() == 0 && impl_.replayer.pending()) impl_.replayer.step_starting(session_, where_, step);
     for (;;) {
-      if (impl_.agreement) impl_.agreement->begin_attempt(index, step.attempt_);
+      if (impl_.agreement) impl_.agreement->begin_attempt(index, step.attempt());
       // A snapshot a surgery asked for (e.g. after changing a parameter's shape) is taken
       // before the retry, not only at the next step.
-      if (!rerun && (step.attempt_ == 0 || impl_.snapshot_requested)) maybe_snapshot(index);
-      step.micro_knob_.clear();
+      if (!rerun && (step.attempt() == 0 || impl_.snapshot_requested)) maybe_snapshot(index);
+      StepAccess::micro_batch_knob(step).clear();
       impl_.state.begin_step();
       impl_.step_metrics.clear();
-      impl_.detectors.begin_attempt(index, step.attempt_);
+      impl_.detectors.begin_attempt(index, step.attempt());
       if (impl_.agreement) {
         impl_.agreement->vote_snapshot(impl_.snapshot_requested || index + 1 - window_start_ >= impl_.policy.every());
       }
-      step.session_ = &impl_;
+      StepAccess::session(step) = &impl_;
       const auto started = Clock::now();
       Decision decision;
       bool committed = false;
       try {
         if (impl_.agreement) impl_.agreement->raise_if_failed();  // told while settling for a snapshot
-        if (const Injection* inj = impl_.injection_for(index, step.attempt_)) {
+        if (const Injection* inj = impl_.injection_for(index, step.attempt())) {
           throw_injected(inj->fault, (impl_.workplace / "inject").string());
         }
-        impl_.injector.begin_attempt(index, step.attempt_);
+        impl_.injector.begin_attempt(index, step.attempt());
         body(step);
         impl_.injector.end_attempt();
         impl_.state.synchronize_devices();
@@ -98,17 +99,17 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         if (index < last || !impl_.agreement || settle(step)) break;
         decision = handle_distributed_failure(step, Clock::now());
       }
-      index = step.index_;  // a distributed failure may be of the step before this one
+      index = step.index();  // a distributed failure may be of the step before this one
       if (decision.action == Action::Skip && !decision.rollback) {
         skip(step, std::chrono::duration<double, std::micro>(Clock::now() - decision.caught).count());
         ++index;
         break;
       }
       if (decision.rollback) {  // the same data on the retry, or none if a surgery dropped it
-        if (step.memo_.empty()) {
+        if (StepAccess::memos(step).empty()) {
           memos_.erase(index);
         } else {
-          memos_[index] = step.memo_;
+          memos_[index] = StepAccess::memos(step);
         }
       }
       if (decision.rollback) {  // a failure during a re-run extends the catch-up of the first
@@ -124,16 +125,16 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
       const double recovery_us =
           std::chrono::duration<double, std::micro>(Clock::now() - decision.caught).count();
       impl_.incidents.back().recovery_us = recovery_us;
-      nlohmann::json resume = {{"event", event::resume}, {"step", index}, {"attempt", step.attempt_ + 1},
+      nlohmann::json resume = {{"event", event::resume}, {"step", index}, {"attempt", step.attempt() + 1},
                                 {"recovery_us", recovery_us}};
       if (decision.rollback) resume["rerun_from"] = window_start_;
       impl_.journal.write(resume);
       if (decision.rollback) {
-        pending_attempt_[index] = step.attempt_ + 1;
+        pending_attempt_[index] = step.attempt() + 1;
         index = window_start_;
         break;
       }
-      ++step.attempt_;
+      ++StepAccess::attempt(step);
     }
   }
   impl_.current_step = -1;
@@ -150,7 +151,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
   if (!due) return;
   if (impl_.agreement) {
     Step at;
-    at.index_ = index;
+    StepAccess::index(at) = index;
     if (!settle(at)) return;  // the attempt raises what it told
   }
   const int64_t every_before = impl_.policy.every();
@@ -202,10 +203,10 @@ void StepLoop::restore_snapshot(const Step& failed, const std::vector<std::strin
   // Metrics of the steps to be re-run are reported again.
   auto& rows = impl_.metric_rows;
   rows.erase(std::remove_if(rows.begin(), rows.end(), [&](const auto& r) { return r.step >= window_start_; }), rows.end());
-  impl_.journal.write({{"event", event::rollback}, {"step", failed.index_}, {"to_step", window_start_},
-                       {"rerun_steps", failed.index_ - window_start_}, {"restore_ms", ms}, {"mutated", mutated}});
-  impl_.journal.record("Rollback from step " + std::to_string(failed.index_) + " to the snapshot of step " +
-                       std::to_string(window_start_) + " (" + std::to_string(failed.index_ - window_start_) +
+  impl_.journal.write({{"event", event::rollback}, {"step", failed.index()}, {"to_step", window_start_},
+                       {"rerun_steps", failed.index() - window_start_}, {"restore_ms", ms}, {"mutated", mutated}});
+  impl_.journal.record("Rollback from step " + std::to_string(failed.index()) + " to the snapshot of step " +
+                       std::to_string(window_start_) + " (" + std::to_string(failed.index() - window_start_) +
                        " steps to re-run)");
 }
 
@@ -216,12 +217,12 @@ void StepLoop::commit(const Step& step, bool rerun) {
   } else {
     ++impl_.stats.committed_steps;
   }
-  high_water_ = std::max(high_water_, step.index_ + 1);
-  pending_attempt_.erase(step.index_);
-  if (window_start_ >= 0 && !step.memo_.empty()) memos_[step.index_] = step.memo_;
-  if (step.attempt_ > 0) impl_.surgeries.reset_step();
+  high_water_ = std::max(high_water_, step.index() + 1);
+  pending_attempt_.erase(step.index());
+  if (window_start_ >= 0 && !StepAccess::memos(step).empty()) memos_[step.index()] = StepAccess::memos(step);
+  if (step.attempt() > 0) SurgeryRegistryAccess::reset_step(impl_.surgeries);
   if (!impl_.step_metrics.empty()) {
-    impl_.metric_rows.push_back({step.index_, std::move(impl_.step_metrics)});
+    impl_.metric_rows.push_back({step.index(), std::move(impl_.step_metrics)});
     impl_.step_metrics.clear();
     if (static_cast<int64_t>(impl_.metric_rows.size()) >= impl_.options.metrics_every()) impl_.flush_metrics();
   }
@@ -244,13 +245,13 @@ void StepLoop::note_caught_up(int64_t index) {
 
 void StepLoop::skip(const Step& step, double recovery_us) {
   ++impl_.stats.skipped_steps;
-  high_water_ = std::max(high_water_, step.index_ + 1);
-  pending_attempt_.erase(step.index_);
-  impl_.surgeries.reset_step();
-  nlohmann::json line = {{"event", event::skip}, {"step", step.index_}, {"attempt", step.attempt_}};
+  high_water_ = std::max(high_water_, step.index() + 1);
+  pending_attempt_.erase(step.index());
+  SurgeryRegistryAccess::reset_step(impl_.surgeries);
+  nlohmann::json line = {{"event", event::skip}, {"step", step.index()}, {"attempt", step.attempt()}};
   if (recovery_us >= 0) line["recovery_us"] = recovery_us;
   impl_.journal.write(line);
-  impl_.journal.record("Step " + std::to_string(step.index_) + " skipped");
+  impl_.journal.record("Step " + std::to_string(step.index()) + " skipped");
 }
 
 StepLoop::Reported StepLoop::record_failure(const Step& step) {
@@ -258,8 +259,8 @@ StepLoop::Reported StepLoop::record_failure(const Step& step) {
   Failure& failure = failed.failure;
   failure = impl_.classifier.classify(std::current_exception());
   failure.where = where_;
-  failure.step = step.index_;
-  failure.attempt = step.attempt_;
+  failure.step = step.index();
+  failure.attempt = step.attempt();
   ++impl_.stats.failures;
 
   const auto [report_number, report_path] = impl_.journal.reserve_report();
@@ -296,8 +297,8 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   if (failure.kind == FailureKind::Fatal) {
     escalate(failure, report, "a fatal error (the CUDA context may be gone); not retried in place", {});
   }
-  const bool out_of_attempts = step.attempt_ + 1 >= impl_.options.max_attempts();
-  const std::string attempts_why = "the step failed " + std::to_string(step.attempt_ + 1) + " times (max_attempts)";
+  const bool out_of_attempts = step.attempt() + 1 >= impl_.options.max_attempts();
+  const std::string attempts_why = "the step failed " + std::to_string(step.attempt() + 1) + " times (max_attempts)";
   if (out_of_attempts && impl_.on_unrecovered != OnUnrecovered::Pause) escalate(failure, report, attempts_why, {});
   if (!mutated.empty() || rollback) {
     std::string names;
@@ -322,7 +323,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
 
   std::vector<std::string> tried;
   for (Surgery* surgery : impl_.surgeries.candidates(failure)) {
-    RepairContext context(session_, step, failure, impl_.surgeries.fired_this_step(*surgery));
+    RepairContext context(session_, step, failure, SurgeryRegistryAccess::fired_this_step(impl_.surgeries, *surgery));
     impl_.active_repair = &context;
     Action action = Action::Escalate;
     try {
@@ -330,7 +331,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
     } catch (...) {
       impl_.active_repair = nullptr;
       const Failure inner = impl_.classifier.classify(std::current_exception());
-      impl_.journal.write({{"event", event::surgery_failed}, {"step", step.index_}, {"surgery", surgery->name()},
+      impl_.journal.write({{"event", event::surgery_failed}, {"step", step.index()}, {"surgery", surgery->name()},
                            {"exception_type", inner.exception_type}, {"message", inner.message}});
       impl_.journal.record_warning("Surgery " + surgery->name() + " failed: " + inner.message);
       tried.push_back(surgery->name() + " (threw)");
@@ -340,13 +341,13 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
     if (action == Action::Decline) {
       // Knob changes made before declining stay (and are journaled by the knob); a surgery
       // that declines should not change anything.
-      impl_.journal.write({{"event", event::surgery_declined}, {"step", step.index_}, {"surgery", surgery->name()},
+      impl_.journal.write({{"event", event::surgery_declined}, {"step", step.index()}, {"surgery", surgery->name()},
                            {"reason", context.explanation()}});
       tried.push_back(surgery->name() + " (declined" +
                       (context.explanation().empty() ? "" : ": " + context.explanation()) + ")");
       continue;
     }
-    impl_.surgeries.record_fire(*surgery);
+    SurgeryRegistryAccess::record_fire(impl_.surgeries, *surgery);
     record_repair(step, failed, surgery->name(), action, context);
     tried.push_back(surgery->name() + " -> " + to_string(action));
     if (action == Action::Escalate) {
@@ -371,7 +372,7 @@ void StepLoop::record_repair(const Step& step, const Reported& failed, const std
     changes[c.what] = {nlohmann::json::parse(c.before_json), nlohmann::json::parse(c.after_json)};
     incident.changes.push_back(change_text(c));
   }
-  nlohmann::json repair = {{"event", event::repair}, {"step", step.index_},           {"attempt", step.attempt_},
+  nlohmann::json repair = {{"event", event::repair}, {"step", step.index()},           {"attempt", step.attempt()},
                            {"surgery", surgery}, {"matched", std::string(to_string(failed.failure.kind))},
                            {"action", to_string(action)}, {"changes", changes},
                            {"report", failed.report}};

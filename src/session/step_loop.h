@@ -1,7 +1,9 @@
 // The guarded step loop behind DAIFU_GUARD: run a step; on an exception classify, journal,
 // check the tracked state, pick a surgery, and run the step again, bounded by max_attempts.
-// With Options::on_unrecovered(Pause) a failure no surgery repaired waits for a hot patch or a
-// command instead of being rethrown (pause.cpp).
+// One class, its members defined by concern: the loop, the repair and the rollback in
+// step_loop.cpp; with Options::on_unrecovered(Pause), waiting for a hot patch or a command
+// instead of rethrowing a failure no surgery repaired in pause.cpp; a failure on another rank
+// of a distributed session in distributed_failure.cpp.
 #pragma once
 
 #include <daifu/guard.h>
@@ -9,6 +11,7 @@
 #include <daifu/step.h>
 #include <daifu/surgery.h>
 
+#include "repair/step_access.h"
 #include "session/session_impl.h"
 
 #include <chrono>
@@ -89,7 +92,7 @@ class StepLoop {
   // yet), and the Step::once values of the steps committed since, so a re-run sees the
   // same data.
   int64_t window_start_ = -1;
-  std::map<int64_t, std::unordered_map<std::string, Step::Memo>> memos_;
+  std::map<int64_t, StepAccess::Memos> memos_;
   // The surgery and knob changes of the last repair (what a distributed leader hands on).
   struct LastRepair {
     std::string surgery;

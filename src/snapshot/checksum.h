@@ -4,8 +4,6 @@
 // unchanged: the algorithm is the same (tests/data/snapshot-a5e5e75).
 #pragma once
 
-#include <daifu/export.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -15,11 +13,11 @@ struct XXH64_state_s;
 namespace daifu::detail {
 
 /// XXH64 of `n` bytes at `data`; equal to the reference implementation's XXH64(data, n, seed).
-DAIFU_API uint64_t checksum64(const void* data, std::size_t n, uint64_t seed = 0) noexcept;
+uint64_t checksum64(const void* data, std::size_t n, uint64_t seed = 0) noexcept;
 
 /// The same hash over data that arrives in pieces: any number of update(), then digest().
 /// The pieces may be of any size; the result equals checksum64 of their concatenation.
-class DAIFU_API Checksum64 {
+class Checksum64 {
  public:
   /// Throws std::bad_alloc if libxxhash cannot allocate its state.
   explicit Checksum64(uint64_t seed = 0);

@@ -4,8 +4,6 @@
 // out. Byte layout and commit protocol: docs/snapshot-file-format.md.
 #pragma once
 
-#include <daifu/export.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -22,7 +20,7 @@ struct SnapshotRegion {
 };
 
 /// 64-bit hash of a layout (names, sizes and order): equal hashes mean "the same model shapes".
-DAIFU_API uint64_t layout_hash(const std::vector<SnapshotRegion>& layout);
+uint64_t layout_hash(const std::vector<SnapshotRegion>& layout);
 
 /// Writes snapshots of one layout into a two-slot file. Each commit goes to the slot that does
 /// not hold the newest valid snapshot, so the newest survives until the next commit is whole.
@@ -34,7 +32,7 @@ DAIFU_API uint64_t layout_hash(const std::vector<SnapshotRegion>& layout);
 ///   std::memcpy(file.region(0), w.data_ptr(), 400);
 ///   std::memcpy(file.region(1), m.data_ptr(), 400);
 ///   file.commit(step, /*durable=*/false);
-class DAIFU_API SnapshotFile {
+class SnapshotFile {
  public:
   /// Opens `path` for writing snapshots of `layout`. A missing file, or one that holds another
   /// layout or cannot be read, is replaced by a fresh one (built beside it, then renamed over
@@ -104,8 +102,8 @@ struct LoadedSnapshot {
 /// why: no file, truncated, not a snapshot file, another layout ("... region
 /// 'model.fc1.weight' is 400 bytes here, 200 in the file"), no valid slot. Does not throw on
 /// a bad file; a failed allocation still throws std::bad_alloc.
-DAIFU_API std::optional<LoadedSnapshot> load_newest(const std::filesystem::path& path,
-                                                    const std::vector<SnapshotRegion>& layout,
-                                                    std::string* why_not);
+std::optional<LoadedSnapshot> load_newest(const std::filesystem::path& path,
+                                          const std::vector<SnapshotRegion>& layout,
+                                          std::string* why_not);
 
 }  // namespace daifu::detail

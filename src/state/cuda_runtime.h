@@ -3,8 +3,6 @@
 // built against a CPU-only LibTorch there is no CUDA device and every call says so.
 #pragma once
 
-#include <daifu/export.h>
-
 #include <ATen/core/Generator.h>
 #include <c10/core/Device.h>
 
@@ -14,18 +12,18 @@
 namespace daifu::detail {
 
 /// True if libdaifu was built against a CUDA LibTorch.
-DAIFU_API bool built_with_cuda() noexcept;
+bool built_with_cuda() noexcept;
 
 /// The CUDA devices this process can use: 0 in a CPU build or where no driver or device is.
-DAIFU_API int cuda_device_count() noexcept;
+int cuda_device_count() noexcept;
 
 /// Waits for all work queued on `device`, on every stream, so that an asynchronous CUDA error
 /// (a device-side assert, an illegal address) is thrown here. Throws what CUDA reports.
-DAIFU_API void synchronize_cuda_device(int64_t device);
+void synchronize_cuda_device(int64_t device);
 
 /// The default generator of CUDA device `device` (0 <= device < cuda_device_count()).
 /// Throws std::logic_error in a CPU build.
-DAIFU_API at::Generator cuda_default_generator(c10::DeviceIndex device);
+at::Generator cuda_default_generator(c10::DeviceIndex device);
 
 /// What emptying the CUDA caching allocator did.
 struct CudaCacheRelease {
@@ -36,9 +34,9 @@ struct CudaCacheRelease {
 
 /// Releases the caching allocator's unused blocks on every device. Not emptied when there is
 /// no CUDA device or the allocator threw. Never throws.
-DAIFU_API CudaCacheRelease empty_cuda_cache() noexcept;
+CudaCacheRelease empty_cuda_cache() noexcept;
 
 /// Tests: makes empty_cuda_cache() call `fn` instead of the allocator; nullptr undoes it.
-DAIFU_API void override_cuda_cache_emptier_for_testing(void (*fn)()) noexcept;
+void override_cuda_cache_emptier_for_testing(void (*fn)()) noexcept;
 
 }  // namespace daifu::detail

@@ -3,6 +3,7 @@
 #include <daifu/step.h>
 
 #include "core/strings.h"
+#include "repair/step_access.h"
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
@@ -41,7 +42,7 @@ std::vector<BatchTensor> batch_tensors(Step& step) {
   auto add = [&](std::string name, BatchRole role, at::Tensor& t) {
     if (t.defined()) out.push_back({std::move(name), role, &t});
   };
-  StepMemos::for_each(step, [&](const std::string& key, const std::type_info& type, void* value) {
+  StepAccess::for_each_memo(step, [&](const std::string& key, const std::type_info& type, void* value) {
     const BatchRole bare = names_a_target(key) ? BatchRole::Target : BatchRole::Input;
     if (type == typeid(at::Tensor)) {
       add(key, bare, *static_cast<at::Tensor*>(value));

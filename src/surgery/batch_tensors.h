@@ -4,8 +4,6 @@
 // attempt is out of their reach.
 #pragma once
 
-#include <daifu/export.h>
-
 #include <c10/core/ScalarType.h>
 
 #include <optional>
@@ -25,7 +23,7 @@ class TrackedState;
 
 /// What a memoized tensor is to the loss: the model's input, the target, or not known.
 enum class BatchRole { Input, Target, Unknown };
-DAIFU_API const char* to_string(BatchRole role) noexcept;
+const char* to_string(BatchRole role) noexcept;
 
 /// One tensor of the batch. `tensor` points into the memoized value: assigning to it replaces
 /// the tensor for every later attempt of the step (and for a re-run after a rollback).
@@ -44,7 +42,7 @@ struct BatchTensor {
 ///   std::tuple<at::Tensor, at::Tensor>         <0>: Input, <1>: Target
 ///   std::vector<at::Tensor>                    Target if the key says so, else Unknown
 /// Other memo types are not listed.
-DAIFU_API std::vector<BatchTensor> batch_tensors(Step& step);
+std::vector<BatchTensor> batch_tensors(Step& step);
 
 /// The floating dtype of the tracked modules' parameters (the first floating one found), i.e.
 /// the dtype the model expects its input in; nullopt when no tracked module has one.

@@ -4,7 +4,6 @@
 // "cuda:1" -> ... -> "cpu" where Options::cpu_fallback allows) and retries there.
 #pragma once
 
-#include <daifu/export.h>
 #include <daifu/surgery.h>
 
 #include <chrono>
@@ -18,7 +17,7 @@ class RepairServices;
 
 /// The device after `device` ("cuda", "cuda:N" or "cpu") among `gpus` GPUs: the next GPU, else
 /// "cpu" if `cpu_fallback`; nullopt when there is none.
-DAIFU_API std::optional<std::string> next_device(const std::string& device, int64_t gpus, bool cpu_fallback);
+std::optional<std::string> next_device(const std::string& device, int64_t gpus, bool cpu_fallback);
 
 class DeviceContentionSurgery final : public Surgery {
  public:

@@ -4,6 +4,7 @@
 #include <daifu/step.h>
 
 #include "repair/repair_services.h"
+#include "repair/step_access.h"
 #include "state/cuda_runtime.h"
 #include "state/tracked_state.h"
 
@@ -107,10 +108,10 @@ Action OutOfMemorySurgery::shrink_batch(RepairContext& context) {
 
   // The memoized batch has the old size: forget it so the retry draws one at the new size.
   nlohmann::json keys = nlohmann::json::array();
-  StepMemos::for_each(context.step(), [&](const std::string& key, const std::type_info&, void*) { keys.push_back(key); });
+  StepAccess::for_each_memo(context.step(), [&](const std::string& key, const std::type_info&, void*) { keys.push_back(key); });
   if (!keys.empty()) {
     std::sort(keys.begin(), keys.end());
-    StepMemos::clear(context.step());
+    StepAccess::forget_memos(context.step());
     context.note("step_memos", keys.dump(), "[]");
     why += "; the step's Step::once values were dropped so the retry draws its batch at the new size";
   }

@@ -4,7 +4,6 @@
 // with the path named.
 #pragma once
 
-#include <daifu/export.h>
 #include <daifu/surgery.h>
 
 #include <filesystem>
@@ -22,7 +21,7 @@ struct PathMention {
 };
 /// The paths in a failure message (libtorch's serializer, std::filesystem_error, quoted or
 /// slash-containing words), in order of appearance.
-DAIFU_API std::vector<PathMention> paths_in_message(const std::string& message);
+std::vector<PathMention> paths_in_message(const std::string& message);
 
 class PathProblemSurgery final : public Surgery {
  public:

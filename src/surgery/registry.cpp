@@ -2,6 +2,8 @@
 #include <daifu/session.h>
 #include <daifu/surgery.h>
 
+#include "surgery/registry_access.h"
+
 #include <algorithm>
 #include <regex>
 #include <thread>
@@ -153,8 +155,17 @@ std::vector<Surgery*> SurgeryRegistry::candidates(const Failure& failure) const 
   return out;
 }
 
-void SurgeryRegistry::record_fire(const Surgery& surgery) {
-  for (auto& e : entries_) {
+int64_t SurgeryRegistry::fired(const std::string& name) const {
+  for (const auto& e : entries_) {
+    if (e->surgery->name() == name) return e->fired_run;
+  }
+  return 0;
+}
+
+namespace detail {
+
+void SurgeryRegistryAccess::record_fire(SurgeryRegistry& registry, const Surgery& surgery) {
+  for (auto& e : registry.entries_) {
     if (e->surgery.get() == &surgery) {
       ++e->fired_step;
       ++e->fired_run;
@@ -162,15 +173,16 @@ void SurgeryRegistry::record_fire(const Surgery& surgery) {
   }
 }
 
-void SurgeryRegistry::reset_step() {
-  for (auto& e : entries_) e->fired_step = 0;
+void SurgeryRegistryAccess::reset_step(SurgeryRegistry& registry) {
+  for (auto& e : registry.entries_) e->fired_step = 0;
 }
 
-int64_t SurgeryRegistry::fired_this_step(const Surgery& surgery) const {
-  for (const auto& e : entries_) {
+int64_t SurgeryRegistryAccess::fired_this_step(const SurgeryRegistry& registry, const Surgery& surgery) {
+  for (const auto& e : registry.entries_) {
     if (e->surgery.get() == &surgery) return e->fired_step;
   }
   return 0;
 }
 
+}  // namespace detail
 }  // namespace daifu
