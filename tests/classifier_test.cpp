@@ -203,6 +203,25 @@ TEST(Classifier, UserPatternsComeBeforeTypesAndBuiltins) {
   EXPECT_THROW(c.add_pattern("([unclosed", FailureKind::Unknown), daifu::Error);
 }
 
+// std::regex recurses per character a `.*` runs over: a 100 KB message that reaches the pattern's
+// `.*` once overflowed the stack (SIGSEGV). Regexes see the first 1024 characters; literal
+// patterns, the whole message.
+TEST(Classifier, AHugeMessageIsClassifiedWithoutOverflowingTheStack) {
+  const std::string tail(100000, 'x');
+  auto builtin = classify_thrown([&] { throw std::runtime_error("Parent directory /no/such does not exist, " + tail); });
+  EXPECT_EQ(builtin.kind, FailureKind::PathProblem);
+  EXPECT_EQ(builtin.matched_by, "pattern:parent directory .* does not exist");
+  auto late = classify_thrown([&] { throw std::runtime_error(tail + " parent directory /no/such does not exist"); });
+  EXPECT_EQ(late.kind, FailureKind::Unknown);  // beyond the regex's window
+  daifu::Classifier c;
+  c.add_pattern("flux .* drifted", FailureKind::TransientRuntime);
+  c.add_pattern("warp core", FailureKind::DeviceContention);  // a literal: searched everywhere
+  EXPECT_EQ(classify_thrown([&] { throw std::runtime_error("flux capacitor drifted " + tail); }, c).kind,
+            FailureKind::TransientRuntime);
+  EXPECT_EQ(classify_thrown([&] { throw std::runtime_error(tail + " warp core breach"); }, c).kind,
+            FailureKind::DeviceContention);
+}
+
 TEST(Classifier, MessageHasNoLibtorchBacktraceAndThrowSiteIsCaptured) {
   auto f = classify_thrown([] { torch::ones({3}).view({2, 2}); });
   EXPECT_EQ(f.message.find("Exception raised from"), std::string::npos) << f.message;

@@ -1,9 +1,14 @@
-// Knobs: the four types, journaled changes, stable addresses, type errors.
+// Knobs: the four types, journaled changes, stable addresses, type errors, values the journal
+// could not carry (NaN, integers outside int64, strings that are not UTF-8).
 #include <daifu/daifu.h>
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
 
 namespace knob_test {
 
@@ -96,6 +101,81 @@ TEST(Knob, BoundsRefuseValuesOutsideAndKeepTheOldValue) {
   EXPECT_THROW(batch.min(16), daifu::Error);  // the current value would be outside
   auto& lr = session.knob("lr", 0.1).min(0.0);
   EXPECT_THROW(lr.set(-1.0), daifu::Error);
+}
+
+// JSON has no NaN or infinity (nlohmann writes null, which no resume can set) and only UTF-8
+// strings: such values are refused when set, and the knob keeps its value.
+TEST(Knob, NanInfinityAndNonUtf8AreRefusedBecauseTheJournalCouldNotCarryThem) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()));
+    auto& lr = session.knob("lr", 0.1).min(0.0).max(1.0);
+    for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
+      try {
+        lr.set(bad, "hostile");
+        FAIL() << "expected daifu::Error for " << bad;
+      } catch (const daifu::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("knob \"lr\" cannot be"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("no NaN or infinity"), std::string::npos) << e.what();
+      }
+      EXPECT_DOUBLE_EQ(lr.get(), 0.1);
+    }
+    EXPECT_THROW(lr.set_json("1e999", "cli"), daifu::Error);  // parses as infinity
+    EXPECT_THROW(session.knob("momentum", std::nan("")), daifu::Error);
+    EXPECT_EQ(session.find_knob<double>("momentum"), nullptr);
+    auto& mode = session.knob("mode", "skip");
+    EXPECT_THROW(mode.set("\xff\xfe not UTF-8"), daifu::Error);
+    EXPECT_EQ(mode.get(), "skip");
+  }
+  for (const auto& line : events(wp)) {
+    for (const char* field : {"value", "before", "after"}) {
+      if (line.contains(field)) EXPECT_FALSE(line[field].is_null()) << line.dump();
+    }
+  }
+}
+
+// nlohmann reads integers of 2^63 and above as unsigned; get<int64_t>() would wrap them (2^64-1
+// to -1, 2^63 to INT64_MIN).
+TEST(Knob, IntegersOutsideInt64AreRefusedAndTheEdgesAreKept) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  auto& batch = session.knob<int64_t>("batch_size", 64);
+  for (const char* bad : {"18446744073709551615", "9223372036854775808", "-9223372036854775809"}) {
+    try {
+      batch.set_json(bad, "cli");
+      FAIL() << "expected daifu::Error for " << bad;
+    } catch (const daifu::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("cannot set it to " + std::string(bad)), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(batch.get(), 64);
+  }
+  batch.set_json("9223372036854775807", "cli");
+  EXPECT_EQ(batch.get(), std::numeric_limits<int64_t>::max());
+  batch.set_json("-9223372036854775808", "cli");
+  EXPECT_EQ(batch.get(), std::numeric_limits<int64_t>::min());
+}
+
+// Whatever a knob accepts, its JSON sets another knob (a resume, a replay) to the same value.
+TEST(Knob, EveryAcceptedValueRoundTripsThroughItsJson) {
+  daifu::Session session(daifu::Options().workplace(fresh_dir().string()));
+  auto& i = session.knob<int64_t>("i", 0);
+  auto& i2 = session.knob<int64_t>("i2", 0);
+  for (int64_t v : {std::numeric_limits<int64_t>::min(), int64_t{-1}, std::numeric_limits<int64_t>::max()}) {
+    i.set(v);
+    i2.set_json(i.json(), "resume");
+    EXPECT_EQ(i2.get(), v);
+  }
+  auto& d = session.knob("d", 0.5);
+  auto& d2 = session.knob("d2", 0.5);
+  for (double v : {std::numeric_limits<double>::denorm_min(), std::numeric_limits<double>::max(), -0.1, 1.0 / 3.0}) {
+    d.set(v);
+    d2.set_json(d.json(), "resume");
+    EXPECT_EQ(d2.get(), v);  // bit for bit
+  }
+  auto& s = session.knob("s", "");
+  auto& s2 = session.knob("s2", "");
+  s.set("naïve \"quoted\"\n\ttab \u2603");
+  s2.set_json(s.json(), "resume");
+  EXPECT_EQ(s2.get(), s.get());
 }
 
 }  // namespace knob_test

@@ -39,6 +39,17 @@ TEST(Surgery, OnlyMatchingSurgeriesAreCandidates) {
   EXPECT_EQ(registry.candidates(oom)[0]->name(), "oom_only");
 }
 
+// Match::message searches the first 1024 characters: std::regex recurses per character, and a
+// 100 KB message once overflowed the stack inside the registry's noexcept match().
+TEST(Surgery, AMessageMatchSearchesTheStartOfAHugeMessageWithoutOverflowingTheStack) {
+  const auto flux = daifu::Match().message("flux .* drifted");
+  daifu::Failure f;
+  f.message = "flux capacitor drifted " + std::string(100000, 'x');
+  EXPECT_TRUE(flux(f));
+  f.message = std::string(100000, 'x') + " flux capacitor drifted";
+  EXPECT_FALSE(flux(f));
+}
+
 TEST(Surgery, PerStepBoundStopsASurgeryFromFiringForever) {
   const auto wp = fresh_dir();
   daifu::Session session(daifu::Options().workplace(wp.string()).max_attempts(50).inject("shape@1*"));

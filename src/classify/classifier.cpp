@@ -3,6 +3,7 @@
 
 #include "classify/throw_site.h"
 #include "compat/typed_errors.h"
+#include "core/bounded_regex.h"
 #include "core/strings.h"
 
 #include <c10/util/Exception.h>
@@ -21,6 +22,7 @@ namespace daifu {
 namespace {
 
 using detail::lowercase;
+using detail::regex_search_bounded;
 
 // The longest run of plain characters that every match of `regex` must contain, or "" when
 // none can be proven (a top-level '|'). Only unnested characters count; a character followed
@@ -79,7 +81,7 @@ struct CompiledPattern {
 
   bool matches(const std::string& lower_message) const {
     if (!literal.empty() && lower_message.find(literal) == std::string::npos) return false;
-    return !regex || std::regex_search(lower_message, *regex);
+    return !regex || regex_search_bounded(lower_message, *regex);
   }
 };
 

@@ -3,6 +3,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
 namespace daifu {
 namespace detail {
 KnobBase::~KnobBase() = default;
@@ -21,9 +27,33 @@ const char* knob_type_name<bool>() { return "bool"; }
 template <>
 const char* knob_type_name<std::string>() { return "string"; }
 
+// The JSON text of a knob's value, which the journal and a resume read back as the same value.
+// Throws daifu::Error naming the knob for what JSON cannot carry: NaN and the infinities
+// (nlohmann writes them as null, and no resume could set a knob to null) and strings that are
+// not UTF-8 (nlohmann refuses to write them).
+template <class T>
+std::string json_text(const std::string& knob, const T& value) {
+  if constexpr (std::is_same_v<T, double>) {
+    if (!std::isfinite(value)) {
+      throw Error("daifu: knob \"" + knob + "\" cannot be " + std::to_string(value) +
+                  ": the journal keeps numbers as JSON, which has no NaN or infinity");
+    }
+  }
+  try {
+    return nlohmann::json(value).dump();
+  } catch (const nlohmann::json::exception&) {
+    throw Error("daifu: knob \"" + knob + "\" cannot hold a string that is not UTF-8: the journal keeps it as JSON");
+  }
+}
+
+// Whether JSON `j` holds a value of T: for int64, an integer within its range (nlohmann reads
+// 2^63 and above as unsigned, which get<int64_t>() would wrap).
 template <class T>
 bool fits(const nlohmann::json& j) {
-  if constexpr (std::is_same_v<T, int64_t>) return j.is_number_integer();
+  if constexpr (std::is_same_v<T, int64_t>) {
+    return j.is_number_integer() &&
+           (!j.is_number_unsigned() || j.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+  }
   if constexpr (std::is_same_v<T, double>) return j.is_number();
   if constexpr (std::is_same_v<T, bool>) return j.is_boolean();
   if constexpr (std::is_same_v<T, std::string>) return j.is_string();
@@ -45,10 +75,11 @@ void Knob<T>::check_bounds(const T& value, const std::optional<T>& lower, const 
 template <class T>
 void Knob<T>::set(T value, const std::string& reason) {
   if (value == value_) return;
+  const std::string after = json_text(name_, value);
   check_bounds(value, lower_, upper_);
   const std::string before = json();
   value_ = std::move(value);
-  if (observer_ != nullptr) observer_->knob_changed(name_, before, json(), reason);
+  if (observer_ != nullptr) observer_->knob_changed(name_, before, after, reason);
 }
 
 template <class T>
@@ -58,14 +89,15 @@ const char* Knob<T>::type_name() const noexcept {
 
 template <class T>
 std::string Knob<T>::json() const {
-  return nlohmann::json(value_).dump();
+  return json_text(name_, value_);
 }
 
 template <class T>
 void Knob<T>::set_json(const std::string& text, const std::string& reason) {
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !fits<T>(j)) {
-    throw Error("daifu: knob \"" + name_ + "\" is " + type_name() + "; cannot set it to " + text);
+    throw Error("daifu: knob \"" + name_ + "\" is " + type_name() + "; cannot set it to " + text +
+                (std::is_same_v<T, int64_t> && j.is_number_unsigned() ? " (outside the int64 range)" : ""));
   }
   set(j.get<T>(), reason);
 }

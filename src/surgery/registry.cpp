@@ -2,6 +2,7 @@
 #include <daifu/session.h>
 #include <daifu/surgery.h>
 
+#include "core/bounded_regex.h"
 #include "surgery/registry_access.h"
 
 #include <algorithm>
@@ -99,7 +100,7 @@ Match& Match::steps(int64_t first, int64_t last) {
 bool Match::operator()(const Failure& failure) const {
   return (!kind_ || failure.kind == *kind_) && (!type_ || failure.exception_type == *type_) &&
          failure.step >= first_ && failure.step < last_ &&
-         (!message_ || std::regex_search(failure.message, message_->regex));
+         (!message_ || detail::regex_search_bounded(failure.message, message_->regex));
 }
 
 struct SurgeryRegistry::Entry {
