@@ -190,6 +190,24 @@ TEST(History, TheCliShowsLogStatsAFailureTheReplayPlanAndAnHtmlReport) {
   EXPECT_EQ(cli("log -w " + (wp / "nothing").string()).first, 1);
 }
 
+// A journal line nesting 100 000 levels (copying it recursed until the stack overflowed, and
+// `daifu log` died) is skipped with a warning; the rest of the history is read.
+TEST(History, ALineNestedTooDeeplyIsSkippedWithAWarning) {
+  const auto wp = real_workplace();
+  const std::size_t depth = 100000;
+  std::ofstream(wp / "journal.jsonl", std::ios::app)
+      << "{\"event\":\"knob\",\"v\":1,\"name\":\"batch_size\",\"after\":" << std::string(depth, '[')
+      << std::string(depth, ']') << "}\n";
+  const auto h = read_history(wp);
+  ASSERT_EQ(h.warnings.size(), 1u);
+  EXPECT_NE(h.warnings[0].find("nested deeper than 64 levels; line skipped"), std::string::npos) << h.warnings[0];
+  EXPECT_EQ(h.knob_changes.size(), 1u);
+  EXPECT_EQ(h.incidents.size(), 3u);
+  const auto [code, out] = cli("log --no-color -w " + wp.string());
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("1 run(s), 3 failure(s)"), std::string::npos) << out;
+}
+
 TEST(History, AMissingJournalIsAClearError) {
   try {
     read_history(fresh_dir() / "nothing_here");

@@ -183,6 +183,32 @@ TEST(Pause, CommandsForAnotherPauseAreIgnoredAndAnUnsafeControlFolderIsRefused) 
   }
 }
 
+// A command whose args nest 100 000 levels (copying such a value recursed until the stack
+// overflowed) is refused like any file that is not a command, and the pause goes on.
+TEST(Pause, ACommandNestedTooDeeplyIsRejectedAndWaitingGoesOn) {
+  const auto wp = fresh_dir();
+  daifu::Session session(paused_options(wp));
+  std::thread fixer([&] {
+    await_pause(wp);
+    const std::size_t depth = 100000;
+    std::ofstream(wp / "control" / "aa-deep.json")
+        << "{\"command\":\"retry\",\"args\":{\"x\":" << std::string(depth, '[') << std::string(depth, ']') << "}}";
+    EXPECT_TRUE(wait_until([&] { return !events(wp, "command_rejected").empty(); }));
+    EXPECT_TRUE(fs::exists(wp / "control" / "aa-deep.json.rejected"));
+    command(wp, "retry");
+  });
+  int attempts = 0;
+  DAIFU_GUARD(session, step, 0, 1) {
+    if (attempts++ == 0) throw UserBug("flaky outside dependency");
+  };
+  fixer.join();
+  EXPECT_EQ(attempts, 2);
+  const auto rejected = events(wp, "command_rejected");
+  ASSERT_EQ(rejected.size(), 1u);
+  EXPECT_NE(rejected[0]["reason"].get<std::string>().find("nested deeper than 64 levels"), std::string::npos)
+      << rejected[0];
+}
+
 TEST(Pause, TheEnvironmentChoosesItAndNonsenseIsRefused) {
   const auto wp = fresh_dir();
   ::setenv("DAIFU_ON_UNRECOVERED", "sometimes", 1);

@@ -3,6 +3,7 @@
 #include <daifu/errors.h>
 
 #include "core/durable_file.h"
+#include "core/json_input.h"
 #include "core/private_folder.h"
 
 #include <algorithm>
@@ -69,9 +70,11 @@ std::vector<Command> take_commands(const fs::path& workplace, std::vector<std::s
     text << in.rdbuf();
     in.close();
     std::string problem;
+    const auto json = parse_untrusted_json(text.str(), &problem);
     try {
-      const auto json = nlohmann::json::parse(text.str());
-      if (!json.is_object() || !json.contains("command") || !json["command"].is_string()) {
+      if (json.is_discarded()) {
+        // parse_untrusted_json said why in `problem`
+      } else if (!json.is_object() || !json.contains("command") || !json["command"].is_string()) {
         problem = "no \"command\" string";
       } else {
         Command c;
@@ -106,11 +109,10 @@ void clear_paused(const fs::path& workplace) noexcept {
 std::optional<nlohmann::json> read_paused(const fs::path& workplace) {
   std::ifstream in(workplace / kPausedFile);
   if (!in) return std::nullopt;
-  try {
-    auto json = nlohmann::json::parse(in);
-    if (json.is_object()) return json;
-  } catch (const nlohmann::json::exception&) {
-  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto json = parse_untrusted_json(text.str());
+  if (json.is_object()) return json;
   return std::nullopt;
 }
 

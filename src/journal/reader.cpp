@@ -1,6 +1,8 @@
 #include <daifu/errors.h>
 #include <daifu/journal.h>
 
+#include "core/json_input.h"
+
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -20,9 +22,12 @@ JournalContents read_journal(const std::string& path) {
     ++number;
     if (line.empty()) continue;
     const bool last_without_newline = in.eof();
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    std::string why;
+    nlohmann::json j = detail::parse_untrusted_json(line, &why);
     if (j.is_discarded() || !j.is_object()) {
-      warn(last_without_newline ? "torn last line (the writer was interrupted)" : "not a JSON object");
+      warn(last_without_newline && why == "not JSON" ? "torn last line (the writer was interrupted)"
+           : j.is_discarded()                         ? why
+                                                      : "not a JSON object");
       continue;
     }
     if (!j.contains("event") || !j["event"].is_string()) {

@@ -1,9 +1,11 @@
 #include "replay/replay_plan.h"
 
+#include "core/json_input.h"
 #include "journal/workplace.h"
 
 #include <fstream>
 #include <set>
+#include <sstream>
 
 namespace daifu::detail {
 namespace fs = std::filesystem;
@@ -14,13 +16,10 @@ namespace {
 std::vector<std::string> tracked_names(const std::string& report) {
   std::error_code ec;
   if (!fs::is_regular_file(report, ec)) return {};
-  nlohmann::json j;
-  try {
-    std::ifstream in(report);
-    j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  } catch (const std::exception&) {  // a read error
-    return {};
-  }
+  std::ifstream in(report);
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json j = detail::parse_untrusted_json(text.str());
   std::vector<std::string> names;
   if (j.is_object() && j.contains("tracked") && j["tracked"].is_array()) {
     for (const auto& n : j["tracked"]) {

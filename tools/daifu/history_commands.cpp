@@ -2,6 +2,7 @@
 
 #include <daifu/errors.h>
 
+#include "core/json_input.h"
 #include "journal/events.h"
 #include "patch/sha256.h"
 #include "replay/history.h"
@@ -210,9 +211,12 @@ int show(const ReadOptions& options, int number) {
     std::cerr << "daifu: no failure report " << file.string() << " (see daifu log for the failures)\n";
     return 1;
   }
-  nlohmann::json report = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string why;
+  nlohmann::json report = detail::parse_untrusted_json(text.str(), &why);
   if (!report.is_object()) {
-    std::cerr << "daifu: " << file.string() << " is not a JSON report\n";
+    std::cerr << "daifu: " << file.string() << " is not a JSON report" << (why.empty() ? "" : " (" + why + ")") << "\n";
     return 1;
   }
   // What became of it, from the journal.
