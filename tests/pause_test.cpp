@@ -57,6 +57,16 @@ struct UserBug : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Runs a one-step guard loop whose first attempt throws a UserBug (no surgery repairs it, so
+// the session pauses), then joins `fixer`, which answers the pause; returns the attempts made.
+int run_flaky_step(daifu::Session& session, std::thread& fixer) {
+  int attempts = 0;
+  DAIFU_GUARD(session, step, 0, 1) {
+    if (attempts++ == 0) throw UserBug("flaky outside dependency");
+  };
+  fixer.join();
+  return attempts;
+}
 
 TEST(Pause, SetRefusesUnknownKnobsAndBadValuesKeepsWaitingThenRetries) {
   const auto wp = fresh_dir();
@@ -166,12 +176,7 @@ TEST(Pause, CommandsForAnotherPauseAreIgnoredAndAnUnsafeControlFolderIsRefused) 
     EXPECT_NE(await_result(wp, 1).find("refused: unknown command \"frobnicate\""), std::string::npos);
     command(wp, "retry");
   });
-  int attempts = 0;
-  DAIFU_GUARD(session, step, 0, 1) {
-    if (attempts++ == 0) throw UserBug("flaky outside dependency");
-  };
-  fixer.join();
-  EXPECT_EQ(attempts, 2);
+  EXPECT_EQ(run_flaky_step(session, fixer), 2);
 
   fs::permissions(wp / "control", fs::perms::all);
   try {
@@ -197,12 +202,7 @@ TEST(Pause, ACommandNestedTooDeeplyIsRejectedAndWaitingGoesOn) {
     EXPECT_TRUE(fs::exists(wp / "control" / "aa-deep.json.rejected"));
     command(wp, "retry");
   });
-  int attempts = 0;
-  DAIFU_GUARD(session, step, 0, 1) {
-    if (attempts++ == 0) throw UserBug("flaky outside dependency");
-  };
-  fixer.join();
-  EXPECT_EQ(attempts, 2);
+  EXPECT_EQ(run_flaky_step(session, fixer), 2);
   const auto rejected = events(wp, "command_rejected");
   ASSERT_EQ(rejected.size(), 1u);
   EXPECT_NE(rejected[0]["reason"].get<std::string>().find("nested deeper than 64 levels"), std::string::npos)
