@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <stdexcept>
 
 #include "test_util.h"
@@ -37,6 +38,24 @@ TEST(Entry, AnUncaughtExceptionIsRecordedAndBecomesExitCodeOne) {
   EXPECT_EQ(uncaught[0]["exception_type"], "daifu::Unrecovered");
   EXPECT_TRUE(std::filesystem::exists(uncaught[0]["report"].get<std::string>()));
   EXPECT_EQ(events(wp, "run_end").at(0)["status"], "unrecovered");
+}
+
+// It threw daifu::Error out of run_main, which ended the program by "terminate called".
+TEST(Entry, AnUnusableWorkplaceIsExitCodeOneWithItsReasonAndTheFunctionDoesNotRun) {
+  const auto dir = fresh_dir();
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "a_file") << "x";
+  bool ran = false;
+  ::testing::internal::CaptureStderr();
+  const int code = daifu::run_main((dir / "a_file" / "wp").string(), [&] {
+    ran = true;
+    return 0;
+  });
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, 1);
+  EXPECT_FALSE(ran);
+  EXPECT_NE(err.find("daifu: cannot create workplace folder " + (dir / "a_file" / "wp").string()), std::string::npos)
+      << err;
 }
 
 TEST(EntryDeathTest, TerminateIsRecordedBeforeTheProcessEnds) {

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <fstream>
 #include <system_error>
+#include <thread>
 
 #include "compat/optimizer_key.h"
 
@@ -175,6 +177,74 @@ TEST(Guard, StateModifiedBeforeTheFailureIsRolledBackNotRetriedBlindly) {
   EXPECT_EQ(events(wp, "rollback").size(), 1u);
 }
 
+// An inner loop (an evaluation, say) in a step moved the outer step's rollback point: a
+// failure after optimizer.step() was retried without a rollback, and the update applied twice.
+TEST(Guard, AGuardLoopNestedInAStepOfTheSameSessionIsRefused) {
+  Problem p;
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  session.track("model", *p.net);
+  session.track("optimizer", *p.optimizer);
+  try {
+    DAIFU_GUARD(session, step, 0, 2) {
+      p.train_step(step.index(), [] {});
+      DAIFU_GUARD(session, evaluation, 0, 1){};
+      if (step.attempt() == 0) throw std::system_error(std::make_error_code(std::errc::io_error), "after step()");
+    };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("nested guard loops are not supported"), std::string::npos) << e.what();
+    EXPECT_EQ(e.failure().step, 0);
+  }
+  EXPECT_EQ(events(wp, "repair").size(), 0u);
+  EXPECT_EQ(events(wp, "unrecovered").size(), 1u);
+  // The session is usable again: its loop ended.
+  DAIFU_GUARD(session, step, 0, 1){};
+}
+
+TEST(Guard, AGuardLoopOfASessionWhoseLoopRunsOnAnotherThreadIsRefused) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()));
+  std::atomic<bool> started{false}, release{false};
+  std::thread other([&] {
+    DAIFU_GUARD(session, step, 0, 1) {
+      started = true;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    };
+  });
+  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  try {
+    DAIFU_GUARD(session, step, 0, 1){};
+    ADD_FAILURE() << "expected daifu::Error";
+  } catch (const daifu::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("while another thread runs a guard loop of the same session"),
+              std::string::npos)
+        << e.what();
+  }
+  release = true;
+  other.join();
+}
+
+// It segfaulted without a word.
+TEST(GuardDeathTest, ASessionDestroyedWhileItsLoopRunsSaysSo) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const auto wp = fresh_dir();
+  EXPECT_DEATH(
+      {
+        auto* session = new daifu::Session(daifu::Options().workplace(wp.string()));
+        std::atomic<bool> started{false};
+        std::thread([&] {
+          DAIFU_GUARD(*session, step, 0, 1000000) {
+            started = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          };
+        }).detach();
+        while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        delete session;
+      },
+      "daifu: a Session .* is being destroyed while its guard loop runs");
+}
+
 // An optimizer whose per-parameter state daifu does not know how to copy.
 struct OpaqueState : torch::optim::OptimizerCloneableParamState<OpaqueState> {
   TORCH_ARG(int64_t, count) = 0;
@@ -249,6 +319,29 @@ TEST(Guard, UserSurgeryCanSkipABatchOfBadData) {
   ASSERT_EQ(events(wp, "skip").size(), 1u);
   EXPECT_EQ(events(wp, "skip")[0]["step"], 3);
   EXPECT_EQ(events(wp, "repair").at(0)["action"], "skip");
+}
+
+// The transient retry ran next, on weights the declining surgery had changed.
+TEST(Guard, ASurgeryThatChangesTheStateAndDeclinesEscalates) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@1"));
+  auto weights = torch::zeros({4});
+  session.track("weights", weights);
+  session.surgeries().add("meddler", daifu::match_kind(daifu::FailureKind::TransientRuntime),
+                          [&](daifu::RepairContext&) {
+                            weights.add_(1);
+                            return daifu::Action::Decline;
+                          },
+                          {0});
+  try {
+    DAIFU_GUARD(session, step, 0, 3){};
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_NE(std::string(e.what()).find("surgery meddler declined after modifying the tracked state"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(events(wp, "repair").size(), 0u);
 }
 
 TEST(Guard, FatalErrorsAreNeverRetriedInPlace) {

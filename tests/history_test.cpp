@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "control/control_channel.h"
 #include "replay/history.h"
 #include "replay/replay_plan.h"
 #include "test_util.h"
@@ -206,6 +207,40 @@ TEST(History, ALineNestedTooDeeplyIsSkippedWithAWarning) {
   const auto [code, out] = cli("log --no-color -w " + wp.string());
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("1 run(s), 3 failure(s)"), std::string::npos) << out;
+}
+
+// Each of these ended the CLI: `daifu log` by std::stoi on a rank folder's number, `daifu
+// status` by a paused.json field of the wrong type, `replay --dry-run` by hashing /dev/zero
+// forever (a repair may name any file as its patch).
+TEST(History, HostileWorkplaceFilesAreRefusedByTheCliWithoutEndingIt) {
+  const auto wp = real_workplace();
+  const auto ranks = fresh_dir("-ranks");
+  fs::create_directories(ranks / "rank-99999999999");
+  fs::copy(wp, ranks / "rank-0", fs::copy_options::recursive);
+  auto [code, out] = cli("log --no-color -w " + ranks.string());
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("transient_runtime  std::system_error  transient_retry"), std::string::npos) << out;
+
+  std::ofstream(wp / "paused.json") << nlohmann::json{{"pid", ::getpid()}, {"step", 3}, {"attempt", 0}, {"where", 17}}.dump();
+  std::tie(code, out) = cli("status -w " + wp.string());
+  EXPECT_NE(code, -1) << out;
+  EXPECT_NE(out.find("no session is paused"), std::string::npos) << out;
+  std::string why;
+  EXPECT_FALSE(daifu::detail::read_paused(wp, &why).has_value());
+  EXPECT_EQ(why, "no string \"pause\"");
+  EXPECT_FALSE(daifu::detail::process_alive(4294967295));  // was kill(-1, 0): "alive"
+  EXPECT_FALSE(daifu::detail::process_alive(4294967297));  // was kill(1, 0)
+
+  std::ofstream(wp / "journal.jsonl", std::ios::app)
+      << R"({"v":1,"event":"failure","step":8,"run":"r","kind":"api_misuse","report":"failures/0099.json"})" << '\n'
+      << R"({"v":1,"event":"repair","step":8,"run":"r","surgery":"hot_patch","action":"retry","report":"failures/0099.json",)"
+      << R"("changes":{"patch":[null,{"path":"/dev/zero","sha256":"00"}]}})" << '\n'
+      << R"({"v":1,"event":"resume","step":8,"run":"r","attempt":1})" << '\n';
+  std::tie(code, out) = cli("replay --dry-run -w " + wp.string());
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("skipped: daifu: cannot hash /dev/zero: the file is a device, not a regular file"),
+            std::string::npos)
+      << out;
 }
 
 TEST(History, AMissingJournalIsAClearError) {

@@ -5,11 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
+#include <signal.h>
+#include <sys/resource.h>
 
 #include <fstream>
 #include <set>
 #include <string_view>
 
+#include "journal/journal.h"
+#include "journal/workplace.h"
 #include "test_util.h"
 
 namespace journal_test {
@@ -138,6 +142,43 @@ TEST(Journal, ATornLastLineIsSkippedWithAWarningAndTheNextRunStaysReadable) {
   EXPECT_EQ(contents.lines.size(), 4u);  // two runs, start and end each
 }
 
+// A disk that fills mid-line (here, a file size limit) tore the journal for good: once space
+// came back, the next line was glued onto the fragment and both were lost.
+TEST(Journal, ALineTornByAFullDiskIsEndedBeforeTheNextOne) {
+  const auto wp = daifu::detail::prepare_workplace(fresh_dir().string());
+  daifu::detail::Journal journal(wp, /*echo=*/false);
+  journal.write({{"event", "knob"}, {"step", 1}});
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  const auto previous = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit full = old;
+  full.rlim_cur = std::filesystem::file_size(wp / "journal.jsonl") + 20;  // room for part of a line
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &full), 0);
+  ::testing::internal::CaptureStderr();
+  journal.write({{"event", "knob"}, {"step", 2}});  // torn after 20 bytes
+  journal.write({{"event", "knob"}, {"step", 3}});  // nothing written
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  ::signal(SIGXFSZ, previous);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("cannot write journal.jsonl: File too large"), std::string::npos) << err;
+  journal.write({{"event", "knob"}, {"step", 4}});
+  const auto contents = daifu::read_journal((wp / "journal.jsonl").string());
+  ASSERT_EQ(contents.lines.size(), 2u);
+  EXPECT_EQ(contents.lines[0].step, 1);
+  EXPECT_EQ(contents.lines[1].step, 4);
+  EXPECT_EQ(contents.warnings.size(), 1u);  // the fragment of step 2's line
+}
+
+// The check for a torn last line read from a write-only descriptor, failed, and every run
+// after the first began with an empty line.
+TEST(Journal, ANextRunAppendsToAWholeJournalWithoutAnEmptyLine) {
+  const auto wp = fresh_dir();
+  for (int run = 0; run < 2; ++run) daifu::Session session(daifu::Options().workplace(wp.string()));
+  const std::string text = slurp(wp / "journal.jsonl");
+  EXPECT_EQ(text.find("\n\n"), std::string::npos) << text;
+  EXPECT_EQ(daifu::read_journal((wp / "journal.jsonl").string()).lines.size(), 4u);
+}
+
 TEST(Journal, ReaderSkipsGarbageAndNewerSchemas) {
   const auto dir = fresh_dir();
   std::filesystem::create_directories(dir);
@@ -147,7 +188,9 @@ TEST(Journal, ReaderSkipsGarbageAndNewerSchemas) {
         << "not json\n"
         << R"({"v":1,"step":0})" << '\n'
         << R"({"v":99,"event":"from_the_future"})" << '\n'
-        << R"({"v":1,"event":"unknown_event_type","step":4})" << '\n';
+        << R"({"v":1,"event":"unknown_event_type","step":4})" << '\n'
+        << R"({"v":4294967297,"event":"run_start"})" << '\n'         // read as version 1 by an int
+        << R"({"v":18446744073709551615,"event":"run_start"})" << '\n';  // read as -1 by an int64
   }
   const auto contents = daifu::read_journal((dir / "journal.jsonl").string());
   ASSERT_EQ(contents.lines.size(), 2u);
@@ -155,7 +198,7 @@ TEST(Journal, ReaderSkipsGarbageAndNewerSchemas) {
   EXPECT_EQ(contents.lines[1].step, 4);
   EXPECT_EQ(contents.lines[1].line_number, 5);
   EXPECT_DOUBLE_EQ(contents.lines[0].time, 1.5);
-  EXPECT_EQ(contents.warnings.size(), 3u);
+  EXPECT_EQ(contents.warnings.size(), 5u);
   EXPECT_THROW(daifu::read_journal((dir / "missing.jsonl").string()), daifu::Error);
 }
 
@@ -193,6 +236,18 @@ TEST(Journal, NonsenseOptionsAreRefusedAtConstruction) {
   EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).transient_retries(-1)), daifu::Error);
   EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).metrics_every(0)), daifu::Error);
   EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).inject("oom@")), daifu::Error);
+  // A wait of 58 days (a mistake in units) was accepted.
+  try {
+    daifu::Session(daifu::Options().workplace(wp.string()).max_backoff(std::chrono::hours(24 * 58)));
+    ADD_FAILURE() << "expected daifu::Error";
+  } catch (const daifu::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Options::max_backoff(5011200000000 us) must be between 0 and one hour"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(daifu::Session(daifu::Options().workplace(wp.string()).contention_backoff(std::chrono::hours(2))),
+               daifu::Error);
+  EXPECT_NO_THROW(daifu::Session(daifu::Options().workplace(wp.string()).max_backoff(std::chrono::hours(1))));
 }
 
 }  // namespace journal_test

@@ -6,6 +6,8 @@
 #include <daifu/patch.h>
 
 #include <gtest/gtest.h>
+
+#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include "control/control_channel.h"
@@ -190,7 +192,7 @@ TEST(Pause, CommandsForAnotherPauseAreIgnoredAndAnUnsafeControlFolderIsRefused) 
 
 // A command whose args nest 100 000 levels (copying such a value recursed until the stack
 // overflowed) is refused like any file that is not a command, and the pause goes on.
-TEST(Pause, ACommandNestedTooDeeplyIsRejectedAndWaitingGoesOn) {
+TEST(Pause, ACommandTooDeepAFifoOrArgumentsOfTheWrongTypeAreRefusedAndWaitingGoesOn) {
   const auto wp = fresh_dir();
   daifu::Session session(paused_options(wp));
   std::thread fixer([&] {
@@ -198,15 +200,22 @@ TEST(Pause, ACommandNestedTooDeeplyIsRejectedAndWaitingGoesOn) {
     const std::size_t depth = 100000;
     std::ofstream(wp / "control" / "aa-deep.json")
         << "{\"command\":\"retry\",\"args\":{\"x\":" << std::string(depth, '[') << std::string(depth, ']') << "}}";
-    EXPECT_TRUE(wait_until([&] { return !events(wp, "command_rejected").empty(); }));
+    // Opening a FIFO without a writer blocked the paused session past its timeout.
+    ASSERT_EQ(::mkfifo((wp / "control" / "ab-fifo.json").c_str(), 0600), 0);
+    EXPECT_TRUE(wait_until([&] { return events(wp, "command_rejected").size() == 2; }));
     EXPECT_TRUE(fs::exists(wp / "control" / "aa-deep.json.rejected"));
+    command(wp, "apply", {{"patch", 5}});  // threw nlohmann's type_error out of the guard
+    EXPECT_NE(await_result(wp, 0).find("refused: apply needs {\"patch\": FILE_NAME in patches/}"), std::string::npos);
     command(wp, "retry");
   });
   EXPECT_EQ(run_flaky_step(session, fixer), 2);
   const auto rejected = events(wp, "command_rejected");
-  ASSERT_EQ(rejected.size(), 1u);
+  ASSERT_EQ(rejected.size(), 2u);
   EXPECT_NE(rejected[0]["reason"].get<std::string>().find("nested deeper than 64 levels"), std::string::npos)
       << rejected[0];
+  EXPECT_NE(rejected[1]["reason"].get<std::string>().find("ab-fifo.json is not a daifu command (is a FIFO, not a regular file)"),
+            std::string::npos)
+      << rejected[1];
 }
 
 TEST(Pause, TheEnvironmentChoosesItAndNonsenseIsRefused) {

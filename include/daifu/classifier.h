@@ -35,8 +35,8 @@ class DAIFU_API Classifier {
   Classifier(Classifier&&) noexcept;
   Classifier& operator=(Classifier&&) noexcept;
 
-  /// Adds a user pattern, checked before the exception-type rules. Throws daifu::Error if the
-  /// regex does not compile.
+  /// Adds a user pattern, checked before the exception-type rules; it is searched in the
+  /// first 1024 characters of a message. Throws daifu::Error if the regex does not compile.
   Classifier& add_pattern(const std::string& regex, FailureKind kind);
 
   /// Classifies the exception; never throws. Fills kind, exception_type, message, matched_by

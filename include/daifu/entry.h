@@ -12,7 +12,8 @@ namespace daifu {
 /// Runs `fn` (e.g. the body of main). An exception escaping it is classified, journaled as an
 /// "uncaught" event with a report in failures/, printed to stderr, and turned into exit code 1.
 /// While `fn` runs, std::terminate first journals a "terminate" event, then chains to the
-/// previous terminate handler.
+/// previous terminate handler. A workplace that cannot be used (docs/security.md) is said on
+/// stderr and returns 1 without running `fn`.
 ///
 /// Example:
 ///   int main(int argc, char** argv) {

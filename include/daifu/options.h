@@ -61,7 +61,7 @@ class DAIFU_API Options {
   Options& transient_backoff(std::chrono::microseconds d) { transient_backoff_ = d; return *this; }
   std::chrono::microseconds transient_backoff() const noexcept { return transient_backoff_; }
 
-  /// Upper bound of any single backoff wait.
+  /// Upper bound of any single backoff wait. Every backoff option is in [0, 1 hour].
   Options& max_backoff(std::chrono::microseconds d) { max_backoff_ = d; return *this; }
   std::chrono::microseconds max_backoff() const noexcept { return max_backoff_; }
 

@@ -27,7 +27,8 @@ enum class Action {
   Retry,     ///< run the same step again (attempt + 1)
   Skip,      ///< abandon this step's data and go on with the next step
   Escalate,  ///< give up: the guard throws daifu::Unrecovered
-  Decline,   ///< on a closer look this surgery cannot help: not counted, the next one is tried
+  Decline,   ///< on a closer look this surgery cannot help: not counted, the next one is tried;
+             ///< it must change no tracked state (the guard escalates if it did)
 };
 DAIFU_API const char* to_string(Action action) noexcept;
 
@@ -117,8 +118,8 @@ class DAIFU_API Match {
   Match& kind(FailureKind kind);
   /// The demangled dynamic type, exactly, e.g. "c10::IndexError" or "std::bad_alloc".
   Match& exception_type(std::string type);
-  /// An ECMAScript regex searched in the message, case-insensitive. Throws daifu::Error if
-  /// it does not compile.
+  /// An ECMAScript regex searched in the message's first 1024 characters, case-insensitive.
+  /// Throws daifu::Error if it does not compile.
   Match& message(const std::string& regex);
   /// Steps (of the guard loop) in [first, last).
   Match& steps(int64_t first, int64_t last);

@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <iomanip>
+#include <limits>
 #include <sstream>
 
 #include <signal.h>
@@ -43,6 +43,27 @@ std::string new_id() {
   return id.str();
 }
 
+// What is wrong with `state` as a paused.json that write_paused wrote; empty if nothing. Every
+// field a reader uses is checked, so that reading it cannot throw.
+std::string paused_state_problem(const nlohmann::json& state) {
+  if (!state.is_object()) return "not a JSON object";
+  for (const char* name : {"pid", "step", "attempt"}) {
+    if (!state.contains(name) || !state[name].is_number_integer()) return std::string("no integer \"") + name + "\"";
+  }
+  for (const char* name : {"pause", "where", "kind", "exception_type", "message", "why", "report", "since", "until"}) {
+    if (!state.contains(name) || !state[name].is_string()) return std::string("no string \"") + name + "\"";
+  }
+  if (!state.contains("timeout_s") || !state["timeout_s"].is_number()) return "no number \"timeout_s\"";
+  if (!state.contains("knobs") || !state["knobs"].is_object()) return "no object \"knobs\"";
+  for (const char* name : {"tried", "how_to_fix"}) {
+    if (!state.contains(name) || !state[name].is_array()) return std::string("no array \"") + name + "\"";
+    for (const auto& item : state[name]) {
+      if (!item.is_string()) return std::string("\"") + name + "\" holds something that is not a string";
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string send_command(const fs::path& workplace, const std::string& verb, const nlohmann::json& args) {
@@ -65,15 +86,11 @@ std::vector<Command> take_commands(const fs::path& workplace, std::vector<std::s
   std::sort(files.begin(), files.end());
   std::vector<Command> commands;
   for (const auto& file : files) {
-    std::ifstream in(file);
-    std::stringstream text;
-    text << in.rdbuf();
-    in.close();
     std::string problem;
-    const auto json = parse_untrusted_json(text.str(), &problem);
+    const auto json = parse_untrusted_json_file(file, &problem);
     try {
       if (json.is_discarded()) {
-        // parse_untrusted_json said why in `problem`
+        problem = problem.empty() ? "not readable" : problem;
       } else if (!json.is_object() || !json.contains("command") || !json["command"].is_string()) {
         problem = "no \"command\" string";
       } else {
@@ -106,18 +123,18 @@ void clear_paused(const fs::path& workplace) noexcept {
   fs::remove(workplace / kPausedFile, ec);
 }
 
-std::optional<nlohmann::json> read_paused(const fs::path& workplace) {
-  std::ifstream in(workplace / kPausedFile);
-  if (!in) return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  auto json = parse_untrusted_json(text.str());
-  if (json.is_object()) return json;
+std::optional<nlohmann::json> read_paused(const fs::path& workplace, std::string* why) {
+  std::string problem;
+  auto json = parse_untrusted_json_file(workplace / kPausedFile, &problem);
+  if (!json.is_discarded()) problem = paused_state_problem(json);
+  if (problem.empty()) return json;
+  if (why != nullptr) *why = problem;
   return std::nullopt;
 }
 
 bool process_alive(int64_t pid) noexcept {
-  return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+  // A pid beyond pid_t would wrap: 4294967295 became kill(-1, 0), "alive".
+  return pid > 0 && pid <= std::numeric_limits<pid_t>::max() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
 }
 
 }  // namespace daifu::detail

@@ -40,8 +40,10 @@ std::vector<Command> take_commands(const std::filesystem::path& workplace, std::
 /// paused.json: written atomically while a session waits for a fix, removed when it goes on.
 void write_paused(const std::filesystem::path& workplace, const nlohmann::json& state);
 void clear_paused(const std::filesystem::path& workplace) noexcept;
-/// The paused state if a session is waiting; nullopt if none is (or the file is unreadable).
-std::optional<nlohmann::json> read_paused(const std::filesystem::path& workplace);
+/// The paused state if a session is waiting, with every field write_paused writes of the type
+/// it writes; nullopt if none is, or the file is unreadable or malformed (then `why`, when given,
+/// says how).
+std::optional<nlohmann::json> read_paused(const std::filesystem::path& workplace, std::string* why = nullptr);
 
 /// Whether process `pid` is alive on this machine.
 bool process_alive(int64_t pid) noexcept;

@@ -1,5 +1,7 @@
 #include "core/json_input.h"
 
+#include "core/regular_file.h"
+
 namespace daifu::detail {
 namespace {
 
@@ -50,6 +52,12 @@ nlohmann::json parse_untrusted_json(std::string_view text, std::string* why) noe
     if (why != nullptr) *why = "not readable";
     return nlohmann::json(nlohmann::json::value_t::discarded);
   }
+}
+
+nlohmann::json parse_untrusted_json_file(const std::filesystem::path& path, std::string* why) noexcept {
+  const auto text = read_regular_file(path, kMaxJsonFileBytes, why);
+  if (!text) return nlohmann::json(nlohmann::json::value_t::discarded);
+  return parse_untrusted_json(*text, why);
 }
 
 }  // namespace daifu::detail

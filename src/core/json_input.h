@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <filesystem>
 #include <string>
 #include <string_view>
 
@@ -18,5 +19,13 @@ inline constexpr std::size_t kMaxJsonDepth = 64;
 /// `text` parsed, or a discarded value (is_discarded()) if it is not JSON or nests deeper than
 /// kMaxJsonDepth; then `why`, when given, says which in a few words. Never throws.
 nlohmann::json parse_untrusted_json(std::string_view text, std::string* why = nullptr) noexcept;
+
+/// The largest file parse_untrusted_json_file reads (a failure report with a long message and
+/// stack is some kilobytes).
+inline constexpr std::size_t kMaxJsonFileBytes = 64u << 20;
+
+/// The regular file `path` (not a link, FIFO or device; at most kMaxJsonFileBytes) parsed as by
+/// parse_untrusted_json; discarded, with `why`, when it cannot be read or parsed. Never throws.
+nlohmann::json parse_untrusted_json_file(const std::filesystem::path& path, std::string* why = nullptr) noexcept;
 
 }  // namespace daifu::detail

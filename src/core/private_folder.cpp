@@ -22,12 +22,13 @@ void check_private(const std::filesystem::path& path, const struct stat& st, con
   if (st.st_uid != ::geteuid()) {
     throw Error("daifu: the " + what + " " + path.string() + " is owned by uid " + std::to_string(st.st_uid) +
                 ", not by this process's user (uid " + std::to_string(::geteuid()) +
-                "); daifu takes patches and commands only from files and folders you own");
+                "); daifu writes to, and takes patches and commands from, only what you own (run chown " +
+                std::to_string(::geteuid()) + " " + path.string() + ", or choose another path)");
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
     throw Error("daifu: the " + what + " " + path.string() + " is writable by group or others (mode " +
                 octal_mode(st.st_mode) + "); run chmod go-w " + path.string() +
-                " so that nobody else can put code into this process");
+                " so that nobody else can put files, code or commands into it");
   }
 }
 

@@ -1,6 +1,7 @@
-// The ownership check for everything daifu takes code or commands from (the patches folder, a
-// patch file, the control folder): it must belong to this process's user and be writable by
-// nobody else, so that no other user can put code into the training process.
+// The ownership check for everything daifu writes into or takes code or commands from (the
+// workplace and its folders, a patch file): it must belong to this process's user and be
+// writable by nobody else, so that no other user can plant links for daifu's writes to follow
+// or put code into the training process.
 #pragma once
 
 #include <filesystem>

@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace daifu::detail {
 
@@ -26,6 +29,17 @@ inline std::string format_number(double v, int significant) {
 inline std::string first_line(const std::exception& e) {
   const std::string what = e.what();
   return what.substr(0, what.find('\n'));
+}
+
+/// The non-negative decimal number `text` (digits only, all of it) if it fits in T; else nullopt.
+/// For numbers in file names, which anyone able to write the folder chooses.
+template <typename T>
+std::optional<T> parse_decimal(std::string_view text) noexcept {
+  T value{};
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (err != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
 }
 
 }  // namespace daifu::detail

@@ -37,6 +37,7 @@
   X(surgery_failed, "surgery exception_type message")                                                   \
   X(persistent_fault, "attempt detector signature")                                                     \
   X(repair, "attempt surgery action matched changes reason report")                                     \
+  X(patch_loading, "path sha256")                                                                       \
   X(patch, "path sha256 action")                                                                        \
   X(patch_refused, "path sha256 reason")                                                                \
   X(patch_failed, "path sha256 reason")                                                                 \

@@ -1,6 +1,8 @@
 #include "journal/journal.h"
 
 #include "core/durable_file.h"
+#include "core/regular_file.h"
+#include "core/strings.h"
 #include "journal/workplace.h"
 
 #include <daifu/journal.h>
@@ -10,7 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -36,18 +38,42 @@ std::string make_run_id() {
   return buf;
 }
 
-// Highest NNNN among failures/NNNN.json.
+// Highest NNNN among failures/NNNN.json, ignoring numbers too large to count on from.
 int64_t highest_report_number(const std::filesystem::path& dir) {
+  constexpr int64_t kLargest = int64_t{1} << 40;
   int64_t highest = 0;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const auto stem = entry.path().stem().string();
-    if (entry.path().extension() != ".json" || stem.empty()) continue;
-    if (stem.find_first_not_of("0123456789") != std::string::npos) continue;
-    highest = std::max<int64_t>(highest, std::stoll(stem));
+    if (entry.path().extension() != ".json") continue;
+    const auto number = parse_decimal<int64_t>(entry.path().stem().string());
+    if (number && *number < kLargest) highest = std::max(highest, *number);
   }
   return highest;
 }
+
+// experiment_record.log's sink: appends to a descriptor from open_regular_file (spdlog's file
+// sink opens by name, following links). Owns the descriptor.
+class RecordSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit RecordSink(int fd) : fd_(fd) {}
+  ~RecordSink() override { ::close(fd_); }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t text;
+    formatter_->format(msg, text);
+    for (std::size_t done = 0; done < text.size();) {
+      const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw spdlog::spdlog_ex(std::strerror(errno));
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  void flush_() override {}
+
+ private:
+  int fd_;
+};
 
 // True when the file is empty or ends with '\n'.
 bool ends_with_newline(int fd) {
@@ -90,16 +116,22 @@ double unix_time_now() noexcept {
 }
 
 Journal::Journal(std::filesystem::path workplace, bool echo)
-    : workplace_(std::move(workplace)), run_id_(make_run_id()) {
+    : workplace_(std::move(workplace)), run_id_(make_run_id()), echo_(echo) {
   const auto journal_path = workplace_ / kJournalFile;
-  fd_ = ::open(journal_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0) report_io_error("cannot open " + journal_path.string() + ": " + std::strerror(errno));
-  // A process killed mid-line left a torn last line: end it so that our first line stays whole.
-  if (fd_ >= 0 && !ends_with_newline(fd_)) append_line("");
+  std::string why;
+  // O_RDWR: ends_with_newline reads the last byte (on an O_WRONLY descriptor pread fails, and
+  // every journal looked torn).
+  fd_ = open_regular_file(journal_path, O_RDWR | O_CREAT | O_APPEND, 0644, &why);
+  if (fd_ < 0) report_io_error(journal_path.string() + " " + why);
+  // A process killed mid-line left a torn last line: the first line written ends it.
+  torn_ = fd_ >= 0 && !ends_with_newline(fd_);
 
   try {
+    const auto record_path = workplace_ / kRecordFile;
+    const int record_fd = open_regular_file(record_path, O_WRONLY | O_CREAT | O_APPEND, 0644, &why);
+    if (record_fd < 0) throw std::runtime_error(record_path.string() + " " + why);
     std::vector<spdlog::sink_ptr> sinks;
-    sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>((workplace_ / kRecordFile).string()));
+    sinks.push_back(std::make_shared<RecordSink>(record_fd));
     if (echo) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     record_ = std::make_shared<spdlog::logger>("daifu", sinks.begin(), sinks.end());
     record_->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
@@ -108,7 +140,7 @@ Journal::Journal(std::filesystem::path workplace, bool echo)
       std::fprintf(stderr, "daifu: cannot write experiment_record.log: %s\n", msg.c_str());
     });
   } catch (const std::exception& e) {
-    report_io_error(std::string("cannot open experiment_record.log: ") + e.what());
+    report_io_error(e.what());
   }
   next_report_ = highest_report_number(workplace_ / kFailuresDir) + 1;
 }
@@ -131,20 +163,38 @@ void Journal::report_io_error(const std::string& what) noexcept {
 
 void Journal::append_line(const std::string& line) noexcept {
   if (fd_ < 0) return;
-  std::string buf = line;
-  buf.push_back('\n');
-  const char* p = buf.data();
-  std::size_t left = buf.size();
-  while (left > 0) {
-    const ssize_t n = ::write(fd_, p, left);
+  std::string buf;
+  try {
+    buf.reserve(line.size() + 2);
+    if (torn_) buf.push_back('\n');  // end the torn line before, so that this one stays whole
+    buf += line;
+    buf.push_back('\n');
+  } catch (const std::bad_alloc&) {
+    report_io_error("cannot write journal.jsonl: out of memory");
+    return;
+  }
+  for (std::size_t done = 0; done < buf.size();) {
+    const ssize_t n = ::write(fd_, buf.data() + done, buf.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      report_io_error(std::string("cannot write journal.jsonl: ") + std::strerror(errno));
+      // The file now ends with buf[0, done): a torn line unless that ends with a newline.
+      if (done > 0) torn_ = buf[done - 1] != '\n';
+      report_io_error(std::string("cannot write journal.jsonl: ") + std::strerror(n < 0 ? errno : ENOSPC));
       return;
     }
-    p += n;
-    left -= static_cast<std::size_t>(n);
+    done += static_cast<std::size_t>(n);
   }
+  torn_ = false;
+}
+
+void Journal::say_once(const std::string& topic, const std::string& text) noexcept {
+  try {
+    std::lock_guard<std::mutex> lock(write_mutex_);
+    if (!said_.insert(topic).second || echo_) return;
+  } catch (...) {
+    return;
+  }
+  std::fprintf(stderr, "daifu: %s\n", text.c_str());
 }
 
 void Journal::write(nlohmann::json event) noexcept {

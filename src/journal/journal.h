@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -38,6 +39,10 @@ class Journal {
   /// One line of the human-readable record.
   void record(const std::string& line) noexcept;
   void record_warning(const std::string& line) noexcept;
+  /// Prints "daifu: <text>" on stderr the first time it is called with `topic` (unless the
+  /// record is echoed there already): for conditions the user must hear of without watching
+  /// the record, such as snapshots that cannot be persisted.
+  void say_once(const std::string& topic, const std::string& text) noexcept;
 
   /// Reserves the next report number (unique in the workplace) and returns its path.
   std::pair<int64_t, std::filesystem::path> reserve_report();
@@ -66,8 +71,11 @@ class Journal {
 
   std::filesystem::path workplace_;
   std::string run_id_;
+  bool echo_;
   int fd_ = -1;
   std::mutex write_mutex_;
+  bool torn_ = false;  // the journal's last line has no newline yet (guarded by write_mutex_)
+  std::set<std::string> said_;
   bool io_error_reported_ = false;
   std::shared_ptr<spdlog::logger> record_;
 

@@ -34,9 +34,10 @@ JournalContents read_journal(const std::string& path) {
       warn("no \"event\" field");
       continue;
     }
-    if (j.contains("v") && j["v"].is_number_integer() && j["v"].get<int>() > kJournalSchemaVersion) {
-      warn("schema version " + std::to_string(j["v"].get<int>()) + " is newer than this reader's " +
-           std::to_string(kJournalSchemaVersion));
+    if (j.contains("v") && j["v"].is_number_integer() &&
+        (j["v"].is_number_unsigned() ? j["v"].get<uint64_t>() > uint64_t{kJournalSchemaVersion}
+                                     : j["v"].get<int64_t>() > kJournalSchemaVersion)) {
+      warn("schema version " + j["v"].dump() + " is newer than this reader's " + std::to_string(kJournalSchemaVersion));
       continue;
     }
     JournalLine entry;

@@ -2,51 +2,60 @@
 
 #include <daifu/errors.h>
 
+#include "core/private_folder.h"
+#include "core/regular_file.h"
+
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <system_error>
 
 namespace daifu::detail {
 namespace {
 
-void check_writable(const std::filesystem::path& dir) {
-  const auto probe = dir / (".daifu_write_probe." + std::to_string(::getpid()));
-  {
-    std::ofstream out(probe);
-    out << "probe\n";
-    if (!out) {
-      throw Error("daifu: workplace folder " + dir.string() + " is not writable (" +
-                  std::strerror(errno) + "); pass a writable path to Options::workplace()");
-    }
+namespace fs = std::filesystem;
+
+void check_writable(const fs::path& dir) {
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw Error("daifu: workplace folder " + dir.string() + " is not writable (" + std::strerror(errno) +
+                "); pass a writable path to Options::workplace()");
   }
-  std::error_code ignored;
-  std::filesystem::remove(probe, ignored);
+}
+
+// Creates `dir` (mode 0700, its parents as the umask says) unless it exists; then checks that
+// it is a folder this process's user owns and nobody else may write.
+void make_private_folder(const fs::path& dir) {
+  std::error_code ec;
+  if (dir.has_parent_path()) fs::create_directories(dir.parent_path(), ec);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    throw Error("daifu: cannot create workplace folder " + dir.string() + ": " + std::strerror(errno) +
+                "; pass a writable path to Options::workplace()");
+  }
+  if (!fs::is_directory(dir, ec)) {
+    throw Error("daifu: cannot create workplace folder " + dir.string() +
+                ": a file of that name is in the way; pass a folder path to Options::workplace()");
+  }
+  check_private_folder(dir, "workplace folder");
+  check_writable(dir);
 }
 
 }  // namespace
 
 std::filesystem::path prepare_workplace(const std::string& path) {
   if (path.empty()) throw Error("daifu: Options::workplace() is empty; give it a folder path");
-  std::filesystem::path dir(path);
-  for (const auto& sub : {dir, dir / kFailuresDir}) {
-    std::error_code ec;
-    std::filesystem::create_directories(sub, ec);
-    if (ec || !std::filesystem::is_directory(sub)) {
-      throw Error("daifu: cannot create workplace folder " + sub.string() + ": " +
-                  (ec ? ec.message() : "a file of that name is in the way") +
-                  "; pass a writable path to Options::workplace()");
-    }
-    check_writable(sub);
+  const fs::path dir(path);
+  // Whoever may write the workplace may plant links that daifu's writes would follow, or
+  // patches and commands that it would run; so it must be this user's alone (docs/security.md).
+  for (const fs::path& folder : {dir, dir / kFailuresDir, dir / kPatchesDir, dir / kControlDir}) {
+    make_private_folder(folder);
   }
-  // Hot patches and commands are taken only from folders nobody else may write
-  // (docs/hot-patching.md).
-  for (const char* name : {kPatchesDir, kControlDir}) {
-    std::error_code ec;
-    if (std::filesystem::create_directory(dir / name, ec)) {
-      std::filesystem::permissions(dir / name, std::filesystem::perms::owner_all, ec);
+  for (const char* name : {kJournalFile, kRecordFile}) {
+    const std::string kind = special_file_kind(dir / name);
+    if (!kind.empty()) {
+      throw Error("daifu: " + (dir / name).string() + " is " + kind +
+                  ", not a regular file; daifu writes only regular files into its workplace (remove it)");
     }
   }
   return dir;

@@ -36,8 +36,14 @@ PatchRunner::Result PatchRunner::run_new(RepairContext& context) {
     std::string sha;
     try {
       sha = sha256_file(file.string());
-    } catch (const Error&) {
-      continue;  // vanished or unreadable: it is looked at again next time
+    } catch (const Error& e) {
+      // Gone since the listing: looked at again next time. There but not a regular file (a
+      // link, a FIFO): refused, once.
+      std::error_code missing;
+      if (fs::exists(fs::symlink_status(file, missing)) && unhashable_.insert(file.string()).second) {
+        refuse(file, "", context.step().index(), e.what());
+      }
+      continue;
     }
     if (seen_.count(sha) > 0) continue;
     if (auto result = run_one(file, sha, context)) return *result;
@@ -88,13 +94,14 @@ std::optional<PatchRunner::Result> PatchRunner::run_one(const fs::path& file, co
   seen_.insert(sha);
   const fs::path folder = session_.workplace() / kPatchesDir;
   const int64_t step = context.step().index();
+  // Loading runs the patch's static constructors: if they or the patch end the process, this
+  // line, with no patch/patch_refused/patch_failed after it, names the patch that did.
+  session_.journal().write({{"event", event::patch_loading}, {"step", step}, {"path", file.string()}, {"sha256", sha}});
   LoadedPatch patch;
   try {
     patch = load_patch(file, folder);
   } catch (const Error& e) {
-    session_.journal().write({{"event", event::patch_refused}, {"step", step}, {"path", file.string()},
-                              {"sha256", sha}, {"reason", e.what()}});
-    session_.journal().record_warning(std::string("Patch refused: ") + e.what());
+    refuse(file, sha, step, e.what());
     return std::nullopt;
   }
   PatchContext patch_context(context);
@@ -125,6 +132,12 @@ std::optional<PatchRunner::Result> PatchRunner::run_one(const fs::path& file, co
     decided.reason = "the hot patch " + file.filename().string() + " escalated: " + context.explanation();
   }
   return decided;
+}
+
+void PatchRunner::refuse(const fs::path& file, const std::string& sha, int64_t step, const std::string& reason) {
+  session_.journal().write({{"event", event::patch_refused}, {"step", step}, {"path", file.string()},
+                            {"sha256", sha}, {"reason", reason}});
+  session_.journal().record_warning("Patch refused: " + reason);
 }
 
 }  // namespace daifu::detail

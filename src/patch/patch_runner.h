@@ -38,9 +38,12 @@ class PatchRunner {
  private:
   // nullopt: try the next patch.
   std::optional<Result> run_one(const std::filesystem::path& file, const std::string& sha, RepairContext& context);
+  /// Journals patch_refused for `file` (`sha` may be empty: it could not be hashed).
+  void refuse(const std::filesystem::path& file, const std::string& sha, int64_t step, const std::string& reason);
 
   RepairServices& session_;
-  std::set<std::string> seen_;  // SHA-256 of every patch run or refused
+  std::set<std::string> seen_;        // SHA-256 of every patch run or refused
+  std::set<std::string> unhashable_;  // paths refused before hashing (a link, a FIFO)
 };
 
 }  // namespace daifu::detail

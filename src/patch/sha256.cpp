@@ -2,9 +2,14 @@
 
 #include <daifu/errors.h>
 
-#include <openssl/evp.h>
+#include "core/regular_file.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <memory>
 
 namespace daifu::detail {
@@ -49,13 +54,22 @@ std::string sha256_hex(const std::string& bytes) {
 }
 
 std::string sha256_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("daifu: cannot read " + path + " to hash it");
+  std::string why;
+  const int fd = open_regular_file(path, O_RDONLY, 0, &why);  // /dev/zero would be hashed forever
+  if (fd < 0) throw Error("daifu: cannot hash " + path + ": the file " + why);
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } closer{fd};
   Sha256 sha;
   char buffer[1 << 16];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) sha.update(buffer, static_cast<std::size_t>(in.gcount()));
-  if (in.bad()) throw Error("daifu: cannot read " + path + " to hash it");
-  return sha.hex();
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error("daifu: cannot read " + path + " to hash it: " + std::strerror(errno));
+    if (n == 0) return sha.hex();
+    sha.update(buffer, static_cast<std::size_t>(n));
+  }
 }
 
 }  // namespace daifu::detail

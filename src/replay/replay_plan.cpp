@@ -3,9 +3,7 @@
 #include "core/json_input.h"
 #include "journal/workplace.h"
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 namespace daifu::detail {
 namespace fs = std::filesystem;
@@ -14,12 +12,7 @@ namespace {
 
 // The tracked names in a failure report; empty if it cannot be read.
 std::vector<std::string> tracked_names(const std::string& report) {
-  std::error_code ec;
-  if (!fs::is_regular_file(report, ec)) return {};
-  std::ifstream in(report);
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json j = detail::parse_untrusted_json(text.str());
+  const nlohmann::json j = detail::parse_untrusted_json_file(report);
   std::vector<std::string> names;
   if (j.is_object() && j.contains("tracked") && j["tracked"].is_array()) {
     for (const auto& n : j["tracked"]) {

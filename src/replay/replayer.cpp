@@ -162,8 +162,8 @@ void Replayer::apply(Session& session, const ReplayItem& item, Step& step) {
     std::string sha;
     try {
       sha = sha256_file(item.path);
-    } catch (const Error&) {
-      return skip(item, at, "the patch file " + item.path + " is gone");
+    } catch (const Error& e) {
+      return skip(item, at, e.what());  // gone, unreadable, or not a regular file
     }
     if (sha != item.sha256) {
       return skip(item, at, "the patch file " + item.path + " changed (sha256 " + sha.substr(0, 12) + ", recorded " +

@@ -1,5 +1,6 @@
 #include <daifu/classifier.h>
 #include <daifu/entry.h>
+#include <daifu/errors.h>
 
 #include "journal/events.h"
 #include "journal/journal.h"
@@ -57,7 +58,12 @@ void record_ending(const std::string& workplace, std::string_view event, std::ex
 }  // namespace
 
 int run_main(const std::string& workplace, const std::function<int()>& fn) {
-  detail::prepare_workplace(workplace);
+  try {
+    detail::prepare_workplace(workplace);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
   {
     std::lock_guard<std::mutex> lock(g_entry_mutex);
     g_entry_workplace = workplace;

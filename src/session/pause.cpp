@@ -151,7 +151,12 @@ StepLoop::Decision StepLoop::pause(Step& step, const Reported& failed, const std
       std::string result;
       std::string surgery = "daifu " + command.verb;
       impl_.active_repair = &context;
-      const PatchRunner::Result r = run_command(command, context, pause_id, result, surgery);
+      PatchRunner::Result r;
+      try {
+        r = run_command(command, context, pause_id, result, surgery);
+      } catch (const nlohmann::json::exception& e) {  // an argument of a type nobody checked
+        result = std::string("refused: ") + e.what();
+      }
       impl_.active_repair = nullptr;
       impl_.journal.write({{"event", event::command}, {"step", failure.step}, {"id", command.id},
                            {"command", command.verb}, {"args", command.args}, {"result", result}});
@@ -233,14 +238,19 @@ PatchRunner::Result StepLoop::run_command(const Command& command, RepairContext&
     context.explain("knobs set by command");
     return out;
   }
+  // A string argument, or "" if it is missing or of another type (a command is untrusted input).
+  auto text = [&](const char* key) {
+    const auto it = args.find(key);
+    return it != args.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
   if (command.verb == "apply") {
-    const std::string file = args.value("patch", std::string());
+    const std::string file = text("patch");
     surgery = "hot_patch";
     if (file.empty()) {
       result = "refused: apply needs {\"patch\": FILE_NAME in patches/}";
       return out;
     }
-    out = impl_.patches.run_file(file, args.value("staged", std::string()), context);
+    out = impl_.patches.run_file(file, text("staged"), context);
     if (out.damaged) {
       result = "failed: " + out.reason;
     } else if (!out.action) {

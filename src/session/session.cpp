@@ -1,11 +1,13 @@
 #include <daifu/session.h>
 
 #include "compat/stack_trace_fetcher.h"
+#include "core/durable_file.h"
 #include "journal/events.h"
 #include "journal/workplace.h"
 #include "session/session_impl.h"
 #include "surgery/builtin.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <iomanip>
@@ -18,6 +20,9 @@ namespace daifu {
 namespace detail {
 namespace {
 
+// Any one wait of a surgery; a longer one is a mistake in units (58 days were accepted).
+constexpr std::chrono::microseconds kLongestBackoff = std::chrono::hours(1);
+
 void validate(const Options& o) {
   if (o.max_attempts() < 1) {
     throw Error("daifu: Options::max_attempts(" + std::to_string(o.max_attempts()) + ") must be at least 1");
@@ -25,8 +30,13 @@ void validate(const Options& o) {
   if (o.transient_retries() < 0) {
     throw Error("daifu: Options::transient_retries(" + std::to_string(o.transient_retries()) + ") must be >= 0");
   }
-  if (o.transient_backoff().count() < 0 || o.max_backoff().count() < 0) {
-    throw Error("daifu: backoff durations must not be negative");
+  for (const auto& [name, wait] : {std::pair{"transient_backoff", o.transient_backoff()},
+                                    std::pair{"max_backoff", o.max_backoff()},
+                                    std::pair{"contention_backoff", o.contention_backoff()}}) {
+    if (wait.count() < 0 || wait > kLongestBackoff) {
+      throw Error("daifu: Options::" + std::string(name) + "(" + std::to_string(wait.count()) +
+                  " us) must be between 0 and one hour");
+    }
   }
   if (o.snapshot_every() < 0) {
     throw Error("daifu: Options::snapshot_every(" + std::to_string(o.snapshot_every()) +
@@ -44,9 +54,6 @@ void validate(const Options& o) {
   }
   if (o.contention_waits() < 0) {
     throw Error("daifu: Options::contention_waits(" + std::to_string(o.contention_waits()) + ") must be >= 0");
-  }
-  if (o.contention_backoff().count() < 0) {
-    throw Error("daifu: Options::contention_backoff must not be negative");
   }
   const BugCheckOptions& c = o.bug_checks();
   if (c.every() < 0) throw Error("daifu: BugCheckOptions every(" + std::to_string(c.every()) + ") must be >= 0");
@@ -172,9 +179,12 @@ SessionImpl::SessionImpl(Options opts)
       pause_timeout(resolve_pause_timeout(options)),
       replay(resolve_replay(options)),
       workplace(prepare_workplace(rank_workplace(options))),
+      workplace_lock(workplace),
       journal(workplace, options.echo()),
       policy(options.snapshot_every(), options.overhead_budget(), options.max_rollback_steps()),
       plan(injection_plan(options)) {
+  // This session is the workplace's one writer: what killed writers left half-made goes.
+  for (const auto& folder : {workplace, workplace / kFailuresDir}) remove_stale_temporaries(folder);
   if (options.persist()) store.emplace(workplace / "snapshots");
   if (options.distributed().group() != nullptr) agreement = std::make_unique<Agreement>(options.distributed(), state);
 }
@@ -186,6 +196,8 @@ void SessionImpl::resume_from_disk() {
   if (!found) {
     journal.write({{"event", event::resume_skipped}, {"step", 0}, {"reason", why}});
     journal.record("Resume: nothing to resume from (" + why + ")");
+    journal.say_once("resume", "nothing to resume from in " + (workplace / "snapshots").string() +
+                                   ", training starts at step 0 (" + why + ")");
     return;
   }
   // Throws daifu::Error (nothing changed) when the snapshot does not fit the tracked objects.
@@ -277,6 +289,14 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
 }
 
 Session::~Session() {
+  if (impl_->loop_thread.load() != std::thread::id{}) {
+    // Its loop would go on with a destroyed session: say so, rather than crash later unexplained.
+    std::fprintf(stderr,
+                 "daifu: a Session (workplace %s) is being destroyed while its guard loop runs; a Session must outlive "
+                 "its loops. Aborting.\n",
+                 impl_->workplace.c_str());
+    std::abort();
+  }
   impl_->replayer.finish();
   auto& s = impl_->stats;
   impl_->flush_metrics();

@@ -14,6 +14,7 @@
 #include "distributed/agreement.h"
 #include "inject/value_injector.h"
 #include "journal/journal.h"
+#include "journal/workplace_lock.h"
 #include "patch/patch_runner.h"
 #include "repair/repair_services.h"
 #include "replay/replayer.h"
@@ -21,6 +22,7 @@
 #include "snapshot/snapshot.h"
 #include "state/tracked_state.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -29,6 +31,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace daifu::detail {
@@ -64,6 +67,7 @@ class SessionImpl {
   /// Options::replay and replay_mode, with $DAIFU_REPLAY resolved; nullopt: no replay.
   std::optional<ReplayMode> replay;
   std::filesystem::path workplace;
+  WorkplaceLock workplace_lock;  // before anything that writes the workplace
   Journal journal;
   Classifier classifier;
   SurgeryRegistry surgeries;
@@ -103,6 +107,9 @@ class SessionImpl {
   SessionStats stats;
   std::vector<Incident> incidents;
   bool unrecovered = false;
+  /// The thread running this session's guard loop; none while no loop runs. A session runs
+  /// one loop at a time: a second one, nested in a step or on another thread, is refused.
+  std::atomic<std::thread::id> loop_thread{};
 
   /// While a repair runs, knob changes are also noted in its context, for its journal line.
   RepairContext* active_repair = nullptr;

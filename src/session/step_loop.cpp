@@ -18,6 +18,17 @@ namespace {
 
 std::string change_text(const RepairContext::Change& c) { return c.what + ": " + c.before_json + " -> " + c.after_json; }
 
+// Thrown by a guard loop started inside a step of another loop of the same session; the outer
+// loop escalates it unrepaired (StepLoop::refuse_nested_loop).
+class NestedLoop final : public Error {
+ public:
+  explicit NestedLoop(const std::string& where)
+      : Error("daifu: the guard loop at " + where +
+              " was started inside a step of another guard loop of the same session; nested guard loops are not "
+              "supported (the inner loop would move the outer step's rollback point): run it between steps, or "
+              "give it a Session of its own") {}
+};
+
 }  // namespace
 
 void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
@@ -86,6 +97,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
         committed = true;
       } catch (...) {
         impl_.injector.end_attempt();
+        refuse_nested_loop(step);
         // Both throw daifu::Unrecovered to escalate.
         decision = impl_.agreement ? handle_distributed_failure(step, Clock::now()) : handle_failure(step, Clock::now());
       }
@@ -175,6 +187,8 @@ void StepLoop::maybe_snapshot(int64_t index) {
       impl_.journal.write({{"event", event::persist_failed}, {"step", index}, {"message", e.what()}});
       impl_.journal.record_warning(std::string("Persisting the snapshot of step ") + std::to_string(index) +
                                    " failed: " + e.what());
+      impl_.journal.say_once("persist", std::string("snapshots cannot be persisted (") + e.what() +
+                                            "); training goes on, but a crash now resumes from an older one or none");
     }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
@@ -325,6 +339,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   for (Surgery* surgery : impl_.surgeries.candidates(failure)) {
     RepairContext context(session_, step, failure, SurgeryRegistryAccess::fired_this_step(impl_.surgeries, *surgery));
     impl_.active_repair = &context;
+    const int64_t stamp = impl_.state.version_stamp();
     Action action = Action::Escalate;
     try {
       action = surgery->apply(context);
@@ -345,6 +360,12 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
                            {"reason", context.explanation()}});
       tried.push_back(surgery->name() + " (declined" +
                       (context.explanation().empty() ? "" : ": " + context.explanation()) + ")");
+      if (impl_.state.version_stamp() != stamp) {  // the next surgery would repair a state nobody vouches for
+        return give_up(step, failed,
+                       "surgery " + surgery->name() +
+                           " declined after modifying the tracked state; a surgery that declines must change nothing",
+                       std::move(tried), decision);
+      }
       continue;
     }
     SurgeryRegistryAccess::record_fire(impl_.surgeries, *surgery);
@@ -425,8 +446,30 @@ void StepLoop::escalate(Failure failure, const std::string& report, const std::s
   throw Unrecovered(message.str(), std::move(failure), report);
 }
 
+void StepLoop::refuse_nested_loop(const Step& step) {
+  try {
+    throw;
+  } catch (const NestedLoop& e) {
+    const Reported failed = record_failure(step);
+    escalate(failed.failure, failed.report, "a guard loop of this session was started inside the step", {});
+  } catch (...) {
+  }
+}
+
 void GuardLoop::run(StepBodyRef body) {
   std::string where = std::string(file_) + ":" + std::to_string(line_);
+  SessionImpl& impl = SessionAccess::impl(session_);
+  std::thread::id running{};
+  if (!impl.loop_thread.compare_exchange_strong(running, std::this_thread::get_id())) {
+    if (running == std::this_thread::get_id()) throw NestedLoop(where);
+    throw Error("daifu: the guard loop at " + where +
+                " was started while another thread runs a guard loop of the same session; a session runs one loop "
+                "at a time (give each thread a Session of its own)");
+  }
+  struct Release {
+    SessionImpl& impl;
+    ~Release() { impl.loop_thread = std::thread::id{}; }
+  } release{impl};
   StepLoop(session_, std::move(where)).run(first_, last_, body);
 }
 

@@ -46,6 +46,9 @@ class StepLoop {
     std::string report;
   };
 
+  /// Escalates, unrepaired, the exception being handled if it is a guard loop of this session
+  /// started inside the step; returns otherwise.
+  void refuse_nested_loop(const Step& step);
   /// Classifies the exception being handled, journals it, starts its report and its incident.
   Reported record_failure(const Step& step);
   /// `rollback`: restore the snapshot even if this process did not modify tracked state (a

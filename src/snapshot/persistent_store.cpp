@@ -3,9 +3,9 @@
 #include <daifu/errors.h>
 
 #include "core/durable_file.h"
+#include "core/regular_file.h"
 
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
 namespace daifu::detail {
@@ -37,8 +37,10 @@ void write_layout(const std::filesystem::path& path, const std::vector<SnapshotR
 }
 
 std::optional<std::vector<SnapshotRegion>> read_layout(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
+  constexpr std::size_t kMaxLayoutBytes = 64u << 20;
+  const auto text = read_regular_file(path, kMaxLayoutBytes);
+  if (!text) return std::nullopt;
+  std::istringstream in(*text);
   std::vector<SnapshotRegion> layout;
   std::string line;
   while (std::getline(in, line)) {

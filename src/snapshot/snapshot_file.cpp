@@ -1,6 +1,7 @@
 #include "snapshot/snapshot_file.h"
 
 #include "core/durable_file.h"
+#include "core/regular_file.h"
 #include "snapshot/checksum.h"
 
 #include <daifu/errors.h>
@@ -248,7 +249,9 @@ void allocate(int fd, const Plan& plan, const std::filesystem::path& path) {
 // meanwhile leaves the old file (or none), never a half-initialized one. Returns the open fd.
 int create_fresh(const std::filesystem::path& path, const Plan& plan) {
   const std::filesystem::path tmp = path.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A killed writer's temporary goes; O_EXCL and O_NOFOLLOW: never a file a link points to.
+  ::unlink(tmp.c_str());
+  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) {
     throw Error("cannot create the snapshot file " + path.string() + " (as " + tmp.string() +
                 "): " + errno_text(errno));
@@ -299,10 +302,9 @@ SnapshotFile SnapshotFile::open_for_write(const std::filesystem::path& path, std
   file.slot_stride_ = plan.slot_stride;
   file.hash_ = plan.hash;
 
-  file.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (file.fd_ < 0 && errno != ENOENT) {
-    throw Error("cannot open the snapshot file " + path.string() + ": " + errno_text(errno));
-  }
+  std::string why;
+  file.fd_ = open_regular_file(path, O_RDWR, 0, &why);
+  if (file.fd_ < 0 && errno != ENOENT) throw Error("the snapshot file " + path.string() + " " + why);
   const bool reuse = file.fd_ >= 0 && file_matches(file.fd_, plan);
   if (reuse) {
     allocate(file.fd_, plan, path);  // a sparse copy may have holes
@@ -420,10 +422,10 @@ std::optional<LoadedSnapshot> load_newest(const std::filesystem::path& path, con
     ~Fd() {
       if (fd >= 0) ::close(fd);
     }
-  } file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (file.fd < 0) {
-    return fail(errno == ENOENT ? std::string("does not exist") : "cannot be opened: " + errno_text(errno));
-  }
+  } file{-1};
+  std::string why;
+  file.fd = open_regular_file(path, O_RDONLY, 0, &why);
+  if (file.fd < 0) return fail(errno == ENOENT ? std::string("does not exist") : why);
   struct stat st {};
   if (::fstat(file.fd, &st) != 0) return fail("cannot be read: " + errno_text(errno));
   const uint64_t size = static_cast<uint64_t>(st.st_size);

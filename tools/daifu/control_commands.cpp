@@ -4,6 +4,7 @@
 #include <daifu/journal.h>
 
 #include "control/control_channel.h"
+#include "core/json_input.h"
 #include "journal/events.h"
 #include "patch/patch_library.h"
 #include "patch/sha256.h"
@@ -26,9 +27,16 @@ namespace {
 
 // The paused state of a live session, or nullopt (with a message on stderr).
 std::optional<nlohmann::json> live_pause(const fs::path& workplace, bool quiet = false) {
-  auto paused = read_paused(workplace);
+  std::string why;
+  auto paused = read_paused(workplace, &why);
   if (!paused) {
-    if (!quiet) std::cerr << "daifu: no session is paused in " << workplace.string() << "\n";
+    if (!quiet) {
+      std::cerr << "daifu: no session is paused in " << workplace.string();
+      if (!why.empty() && fs::exists(fs::symlink_status(workplace / detail::kPausedFile))) {
+        std::cerr << " (" << (workplace / detail::kPausedFile).string() << " is not a daifu pause: " << why << ")";
+      }
+      std::cerr << "\n";
+    }
     return std::nullopt;
   }
   const int64_t pid = paused->value("pid", int64_t{0});
@@ -163,7 +171,7 @@ int apply(const ControlOptions& options, const fs::path& patch) {
 int set(const ControlOptions& options, const std::map<std::string, std::string>& assignments) {
   nlohmann::json knobs = nlohmann::json::object();
   for (const auto& [name, text] : assignments) {
-    nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json value = detail::parse_untrusted_json(text);
     knobs[name] = value.is_discarded() ? nlohmann::json(text) : value;
   }
   return send(options, "set", {{"knobs", knobs}});

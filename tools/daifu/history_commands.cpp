@@ -3,6 +3,7 @@
 #include <daifu/errors.h>
 
 #include "core/json_input.h"
+#include "core/strings.h"
 #include "journal/events.h"
 #include "patch/sha256.h"
 #include "replay/history.h"
@@ -11,7 +12,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -96,10 +96,7 @@ std::map<int, std::filesystem::path> rank_workplaces(const std::filesystem::path
   for (const auto& entry : std::filesystem::directory_iterator(workplace, ec)) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory() || name.rfind("rank-", 0) != 0) continue;
-    const std::string number = name.substr(5);
-    if (!number.empty() && number.find_first_not_of("0123456789") == std::string::npos) {
-      out[std::stoi(number)] = entry.path();
-    }
+    if (const auto rank = detail::parse_decimal<int>(std::string_view(name).substr(5))) out[*rank] = entry.path();
   }
   return out;
 }
@@ -206,15 +203,13 @@ int show(const ReadOptions& options, int number) {
   char name[32];
   std::snprintf(name, sizeof name, "%04d.json", number);
   const fs::path file = options.workplace / "failures" / name;
-  std::ifstream in(file);
-  if (!in) {
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(file, ec))) {
     std::cerr << "daifu: no failure report " << file.string() << " (see daifu log for the failures)\n";
     return 1;
   }
-  std::stringstream text;
-  text << in.rdbuf();
   std::string why;
-  nlohmann::json report = detail::parse_untrusted_json(text.str(), &why);
+  nlohmann::json report = detail::parse_untrusted_json_file(file, &why);
   if (!report.is_object()) {
     std::cerr << "daifu: " << file.string() << " is not a JSON report" << (why.empty() ? "" : " (" + why + ")") << "\n";
     return 1;
@@ -323,13 +318,12 @@ int replay_dry_run(const ReadOptions& options) {
       std::string sha;
       try {
         sha = detail::sha256_file(item.path);
-      } catch (const Error&) {
+      } catch (const Error& e) {
+        verdict = std::string("skipped: ") + e.what();  // gone, unreadable, or not a regular file
       }
-      if (sha.empty()) {
-        verdict = "skipped: the patch file " + item.path + " is gone";
-      } else if (sha != item.sha256) {
+      if (!sha.empty() && sha != item.sha256) {
         verdict = "skipped: the patch file changed since it ran (sha256 " + sha.substr(0, 12) + ")";
-      } else {
+      } else if (!sha.empty()) {
         verdict = "runs the patch (hash checked) if the modules it changed still have the shapes it saw";
       }
     }

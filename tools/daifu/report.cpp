@@ -2,11 +2,11 @@
 
 #include <daifu/errors.h>
 
+#include "core/durable_file.h"
 #include "replay/history.h"
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
@@ -207,11 +207,10 @@ int report(const ReadOptions& options, const fs::path& out) {
          << "</td><td>" << recovery.str() << "</td></tr>\n";
   }
   html << "</table>\n</body></html>\n";
-  std::ofstream file(out, std::ios::trunc);
-  file << html.str();
-  file.close();
-  if (!file) {
-    std::cerr << "daifu: cannot write " << out.string() << "\n";
+  try {
+    detail::write_file_atomically(out, html.str());  // a link named like `out` is replaced, not followed
+  } catch (const std::exception& e) {
+    std::cerr << "daifu: " << e.what() << "\n";
     return 1;
   }
   std::cout << "daifu: wrote " << out.string() << " (" << html.str().size() << " bytes, " << h.incidents.size()
