@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 using daifu::detail::read_history;
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
+using daifu::testing::read_text;
 
 // A real workplace: a transient retry at step 3, an injected OOM at step 5 (batch 64 -> 32),
 // a NaN batch skipped at 7, metrics every 4 steps.
@@ -35,13 +36,6 @@ fs::path real_workplace() {
   session.knob<int64_t>("batch_size", 64);
   DAIFU_GUARD(session, step, 0, 10) { session.report("loss", 1.0 / (1 + step.index())); };
   return wp;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 TEST(History, FoldsARealJournalIntoFailuresAndWhatBecameOfThem) {
@@ -67,7 +61,7 @@ TEST(History, FoldsARealJournalIntoFailuresAndWhatBecameOfThem) {
 
 TEST(History, TornNewerAndGarbageLinesAreSkippedAndCounted) {
   const auto wp = real_workplace();
-  const std::string good = read_file(wp / "journal.jsonl");
+  const std::string good = read_text(wp / "journal.jsonl");
   {
     std::ofstream out(wp / "journal.jsonl", std::ios::app);
     out << "{\"event\":\"from_the_future\",\"v\":1,\"step\":3,\"run\":\"x\"}\n";  // unknown: kept, ignored
@@ -91,7 +85,7 @@ TEST(History, TornNewerAndGarbageLinesAreSkippedAndCounted) {
 // counted as skipped. Also plans a replay from each.
 TEST(History, RandomizedJournalsAreReadAsFarAsTheyMakeSense) {
   const auto wp = real_workplace();
-  const std::string original = read_file(wp / "journal.jsonl");
+  const std::string original = read_text(wp / "journal.jsonl");
   std::vector<std::string> lines;
   {
     std::stringstream s(original);
@@ -183,7 +177,7 @@ TEST(History, TheCliShowsLogStatsAFailureTheReplayPlanAndAnHtmlReport) {
   EXPECT_NE(out.find("batch_size 64 -> 32 (out_of_memory repaired out_of_memory at step 5"), std::string::npos) << out;
   std::tie(code, out) = cli("report -o " + (wp / "report.html").string() + w);
   ASSERT_EQ(code, 0) << out;
-  const std::string html = read_file(wp / "report.html");
+  const std::string html = read_text(wp / "report.html");
   EXPECT_NE(html.find("<svg"), std::string::npos);
   EXPECT_NE(html.find("<polyline"), std::string::npos);      // the loss curve
   EXPECT_NE(html.find("knob batch_size"), std::string::npos);  // the knob over the steps

@@ -20,11 +20,7 @@ namespace journal_test {
 
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using daifu::testing::read_text;
 
 TEST(Journal, EveryLineHasVersionEventTimeAndRun) {
   const auto wp = fresh_dir();
@@ -58,7 +54,7 @@ TEST(Journal, FailureReportHasTheSymbolizedThrowSite) {
   const std::filesystem::path report_path = failure["report"].get<std::string>();
   EXPECT_EQ(report_path.parent_path(), wp / "failures");
   ASSERT_TRUE(std::filesystem::exists(report_path));
-  const auto report = nlohmann::json::parse(slurp(report_path));
+  const auto report = nlohmann::json::parse(read_text(report_path));
   EXPECT_EQ(report["kind"], "tensor_mismatch");
   EXPECT_EQ(report["exception_type"], "c10::Error");
   const std::string stack = report["stack"];
@@ -76,7 +72,7 @@ TEST(Journal, AnOutOfMemoryReportNamesItsFramesWithoutSymbolizing) {
     EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 1){}; }, daifu::Unrecovered);  // no batch knob to halve
   }
   const auto failure = events(wp, "failure").at(0);
-  const auto report = nlohmann::json::parse(slurp(failure["report"].get<std::string>()));
+  const auto report = nlohmann::json::parse(read_text(failure["report"].get<std::string>()));
   EXPECT_EQ(report["kind"], "out_of_memory");
   EXPECT_EQ(report["stack_symbolized"], false);
   const std::string stack = report["stack"];
@@ -174,7 +170,7 @@ TEST(Journal, ALineTornByAFullDiskIsEndedBeforeTheNextOne) {
 TEST(Journal, ANextRunAppendsToAWholeJournalWithoutAnEmptyLine) {
   const auto wp = fresh_dir();
   for (int run = 0; run < 2; ++run) daifu::Session session(daifu::Options().workplace(wp.string()));
-  const std::string text = slurp(wp / "journal.jsonl");
+  const std::string text = read_text(wp / "journal.jsonl");
   EXPECT_EQ(text.find("\n\n"), std::string::npos) << text;
   EXPECT_EQ(daifu::read_journal((wp / "journal.jsonl").string()).lines.size(), 4u);
 }
@@ -208,7 +204,7 @@ TEST(Journal, ExperimentRecordIsHumanReadable) {
     daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@1"));
     DAIFU_GUARD(session, step, 0, 2){};
   }
-  const std::string record = slurp(wp / "experiment_record.log");
+  const std::string record = read_text(wp / "experiment_record.log");
   EXPECT_NE(record.find("Program Start"), std::string::npos) << record;
   EXPECT_NE(record.find("Failure 1 at step 1 attempt 0 (transient_runtime"), std::string::npos) << record;
   EXPECT_NE(record.find("Repair 1 by transient_retry: retry"), std::string::npos) << record;

@@ -21,6 +21,7 @@ namespace out_of_memory_test {
 using daifu::FailureKind;
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
+using daifu::testing::read_text;
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kAsan = true;
@@ -37,13 +38,6 @@ constexpr bool kAsan = false;
 // A tensor the CPU allocator refuses on any machine: 2^50 floats (4 PiB).
 void allocate_too_much() { (void)torch::empty({int64_t{1} << 50}, torch::kFloat); }
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::vector<std::string> repair_surgeries(const std::filesystem::path& wp) {
   std::vector<std::string> out;
   for (const auto& r : events(wp, "repair")) out.push_back(r["surgery"]);
@@ -59,7 +53,7 @@ std::string run_oom_target(const std::string& mode, const std::filesystem::path&
                               std::string(DAIFU_OOM_TARGET) + "' " + mode + " '" + (dir / (mode + "_wp")).string() +
                               "' '" + (dir / (mode + ".pt")).string() + "' > '" + log.string() + "' 2>&1";
   const int status = std::system(command.c_str());
-  const std::string output = read_file(log);
+  const std::string output = read_text(log);
   EXPECT_EQ(status, 0) << mode << " run failed:\n" << output;
   return output;
 }

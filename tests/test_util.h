@@ -45,6 +45,12 @@ inline pid_t spawn_logged(std::vector<std::string> args, const std::filesystem::
   return pid;
 }
 
+/// The whole of file `path` ("" if it cannot be read).
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 /// An empty folder unique to the running test.
 inline std::filesystem::path fresh_dir(const std::string& tag = "") {
   const char* root = std::getenv("DAIFU_TEST_TMP");

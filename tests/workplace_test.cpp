@@ -19,14 +19,10 @@ namespace workplace_test {
 namespace fs = std::filesystem;
 using daifu::testing::events;
 using daifu::testing::fresh_dir;
+using daifu::testing::read_text;
 using daifu::testing::wait_until;
 
 constexpr uid_t kNobody = 65534;
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // A file outside the workplace that an attacker wants daifu to overwrite.
 fs::path make_victim(const fs::path& dir) {
@@ -65,7 +61,7 @@ TEST(Workplace, AFolderOwnedByAnotherUserIsRefusedAndItsLinksAreNotWritten) {
   const std::string what = error_of([&] { daifu::Session session(daifu::Options().workplace(wp.string())); });
   EXPECT_NE(what.find("workplace folder " + wp.string() + " is owned by uid 65534"), std::string::npos) << what;
   EXPECT_NE(what.find("run chown 0 " + wp.string()), std::string::npos) << what;
-  EXPECT_EQ(slurp(victim), "precious\n");
+  EXPECT_EQ(read_text(victim), "precious\n");
 }
 
 TEST(Workplace, AFolderOthersMayWriteIsRefusedWithTheChmodToRun) {
@@ -105,9 +101,9 @@ TEST(Workplace, LinksWhereDaifuWritesAreNeverFollowed) {
     fs::create_symlink(victim, wp / "failures" / (".0001.json." + std::to_string(::getpid()) + ".tmp"));
     DAIFU_GUARD(session, step, 0, 1){};
   }
-  EXPECT_EQ(slurp(victim), "precious\n");
+  EXPECT_EQ(read_text(victim), "precious\n");
   EXPECT_FALSE(fs::is_symlink(wp / "failures" / "0001.json"));
-  EXPECT_NE(slurp(wp / "failures" / "0001.json").find("\"kind\": \"transient_runtime\""), std::string::npos);
+  EXPECT_NE(read_text(wp / "failures" / "0001.json").find("\"kind\": \"transient_runtime\""), std::string::npos);
 }
 
 // A FIFO blocked the constructor (opening it for writing waits for a reader).
