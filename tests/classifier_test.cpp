@@ -120,6 +120,27 @@ TEST(Classifier, ExceptionalDataFromARealNanIntoBinaryCrossEntropy) {
   EXPECT_EQ(f.kind, FailureKind::ExceptionalData) << f.message;
 }
 
+// A program's own NaN checks, as PyTorch's cpp/mnist writes them (AT_ASSERT is
+// TORCH_INTERNAL_ASSERT) or with TORCH_CHECK and no message: the condition text is the message.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+TEST(Classifier, ExceptionalDataFromAProgramsOwnNanAssert) {
+  const auto loss = torch::tensor(std::numeric_limits<float>::quiet_NaN());
+  auto f = classify_thrown([&] { AT_ASSERT(!std::isnan(loss.item<float>())); });
+  EXPECT_EQ(f.kind, FailureKind::ExceptionalData) << f.message;
+  f = classify_thrown([&] { TORCH_CHECK(std::isfinite(loss.item<float>())); });
+  EXPECT_EQ(f.kind, FailureKind::ExceptionalData) << f.message;
+  const auto overflowed = torch::tensor(std::numeric_limits<float>::infinity());
+  f = classify_thrown([&] { TORCH_CHECK(!torch::isinf(overflowed).any().item<bool>()); });
+  EXPECT_EQ(f.kind, FailureKind::ExceptionalData) << f.message;
+  // An assert about something else, and a check whose own message is used, stay what they were.
+  f = classify_thrown([&] { AT_ASSERT(loss.dim() == 1); });
+  EXPECT_EQ(f.kind, FailureKind::Unknown) << f.message;
+  f = classify_thrown([&] { TORCH_CHECK(!std::isnan(loss.item<float>()), "the loss went bad"); });
+  EXPECT_EQ(f.kind, FailureKind::Unknown) << f.message;
+}
+#pragma GCC diagnostic pop
+
 TEST(Classifier, TransientRuntimeFromARealEagain) {
   int fds[2];
   ASSERT_EQ(::pipe2(fds, O_NONBLOCK), 0);

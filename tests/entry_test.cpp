@@ -38,6 +38,9 @@ TEST(Entry, AnUncaughtExceptionIsRecordedAndBecomesExitCodeOne) {
   EXPECT_EQ(uncaught[0]["exception_type"], "daifu::Unrecovered");
   EXPECT_TRUE(std::filesystem::exists(uncaught[0]["report"].get<std::string>()));
   EXPECT_EQ(events(wp, "run_end").at(0)["status"], "unrecovered");
+  // The journal opened for the uncaught line took the whole journal for torn (issue 20).
+  const std::string journal = daifu::testing::read_text(wp / "journal.jsonl");
+  EXPECT_EQ(journal.find("\n\n"), std::string::npos) << journal;
 }
 
 // It threw daifu::Error out of run_main, which ended the program by "terminate called".

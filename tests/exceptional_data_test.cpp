@@ -119,6 +119,33 @@ TEST(ExceptionalData, NanThatReachedTheWeightsIsRolledBackAndTheBatchSkipped) {
   EXPECT_EQ(events(wp, "skip").at(0)["step"], kBad);
 }
 
+// PyTorch's cpp/mnist checks its loss with AT_ASSERT(!std::isnan(...)): classified unknown,
+// the NaN batch that the built-in surgery skips ended the run in daifu::Unrecovered.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+TEST(ExceptionalData, AProgramsOwnNanAssertIsRepairedLikeCheckFinite) {
+  constexpr int64_t kSteps = 8, kBad = 5;
+  Problem guarded(kSteps);
+  guarded.batches[kBad].first[2][1] = kNaN;
+  const auto wp = fresh_dir();
+  daifu::Session session(options_for(wp));
+  session.track("model", *guarded.net);
+  session.track("optimizer", *guarded.optimizer);
+  DAIFU_GUARD(session, step, 0, kSteps) {
+    auto& batch = step.once("batch", [&] { return guarded.batches[step.index()]; });
+    guarded.optimizer->zero_grad();
+    auto loss = guarded.loss_of(batch);
+    AT_ASSERT(!std::isnan(loss.template item<float>()));
+    loss.backward();
+    guarded.optimizer->step();
+  };
+  EXPECT_TRUE(guarded.finite());
+  EXPECT_EQ(session.stats().skipped_steps, 1);
+  EXPECT_EQ(events(wp, "failure").at(0)["kind"], "exceptional_data");
+  EXPECT_EQ(events(wp, "repair").at(0)["surgery"], "exceptional_data");
+}
+#pragma GCC diagnostic pop
+
 TEST(ExceptionalData, ScrubReplacesTheNonFiniteValuesAndRetries) {
   constexpr int64_t kSteps = 6;
   Problem p(kSteps);

@@ -40,6 +40,10 @@ const std::vector<FailurePattern>& builtin_failure_patterns() {
       {"is singular", K::NumericFault},
       {"not positive-definite", K::NumericFault},
 
+      // A program's own NaN check (AT_ASSERT is TORCH_INTERNAL_ASSERT; TORCH_CHECK without a
+      // message of its own): the message is the condition's text.
+      {"(isnan|isinf|isfinite)\\b.* internal assert failed at", K::ExceptionalData},
+      {"^expected .*\\b(isnan|isinf|isfinite)\\b.* to be true, but got false", K::ExceptionalData},
       {"contains non-finite", K::ExceptionalData},
       {"non-finite values in", K::ExceptionalData},
       {"contains nan", K::ExceptionalData},
