@@ -263,6 +263,7 @@ TEST(BuiltinSurgeries, EachFiresOnlyOnTheKindsItOwnsWhateverTheMessageSays) {
       {"tensor_mismatch", {FailureKind::TensorMismatch}},
       {"transient_retry", {FailureKind::TransientRuntime}},
       {"api_misuse", {FailureKind::ApiMisuse}},
+      {"data_or_code", {FailureKind::TensorMismatch, FailureKind::ExceptionalData, FailureKind::NumericFault}},
   };
   std::set<FailureKind> all_but_fatal(daifu::all_failure_kinds().begin(), daifu::all_failure_kinds().end());
   all_but_fatal.erase(FailureKind::Fatal);

@@ -28,7 +28,7 @@ TEST(Entry, ReturnsTheFunctionsExitCode) {
 TEST(Entry, AnUncaughtExceptionIsRecordedAndBecomesExitCodeOne) {
   const auto wp = fresh_dir();
   const int code = daifu::run_main(wp.string(), [&]() -> int {
-    daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@2"));
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@2*"));
     DAIFU_GUARD(session, step, 0, 5){};
     return 0;
   });
@@ -41,6 +41,10 @@ TEST(Entry, AnUncaughtExceptionIsRecordedAndBecomesExitCodeOne) {
   // The journal opened for the uncaught line took the whole journal for torn (issue 20).
   const std::string journal = daifu::testing::read_text(wp / "journal.jsonl");
   EXPECT_EQ(journal.find("\n\n"), std::string::npos) << journal;
+  // One "Program End", the Session's; run_main's line says what it did.
+  const std::string record = daifu::testing::read_text(wp / "experiment_record.log");
+  EXPECT_EQ(record.find("Program End"), record.rfind("Program End")) << record;
+  EXPECT_NE(record.find("Uncaught exception, run_main returns 1: "), std::string::npos) << record;
 }
 
 // It threw daifu::Error out of run_main, which ended the program by "terminate called".

@@ -155,6 +155,23 @@ std::pair<int, std::string> cli(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+TEST(History, TheReportPlotsEveryMetricOnItsOwnScale) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@2"));
+    DAIFU_GUARD(session, step, 0, 6) {
+      session.report("d_loss", 1.0 / (1 + step.index()));
+      session.report("g_loss", 100.0 + step.index());
+    };
+  }
+  const auto [code, out] = cli("report -o " + (wp / "report.html").string() + " -w " + wp.string());
+  ASSERT_EQ(code, 0) << out;
+  const std::string html = read_text(wp / "report.html");
+  EXPECT_NE(html.find("<title>d_loss</title>"), std::string::npos);
+  EXPECT_NE(html.find("<title>g_loss</title>"), std::string::npos);
+  EXPECT_NE(html.find("g_loss [100, 105]"), std::string::npos);
+}
+
 TEST(History, TheCliShowsLogStatsAFailureTheReplayPlanAndAnHtmlReport) {
   const auto wp = real_workplace();
   const std::string w = " -w " + wp.string();
@@ -167,6 +184,9 @@ TEST(History, TheCliShowsLogStatsAFailureTheReplayPlanAndAnHtmlReport) {
   const auto stats = nlohmann::json::parse(out);
   EXPECT_EQ(stats["per_kind"]["transient_runtime"], 1);
   EXPECT_EQ(stats["per_outcome"]["skip"], 1);
+  // The OOM and the NaN batch were the configuration's and the data's: a restart meets them again.
+  EXPECT_EQ(stats["recovered_restart_would_repeat"], 2);
+  EXPECT_GE(stats["restart_cost_avoided_s"].get<double>(), 0.0);
   std::tie(code, out) = cli("show 2" + w);
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("changed   batch_size: 64 -> 32"), std::string::npos) << out;

@@ -47,7 +47,7 @@ TEST(Journal, EveryLineHasVersionEventTimeAndRun) {
 TEST(Journal, FailureReportHasTheSymbolizedThrowSite) {
   const auto wp = fresh_dir();
   {
-    daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@0"));
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@0*"));
     EXPECT_THROW({ DAIFU_GUARD(session, step, 0, 1){}; }, daifu::Unrecovered);
   }
   const auto failure = events(wp, "failure").at(0);

@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
                              .on_unrecovered(daifu::OnUnrecovered::Pause)
                              .pause_timeout(std::chrono::seconds(240))
                              .inject(""));
-  session.surgeries().remove("tensor_mismatch");  // told not to fix the head: a person decides
+  // Told not to fix the head, nor to drop the batch it fails on: a person decides.
+  session.surgeries().remove("tensor_mismatch");
+  session.surgeries().remove("data_or_code");
   session.track("model", *net);
   session.track("optimizer", optimizer);
   session.knob("lr", 0.05);

@@ -259,7 +259,8 @@ TEST(TensorMismatch, AnUint8InputIsNotCastSilently) {
   daifu::Session session(options_for(wp));
   session.track("model", *mlp);
   try {
-    DAIFU_GUARD(session, step, 0, 1) {
+    // Batch 0 is dropped as data (data_or_code); batch 1 failing the same way is the code.
+    DAIFU_GUARD(session, step, 0, 2) {
       auto& x = step.once("x", [] { return torch::randint(0, 255, {5, 12}).to(torch::kUInt8); });
       mlp->forward(x);
     };
@@ -267,9 +268,12 @@ TEST(TensorMismatch, AnUint8InputIsNotCastSilently) {
   } catch (const daifu::Unrecovered& e) {
     EXPECT_NE(std::string(e.what()).find("tensor_mismatch (declined: dtype: x is Byte"), std::string::npos) << e.what();
   }
+  // Per step: tensor_mismatch, then hot_patch (no patch in the workplace); at step 1 data_or_code.
   const auto declined = events(wp, "surgery_declined");
-  ASSERT_EQ(declined.size(), 2u);  // then hot_patch: no patch in the workplace
+  ASSERT_EQ(declined.size(), 5u);
   EXPECT_EQ(declined[0]["surgery"], "tensor_mismatch");
+  EXPECT_EQ(declined[4]["surgery"], "data_or_code");
+  EXPECT_EQ(events(wp, "repair").at(0)["surgery"], "data_or_code");  // batch 0 skipped
 }
 
 struct ConvNetImpl : torch::nn::Module {
@@ -356,11 +360,15 @@ TEST(TensorMismatch, DeclinesWhenNoMemoizedTensorFitsTheMessage) {
     EXPECT_NE(what.find("no surgery repairs tensor_mismatch"), std::string::npos) << what;
     EXPECT_NE(what.find("tensor_mismatch (declined: target_rank: no memoized target"), std::string::npos) << what;
   }
+  // Attempt 0: both decline and data_or_code retries on a new batch; attempt 1: all three decline.
   const auto declined = events(wp, "surgery_declined");
-  ASSERT_EQ(declined.size(), 2u);
+  ASSERT_EQ(declined.size(), 5u);
   EXPECT_EQ(declined[0]["surgery"], "tensor_mismatch");
   EXPECT_EQ(declined[1]["surgery"], "hot_patch");
-  EXPECT_TRUE(events(wp, "repair").empty());
+  EXPECT_EQ(declined[4]["surgery"], "data_or_code");
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0]["surgery"], "data_or_code");
 }
 
 // ---- the classifier head (seed 000: Dense(1) for a 10-class problem) ----

@@ -5,6 +5,8 @@
 #include <daifu/step.h>
 
 #include <cstdint>
+#include <iterator>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -26,6 +28,68 @@ class StepBodyRef {
   void (*call_)(void*, Step&);
 };
 
+/// What a DAIFU_GUARD_EACH loop steps over: hands each step an element of a range.
+class BatchSource {
+ public:
+  /// The Step::once key a step's element is kept under.
+  static constexpr const char* kKey = "batch";
+  /// Makes `step` hold an element: the one it holds already (a retry, a re-run after a
+  /// rollback), or the range's next one, memoized under kKey. False when the range is exhausted.
+  virtual bool fill(Step& step) = 0;
+  /// Moves past up to `n` elements without handing them out (where a resumed run picks up);
+  /// returns how many there were.
+  virtual int64_t pass(int64_t n) = 0;
+
+ protected:
+  ~BatchSource() = default;
+};
+
+/// A BatchSource over anything a range-for accepts: a torch::data data loader (`*loader`), a
+/// std::vector, ... The range's iterator is taken on the first fill() or pass(), moved on only
+/// when the next element is needed (a data loader fetches a batch on `++`, so a batch that
+/// fails to load fails the step that wanted it), and copies of elements are handed out.
+template <class Range>
+class RangeSource final : public BatchSource {
+ public:
+  using Iterator = decltype(std::begin(std::declval<Range&>()));
+  using Sentinel = decltype(std::end(std::declval<Range&>()));
+  using Value = std::decay_t<decltype(*std::declval<Iterator&>())>;
+
+  explicit RangeSource(Range& range) noexcept : range_(range) {}
+
+  bool fill(Step& step) override {
+    const bool fresh = step.template find<Value>(kKey) == nullptr;
+    if (fresh && !next()) return false;
+    step.once(kKey, [&] { return Value(**it_); });
+    if (fresh) handed_out_ = true;
+    return true;
+  }
+  int64_t pass(int64_t n) override {
+    int64_t passed = 0;
+    for (; passed < n && next(); ++passed) handed_out_ = true;
+    return passed;
+  }
+
+ private:
+  // Positions the iterator at an element not handed out yet; false at the end. If `++` throws,
+  // the element still counts as handed out and the next call moves on again.
+  bool next() {
+    if (!it_) {
+      it_.emplace(std::begin(range_));
+      end_.emplace(std::end(range_));
+    } else if (handed_out_) {
+      ++*it_;
+      handed_out_ = false;
+    }
+    return *it_ != *end_;
+  }
+
+  Range& range_;
+  std::optional<Iterator> it_;
+  std::optional<Sentinel> end_;
+  bool handed_out_ = false;
+};
+
 /// The object behind DAIFU_GUARD: `GuardLoop(...) + body` runs steps [first, last).
 class DAIFU_API GuardLoop {
  public:
@@ -34,16 +98,43 @@ class DAIFU_API GuardLoop {
 
   template <class F>
   void operator+(F&& body) && {
-    run(StepBodyRef(body));
+    run(StepBodyRef(body), nullptr);
   }
 
+ protected:
+  /// Runs the loop; with a `source`, over its elements instead of [first, last).
+  void run(StepBodyRef body, BatchSource* source);
+
  private:
-  void run(StepBodyRef body);
   Session& session_;
   int64_t first_, last_;
   const char* file_;
   int line_;
 };
+
+/// The object behind DAIFU_GUARD_EACH: `GuardEach(...) + body` runs a step per element of a range.
+template <class Range>
+class GuardEach : private GuardLoop {
+ public:
+  GuardEach(Session& session, Range& range, const char* file, int line) noexcept
+      : GuardLoop(session, 0, 0, file, line), range_(range) {}
+
+  template <class F>
+  void operator+(F&& body) && {
+    using Source = RangeSource<Range>;
+    Source source(range_);
+    auto each = [&](Step& step) { body(step, *step.template find<typename Source::Value>(BatchSource::kKey)); };
+    run(StepBodyRef(each), &source);
+  }
+
+ private:
+  Range& range_;
+};
+
+template <class Range>
+GuardEach<std::remove_reference_t<Range>> guard_each(Session& session, Range&& range, const char* file, int line) {
+  return {session, range, file, line};
+}
 
 }  // namespace detail
 }  // namespace daifu
@@ -55,3 +146,26 @@ class DAIFU_API GuardLoop {
 #define DAIFU_GUARD(session, step, first, last)                                        \
   ::daifu::detail::GuardLoop((session), (first), (last), __FILE__, __LINE__) +         \
       [&](::daifu::Step & step)
+
+/// DAIFU_GUARD_EACH(session, step, batch, range) { ...body using step and batch... };
+/// Runs the body once per element of `range` (anything a range-for accepts, such as
+/// `*data_loader` of torch::data::make_data_loader), with `batch` naming the element, a copy
+/// memoized in the step: a retry, and a re-run after a rollback, see the very same batch, and
+/// the built-in data surgeries can repair it in place. The loop ends when the range does, so
+/// the last partial batch and ranges of unknown length need nothing special.
+/// Steps are numbered across the session's DAIFU_GUARD_EACH loops: with one loop per epoch,
+/// the second epoch's first step comes right after the first epoch's last one, in the journal,
+/// the report and DAIFU_INJECT plans alike, and a resumed run moves past the batches of its
+/// loop that were done. Repairs, bounds and daifu::Unrecovered as in DAIFU_GUARD.
+/// Example:
+///   for (int epoch = 1; epoch <= 10; ++epoch) {
+///     DAIFU_GUARD_EACH(session, step, batch, *data_loader) {
+///       optimizer.zero_grad();
+///       auto loss = torch::nll_loss(model->forward(batch.data), batch.target);
+///       loss.backward();
+///       optimizer.step();
+///     };
+///   }
+#define DAIFU_GUARD_EACH(session, step, batch, range)                                   \
+  ::daifu::detail::guard_each((session), (range), __FILE__, __LINE__) +               \
+      [&](::daifu::Step & step, auto & batch)

@@ -56,6 +56,14 @@ class DAIFU_API Options {
   Options& transient_retries(int64_t n) { transient_retries_ = n; return *this; }
   int64_t transient_retries() const noexcept { return transient_retries_; }
 
+  /// Batches the built-in data_or_code surgery may drop in the whole run (>= 0; 0 turns it
+  /// off). When a tensor_mismatch, exceptional_data or numeric_fault failure is left unrepaired
+  /// by the other surgeries, it takes the batch for bad data: a memoized batch is skipped, a
+  /// step that memoized nothing is retried once (a stream yields its next batch); if the next
+  /// batch fails the same way it is the code, and the step escalates (docs/surgeries.md).
+  Options& max_dropped_batches(int64_t n) { max_dropped_batches_ = n; return *this; }
+  int64_t max_dropped_batches() const noexcept { return max_dropped_batches_; }
+
   /// Wait before the second transient retry (the first is immediate); doubled per retry,
   /// with +-50% jitter.
   Options& transient_backoff(std::chrono::microseconds d) { transient_backoff_ = d; return *this; }
@@ -167,6 +175,7 @@ class DAIFU_API Options {
   std::optional<bool> replay_;
   std::optional<ReplayMode> replay_mode_;
   int64_t transient_retries_ = 3;
+  int64_t max_dropped_batches_ = 100;
   std::chrono::microseconds transient_backoff_{1000};
   std::chrono::microseconds max_backoff_{2'000'000};
   bool fast_throws_ = true;

@@ -44,6 +44,7 @@ struct DAIFU_API SessionStats {
   int64_t rollbacks = 0;
   int64_t rerun_steps = 0;      ///< committed steps run again after rollbacks
   int64_t scrubbed_batches = 0; ///< batches the exceptional_data surgery cleared of NaN/Inf
+  int64_t dropped_batches = 0;  ///< batches the data_or_code surgery dropped as bad data
   int64_t failed_checks = 0;    ///< silent-bug checks that failed (Options::bug_checks)
 };
 

@@ -24,8 +24,13 @@ struct StepAccess;  // src/repair/step_access.h: what the step loop and the repa
 
 class DAIFU_API Step {
  public:
-  /// The step index of the guard loop, in [first, last).
+  /// The step index: in [first, last) in a DAIFU_GUARD loop; counted across the session's
+  /// DAIFU_GUARD_EACH loops in one of those (the first loop's steps are 0, 1, ..., the next
+  /// loop's go on from where it ended).
   int64_t index() const noexcept { return index_; }
+  /// The step's place in its loop: 0 for the loop's first step (`first`, or the range's first
+  /// element), whatever its index() is.
+  int64_t position() const noexcept { return index_ - first_; }
   /// 0 on the first attempt; incremented each time the step is run again.
   int64_t attempt() const noexcept { return attempt_; }
 
@@ -45,12 +50,19 @@ class DAIFU_API Step {
       if (*it->second.type != typeid(V)) {
         throw Error("daifu: Step::once(\"" + key + "\") was called with a different type on a retry");
       }
-      return *static_cast<V*>(it->second.value.get());
+    } else {
+      it = memo_.emplace(key, Memo{std::make_shared<V>(make()), &typeid(V)}).first;
     }
-    auto value = std::make_shared<V>(make());
-    V& ref = *value;
-    memo_.emplace(key, Memo{std::move(value), &typeid(V)});
-    return ref;
+    if (session_ != nullptr) memoized();
+    return *static_cast<V*>(it->second.value.get());
+  }
+
+  /// The value once(key) stored in this step; nullptr if there is none or it is not a V.
+  template <class V>
+  V* find(const std::string& key) noexcept {
+    auto it = memo_.find(key);
+    if (it == memo_.end() || *it->second.type != typeid(V)) return nullptr;
+    return static_cast<V*>(it->second.value.get());
   }
 
   /// Splits a logical batch of `size` samples into consecutive micro-batches of at most
@@ -73,6 +85,7 @@ class DAIFU_API Step {
     if (micro.get() < 1) {
       throw Error("daifu: knob \"" + micro.name() + "\" is " + micro.json() + "; a micro-batch needs at least 1 sample");
     }
+    if (session_ != nullptr) entering_micro_batches();
     for (int64_t begin = 0; begin < size; begin += micro.get()) {
       const int64_t end = std::min(size, begin + micro.get());
       fn(begin, end, static_cast<double>(end - begin) / static_cast<double>(size));
@@ -103,7 +116,13 @@ class DAIFU_API Step {
     std::shared_ptr<void> value;
     const std::type_info* type;
   };
+  // Where an injected fault (DAIFU_INJECT) lands as a real one would: nan_data in the batch
+  // just memoized, oom in the first micro-batch (src/session/step.cpp).
+  void memoized();
+  void entering_micro_batches();
+
   int64_t index_ = 0;
+  int64_t first_ = 0;  // the index of the loop's first step
   int64_t attempt_ = 0;
   detail::SessionImpl* session_ = nullptr;  // set by the step loop; null outside one
   std::unordered_map<std::string, Memo> memo_;

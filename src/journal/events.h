@@ -20,8 +20,8 @@
   X(knob_created, "name type value")                                                                    \
   X(knob, "name before after reason")                                                                   \
   X(transform, "name replaced")                                                                         \
-  X(loop_start, "where first last")                                                                     \
-  X(loop_skipped, "where reason")                                                                       \
+  X(loop_start, "where loop first last each passed")                                                    \
+  X(loop_skipped, "where loop reason")                                                                  \
   X(snapshot, "bytes capture_ms step_ms every")                                                         \
   X(snapshot_failed, "message")                                                                         \
   X(persist_failed, "message")                                                                          \
@@ -54,8 +54,9 @@
   X(caught_up, "rerun_from rerun_steps recovery_us")                                                    \
   X(unrecovered, "attempt kind reason tried report")                                                    \
   X(metrics, "steps values")                                                                            \
-  X(loop_end, "where global_step")                                                                      \
-  X(run_end, "status committed_steps failures retries skipped_steps unrecovered failed_checks")         \
+  X(loop_end, "where loop global_step")                                                                 \
+  X(run_end, "status committed_steps failures retries skipped_steps dropped_batches unrecovered "          \
+              "failed_checks")                                                                         \
   X(uncaught, "attempt where kind exception_type message matched_by report")                            \
   X(terminate, "attempt where kind exception_type message matched_by report")
 

@@ -36,6 +36,8 @@ class RepairServices {
   virtual void keep_changes(bool retake_step_snapshot) = 0;
   /// Counts a batch whose values a surgery replaced (SessionStats::scrubbed_batches).
   virtual void count_scrubbed_batch() noexcept = 0;
+  /// Counts a batch a surgery dropped as bad data (SessionStats::dropped_batches).
+  virtual void count_dropped_batch() noexcept = 0;
 
   /// The knob named `name`, or null when the program made none.
   virtual KnobBase* find_knob(const std::string& name) noexcept = 0;

@@ -20,6 +20,8 @@ struct StepAccess {
 
   static int64_t& index(Step& step) noexcept { return step.index_; }
   static int64_t& attempt(Step& step) noexcept { return step.attempt_; }
+  /// The index of the first step of the step's loop (Step::position).
+  static int64_t& first(Step& step) noexcept { return step.first_; }
   /// The session a running step belongs to; null outside a guard loop.
   static SessionImpl*& session(Step& step) noexcept { return step.session_; }
   static std::string& micro_batch_knob(Step& step) noexcept { return step.micro_knob_; }

@@ -35,7 +35,10 @@ void record_ending(const std::string& workplace, std::string_view event, std::ex
                 " (report: " + path.string() + ")";
     }
     journal.write(line);
-    journal.record("Program End (" + std::string(event) + "): " + summary);
+    // A Session in the program has written its own "Program End" already (if there was one).
+    journal.record((event == detail::event::uncaught ? "Uncaught exception, run_main returns 1: "
+                                                     : "Program End (terminate): ") +
+                   summary);
     std::fprintf(stderr, "daifu: the program ended by %s: %s\n", std::string(event).c_str(), summary.c_str());
   } catch (...) {
     std::fprintf(stderr, "daifu: could not record the program's end in %s\n", workplace.c_str());

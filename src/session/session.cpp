@@ -30,6 +30,10 @@ void validate(const Options& o) {
   if (o.transient_retries() < 0) {
     throw Error("daifu: Options::transient_retries(" + std::to_string(o.transient_retries()) + ") must be >= 0");
   }
+  if (o.max_dropped_batches() < 0) {
+    throw Error("daifu: Options::max_dropped_batches(" + std::to_string(o.max_dropped_batches()) +
+                ") must be >= 0 (0: never drop a batch as data)");
+  }
   for (const auto& [name, wait] : {std::pair{"transient_backoff", o.transient_backoff()},
                                     std::pair{"max_backoff", o.max_backoff()},
                                     std::pair{"contention_backoff", o.contention_backoff()}}) {
@@ -209,6 +213,9 @@ void SessionImpl::resume_from_disk() {
     if (auto it = knobs.find(name); it != knobs.end()) it->second->set_json(value.dump(), "resumed from a snapshot");
   }
   resume_point = ResumePoint{extra.value("loop", int64_t{0}), restored.step};
+  if (const auto each = extra.find("each_first"); each != extra.end() && each->is_number_integer()) {
+    next_each_step = each->get<int64_t>();
+  }
   journal.write({{"event", event::resumed}, {"step", restored.step}, {"loop", resume_point->loop},
                  {"global_step", global_step}, {"file", found->file.string()}});
   journal.record("Resumed from the snapshot of step " + std::to_string(restored.step) + " (" + found->file.string() + ")");
@@ -272,6 +279,7 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
                          {{"max_attempts", o.max_attempts()},
                           {"replay", impl_->replay ? (*impl_->replay == ReplayMode::Eager ? "eager" : "at_step") : "off"},
                           {"transient_retries", o.transient_retries()},
+                          {"max_dropped_batches", o.max_dropped_batches()},
                           {"fast_throws", o.fast_throws()},
                           {"on_unrecovered", impl_->on_unrecovered == OnUnrecovered::Pause ? "pause" : "rethrow"}}},
                         {"inject", inject}});
@@ -308,6 +316,7 @@ Session::~Session() {
                         {"failures", s.failures},
                         {"retries", s.retries},
                         {"skipped_steps", s.skipped_steps},
+                        {"dropped_batches", s.dropped_batches},
                         {"unrecovered", s.unrecovered},
                         {"failed_checks", s.failed_checks}});
   impl_->journal.record("Program End (" + status + "): " + std::to_string(s.committed_steps) + " steps committed, " +
@@ -379,6 +388,7 @@ std::string Session::summary() const {
   out << "daifu: " << s.committed_steps << " steps committed, " << s.failures << " failures, " << s.retries
       << " retries, " << s.skipped_steps << " skipped, ";
   if (s.scrubbed_batches > 0) out << s.scrubbed_batches << " scrubbed, ";
+  if (s.dropped_batches > 0) out << s.dropped_batches << " batches dropped as data, ";
   if (s.failed_checks > 0) out << s.failed_checks << " failed checks, ";
   out << s.unrecovered << " unrecovered"
       << " (workplace " << impl_->workplace.string() << ")\n";

@@ -49,6 +49,7 @@ class SessionServices final : public RepairServices {
   int64_t global_step() const noexcept override;
   void keep_changes(bool retake_step_snapshot) override;
   void count_scrubbed_batch() noexcept override;
+  void count_dropped_batch() noexcept override;
   KnobBase* find_knob(const std::string& name) noexcept override;
   void collect_knob_changes(RepairContext* context) noexcept override;
 
@@ -85,6 +86,8 @@ class SessionImpl {
   std::optional<ResumePoint> resume_point;
   bool resume_checked = false;
   int64_t loops_started = 0;
+  /// The index the next DAIFU_GUARD_EACH loop's first step gets: where the last one ended.
+  int64_t next_each_step = 0;
   /// Restores the newest persisted snapshot, if any (Options::resume), and sets resume_point.
   void resume_from_disk();
   std::map<std::string, std::unique_ptr<KnobBase>> knobs;
@@ -129,6 +132,9 @@ class SessionImpl {
   /// also when a rollback runs its step again.
   const Injection* injection_for(int64_t step, int64_t attempt) noexcept;
   std::set<std::size_t> injections_fired;
+  /// A crash fault of the running attempt that lands where a real one would (Step::memoized,
+  /// Step::entering_micro_batches); the step loop raises it after the body if it did not land.
+  std::optional<std::string> armed_fault;
 };
 
 /// The one door from a daifu::Session to its SessionImpl (a friend of Session).

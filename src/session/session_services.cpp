@@ -14,6 +14,7 @@ void SessionServices::keep_changes(bool retake_step_snapshot) {
 }
 
 void SessionServices::count_scrubbed_batch() noexcept { ++impl_.stats.scrubbed_batches; }
+void SessionServices::count_dropped_batch() noexcept { ++impl_.stats.dropped_batches; }
 
 KnobBase* SessionServices::find_knob(const std::string& name) noexcept {
   auto it = impl_.knobs.find(name);

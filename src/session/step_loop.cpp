@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -31,24 +32,43 @@ class NestedLoop final : public Error {
 
 }  // namespace
 
-void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
+void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* source) {
   loop_ = impl_.loops_started++;
+  source_ = source;
   if (impl_.options.resume() && !impl_.resume_checked) impl_.resume_from_disk();
+  if (source_ != nullptr) {
+    first = impl_.next_each_step;  // set by resume_from_disk in a resumed run
+    last = std::numeric_limits<int64_t>::max();
+  }
+  first_ = first;
   int64_t start = first;
   if (impl_.resume_point) {
     if (loop_ < impl_.resume_point->loop) {  // finished before the snapshot was taken
-      impl_.journal.write({{"event", event::loop_skipped}, {"step", first}, {"where", where_}, {"reason", "resumed"}});
+      impl_.journal.write({{"event", event::loop_skipped}, {"step", first}, {"loop", loop_}, {"where", where_},
+                           {"reason", "resumed"}});
       return;
     }
     if (loop_ == impl_.resume_point->loop) start = std::clamp(impl_.resume_point->step, first, last);
     impl_.resume_point.reset();
   }
-  impl_.journal.write(
-      {{"event", event::loop_start}, {"step", start}, {"first", first}, {"last", last}, {"where", where_}});
+  nlohmann::json line = {{"event", event::loop_start}, {"step", start}, {"loop", loop_}, {"first", first},
+                         {"where", where_}};
+  if (source_ != nullptr) {
+    // A resumed run picks up after the batches its loop had done; the range decides how many there are.
+    line["each"] = true;
+    if (start > first) {
+      line["passed"] = source_->pass(start - first);
+      start = first + line["passed"].get<int64_t>();
+    }
+  } else {
+    line["last"] = last;
+  }
+  impl_.journal.write(line);
   high_water_ = start;
   if (impl_.replayer.pending()) {
     Step first_step;
     StepAccess::index(first_step) = start;
+    StepAccess::first(first_step) = first;
     impl_.replayer.loop_started(session_, where_, first_step);
   }
   for (int64_t index = start; index < last;) {
@@ -62,6 +82,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     }
     Step step;
     StepAccess::index(step) = index;
+    StepAccess::first(step) = first;
     if (auto it = pending_attempt_.find(index); it != pending_attempt_.end()) StepAccess::attempt(step) = it->second;
     if (auto it = memos_.find(index); it != memos_.end()) StepAccess::memos(step) = it->second;
     const bool rerun = index < high_water_;
@@ -83,23 +104,34 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
       const auto started = Clock::now();
       Decision decision;
       bool committed = false;
+      bool exhausted = false;
       try {
         if (impl_.agreement) impl_.agreement->raise_if_failed();  // told while settling for a snapshot
-        if (const Injection* inj = impl_.injection_for(index, step.attempt())) {
-          throw_injected(inj->fault, (impl_.workplace / "inject").string());
+        if (const Injection* inj = impl_.injection_for(index, step.attempt())) arm(inj->fault);
+        // Fetching the batch is part of the step: a loader that throws fails the step.
+        exhausted = source_ != nullptr && !source_->fill(step);
+        if (!exhausted) {
+          impl_.injector.begin_attempt(index, step.attempt());
+          body(step);
+          impl_.injector.end_attempt();
+          if (impl_.armed_fault) fire_armed();
+          impl_.state.synchronize_devices();
+          impl_.detectors.end_attempt(impl_.step_metrics);
+          if (impl_.agreement) impl_.agreement->end_point();
+          committed = true;
         }
-        impl_.injector.begin_attempt(index, step.attempt());
-        body(step);
-        impl_.injector.end_attempt();
-        impl_.state.synchronize_devices();
-        impl_.detectors.end_attempt(impl_.step_metrics);
-        if (impl_.agreement) impl_.agreement->end_point();
-        committed = true;
       } catch (...) {
+        impl_.armed_fault.reset();
         impl_.injector.end_attempt();
         refuse_nested_loop(step);
         // Both throw daifu::Unrecovered to escalate.
         decision = impl_.agreement ? handle_distributed_failure(step, Clock::now()) : handle_failure(step, Clock::now());
+      }
+      if (exhausted) {  // the range ended; a retry that wanted a new batch found none
+        impl_.armed_fault.reset();
+        if (step.attempt() > 0) skip(step);
+        last = index;
+        break;
       }
       if (committed) {
         impl_.detectors.commit(index);
@@ -150,8 +182,23 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body) {
     }
   }
   impl_.current_step = -1;
-  impl_.journal.write(
-      {{"event", event::loop_end}, {"step", last}, {"where", where_}, {"global_step", impl_.global_step}});
+  if (source_ != nullptr) impl_.next_each_step = last;
+  impl_.journal.write({{"event", event::loop_end}, {"step", last}, {"loop", loop_}, {"where", where_},
+                       {"global_step", impl_.global_step}});
+}
+
+void StepLoop::arm(const std::string& fault) {
+  // Where the loop's committed steps say the fault would strike for real; before the body otherwise.
+  const bool lands_later = (fault == "oom" && uses_micro_batches_) ||
+                           (fault == "nan_data" && (memoizes_ || source_ != nullptr));
+  if (!lands_later) throw_injected(fault, (impl_.workplace / "inject").string());
+  impl_.armed_fault = fault;
+}
+
+void StepLoop::fire_armed() {
+  const std::string fault = *impl_.armed_fault;
+  impl_.armed_fault.reset();
+  throw_injected(fault, (impl_.workplace / "inject").string());
 }
 
 void StepLoop::maybe_snapshot(int64_t index) {
@@ -182,7 +229,10 @@ void StepLoop::maybe_snapshot(int64_t index) {
     nlohmann::json knobs = nlohmann::json::object();
     for (const auto& [name, knob] : impl_.knobs) knobs[name] = nlohmann::json::parse(knob->json());
     try {
-      impl_.snapshot.persist(*impl_.store, nlohmann::json{{"loop", loop_}, {"knobs", knobs}}.dump(), /*durable=*/false);
+      // "each_first": where the DAIFU_GUARD_EACH loop that a resumed run continues begins.
+      const nlohmann::json extra = {
+          {"loop", loop_}, {"each_first", source_ != nullptr ? first_ : impl_.next_each_step}, {"knobs", knobs}};
+      impl_.snapshot.persist(*impl_.store, extra.dump(), /*durable=*/false);
     } catch (const std::exception& e) {
       impl_.journal.write({{"event", event::persist_failed}, {"step", index}, {"message", e.what()}});
       impl_.journal.record_warning(std::string("Persisting the snapshot of step ") + std::to_string(index) +
@@ -234,6 +284,8 @@ void StepLoop::commit(const Step& step, bool rerun) {
   high_water_ = std::max(high_water_, step.index() + 1);
   pending_attempt_.erase(step.index());
   if (window_start_ >= 0 && !StepAccess::memos(step).empty()) memos_[step.index()] = StepAccess::memos(step);
+  memoizes_ = memoizes_ || !StepAccess::memos(step).empty();
+  uses_micro_batches_ = uses_micro_batches_ || !step.micro_batch_knob().empty();
   if (step.attempt() > 0) SurgeryRegistryAccess::reset_step(impl_.surgeries);
   if (!impl_.step_metrics.empty()) {
     impl_.metric_rows.push_back({step.index(), std::move(impl_.step_metrics)});
@@ -456,7 +508,7 @@ void StepLoop::refuse_nested_loop(const Step& step) {
   }
 }
 
-void GuardLoop::run(StepBodyRef body) {
+void GuardLoop::run(StepBodyRef body, BatchSource* source) {
   std::string where = std::string(file_) + ":" + std::to_string(line_);
   SessionImpl& impl = SessionAccess::impl(session_);
   std::thread::id running{};
@@ -470,7 +522,12 @@ void GuardLoop::run(StepBodyRef body) {
     SessionImpl& impl;
     ~Release() { impl.loop_thread = std::thread::id{}; }
   } release{impl};
-  StepLoop(session_, std::move(where)).run(first_, last_, body);
+  if (source != nullptr && impl.agreement) {
+    throw Error("daifu: DAIFU_GUARD_EACH at " + where +
+                " is not supported in a distributed session yet (the ranks would have to agree where each one's "
+                "range ends); use DAIFU_GUARD over a number of steps every rank knows");
+  }
+  StepLoop(session_, std::move(where)).run(first_, last_, body, source);
 }
 
 }  // namespace detail

@@ -30,7 +30,9 @@ class StepLoop {
  public:
   StepLoop(Session& session, std::string where) : session_(session), impl_(SessionAccess::impl(session)), where_(std::move(where)) {}
 
-  void run(int64_t first, int64_t last, StepBodyRef body);
+  /// Runs steps [first, last); with a `source` (DAIFU_GUARD_EACH), one per element it hands
+  /// out, numbered from SessionImpl::next_each_step, instead.
+  void run(int64_t first, int64_t last, StepBodyRef body, BatchSource* source);
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -76,6 +78,12 @@ class StepLoop {
                                   std::string& result, std::string& surgery);
   [[noreturn]] void escalate(Failure failure, const std::string& report, const std::string& why,
                              std::vector<std::string> tried);
+  /// Raises the injected crash fault `fault` now, or arms it to land where a real one would:
+  /// an oom in the first micro-batch of a loop whose steps use Step::micro_batches, nan_data
+  /// in the batch of a loop whose steps memoize one (SessionImpl::armed_fault).
+  void arm(const std::string& fault);
+  /// Raises the armed fault that did not land during the body.
+  void fire_armed();
   void maybe_snapshot(int64_t index);
   void restore_snapshot(const Step& failed, const std::vector<std::string>& mutated);
   void commit(const Step& step, bool rerun);
@@ -90,6 +98,11 @@ class StepLoop {
   SessionImpl& impl_;
   std::string where_;
   int64_t loop_ = 0;  // this loop's place among the session's loops, in order of start
+  int64_t first_ = 0;
+  BatchSource* source_ = nullptr;  // a DAIFU_GUARD_EACH loop's elements; null in a DAIFU_GUARD loop
+  // Whether a committed step of this loop memoized a value / called Step::micro_batches.
+  bool memoizes_ = false;
+  bool uses_micro_batches_ = false;
 
   // The rollback window: the step the newest snapshot of this loop was taken at (-1: none
   // yet), and the Step::once values of the steps committed since, so a re-run sees the

@@ -3,6 +3,7 @@
 #include "patch/hot_patch_surgery.h"
 #include "repair/repair_services.h"
 #include "surgery/api_misuse.h"
+#include "surgery/data_or_code.h"
 #include "surgery/device_contention.h"
 #include "surgery/exceptional_data.h"
 #include "surgery/numeric_fault.h"
@@ -32,6 +33,7 @@ void add_builtin_surgeries(SurgeryRegistry& registry, RepairServices& session, P
   const SurgeryLimits transient_retry{190, o.transient_retries(), kUnbounded};
   const SurgeryLimits hot_patch{198, 3, 1000};                  // after the repairs, before api_misuse
   const SurgeryLimits api_misuse{199, 1, kUnbounded};           // escalates: a patch is how misuse gets fixed
+  const SurgeryLimits data_or_code{199, 2, kUnbounded};         // last: drops a batch (Options::max_dropped_batches)
 
   registry.add(std::make_unique<DeviceContentionSurgery>(device_contention, session));
   registry.add(std::make_unique<TensorMismatchSurgery>(tensor_mismatch, session));
@@ -42,6 +44,7 @@ void add_builtin_surgeries(SurgeryRegistry& registry, RepairServices& session, P
   registry.add(std::make_unique<TransientRetry>(transient_retry, o.transient_backoff(), o.max_backoff()));
   registry.add(std::make_unique<HotPatchSurgery>(hot_patch, patches));
   registry.add(std::make_unique<ApiMisuseSurgery>(api_misuse));
+  registry.add(std::make_unique<DataOrCodeSurgery>(data_or_code, session));
 }
 
 }  // namespace daifu::detail

@@ -86,6 +86,12 @@ nlohmann::json to_json(const IncidentRecord& i) {
           {"recovery_us", i.recovery_us}, {"paused_s", i.paused_s}, {"rerun_steps", i.rerun_steps}};
 }
 
+// Whether a failure of `kind` is gone when the process starts again: a fault of the moment (a
+// dropped connection, a busy device, a flipped bit), not of the code, data or configuration.
+bool gone_on_restart(const std::string& kind) {
+  return kind == "transient_runtime" || kind == "device_contention" || kind == "numeric_fault";
+}
+
 }  // namespace
 
 // The rank-<r> folders of a distributed session's workplace, by rank; empty for a single process.
@@ -232,8 +238,15 @@ int show(const ReadOptions& options, int number) {
     auto it = report.find(key);
     return it == report.end() ? std::string() : it->is_string() ? it->get<std::string>() : it->dump();
   };
-  std::cout << "failure   " << number << " at step " << field("step") << " attempt " << field("attempt") << " ("
-            << field("where") << ")\n"
+  const std::string event = field("event");
+  if (event == detail::event::uncaught || event == detail::event::terminate) {  // by run_main, outside any step
+    std::cout << "failure   " << number << ": the exception that ended the program ("
+              << (event == detail::event::uncaught ? "uncaught, run_main returned 1" : "std::terminate") << ")\n";
+  } else {
+    std::cout << "failure   " << number << " at step " << field("step") << " attempt " << field("attempt") << " ("
+              << field("where") << ")\n";
+  }
+  std::cout
             << "kind      " << field("kind") << " (matched by " << field("matched_by") << ")\n"
             << "exception " << field("exception_type") << "\n"
             << "message   " << first_line(field("message"), 400) << "\n";
@@ -258,7 +271,7 @@ int stats(const ReadOptions& options) {
   if (!load(options, h)) return 1;
   std::map<std::string, int64_t> per_kind, per_surgery, per_outcome;
   double recovery_s = 0, paused_s = 0, saved_s = 0;
-  int64_t rerun = 0;
+  int64_t rerun = 0, would_repeat = 0;
   std::map<std::string, double> run_start;
   for (const auto& r : h.runs) run_start[r.id] = r.start;
   for (const auto& i : h.incidents) {
@@ -268,15 +281,23 @@ int stats(const ReadOptions& options) {
     if (i.recovery_us > 0) recovery_s += i.recovery_us / 1e6;
     paused_s += i.paused_s;
     rerun += i.rerun_steps;
-    // A recovered failure saves what a restart from scratch would redo: the run so far.
-    if ((i.outcome == "retry" || i.outcome == "skip") && run_start.count(i.run) > 0) saved_s += i.time - run_start[i.run];
+    if (i.outcome != "retry" && i.outcome != "skip") continue;
+    // A recovered failure that a restart would not meet again (it came and went) saves what a
+    // restart from scratch would redo: the run so far. One that depends on the code, the data
+    // or the configuration, a restart meets again: it needed the repair, not a restart.
+    if (!gone_on_restart(i.kind)) {
+      ++would_repeat;
+    } else if (run_start.count(i.run) > 0) {
+      saved_s += i.time - run_start[i.run];
+    }
   }
   if (options.json) {
     std::cout << nlohmann::json{{"runs", h.runs.size()},         {"failures", h.incidents.size()},
                                 {"per_kind", per_kind},          {"per_surgery", per_surgery},
                                 {"per_outcome", per_outcome},    {"recovery_s", recovery_s},
                                 {"paused_s", paused_s},          {"rerun_steps", rerun},
-                                {"restart_cost_avoided_s", saved_s}, {"skipped_lines", h.skipped_lines}}
+                                {"restart_cost_avoided_s", saved_s}, {"recovered_restart_would_repeat", would_repeat},
+                                {"skipped_lines", h.skipped_lines}}
                      .dump(2)
               << "\n";
     return 0;
@@ -296,7 +317,10 @@ int stats(const ReadOptions& options) {
   std::cout << std::fixed << std::setprecision(3) << "time lost   " << recovery_s << " s recovering, " << paused_s
             << " s paused, " << rerun << " step(s) re-run after rollbacks\n"
             << "time saved  " << saved_s
-            << " s: the training before each recovered failure, which a restart from scratch would redo\n";
+            << " s: the training before each recovered transient failure (transient_runtime, device_contention, "
+               "numeric_fault), which a restart from scratch would redo\n"
+            << "            " << would_repeat
+            << " recovered failure(s) of other kinds, which a restart would have met again\n";
   return 0;
 }
 

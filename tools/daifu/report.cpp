@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -51,18 +52,32 @@ std::string fmt(double v) {
   return out.str();
 }
 
-// One run's timeline: the metric curve, failure markers, rollback windows, numeric knobs.
+// A reported metric over the steps, drawn on its own scale.
+struct Curve {
+  std::string name;
+  std::vector<std::pair<int64_t, double>> points;
+  double lo = 0, hi = 1;
+};
+
+// One run's timeline: every metric's curve (each on its own scale, "loss" first), failure
+// markers, rollback windows, numeric knobs.
 std::string timeline(const History& h, const std::string& run) {
-  std::vector<std::pair<int64_t, double>> curve;
-  std::string metric;
+  std::vector<Curve> curves;
   for (const auto& m : h.metrics) {
     if (m.run != run) continue;
-    if (metric.empty()) metric = m.name == "loss" ? "loss" : m.name;
-    if (m.name == "loss" && metric != "loss") {
-      metric = "loss";
-      curve.clear();
+    auto it = std::find_if(curves.begin(), curves.end(), [&](const Curve& c) { return c.name == m.name; });
+    if (it == curves.end()) it = curves.insert(m.name == "loss" ? curves.begin() : curves.end(), Curve{m.name, {}});
+    it->points.emplace_back(m.step, m.value);
+  }
+  for (Curve& c : curves) {
+    bool first = true;
+    for (const auto& [s, v] : c.points) {
+      if (!std::isfinite(v)) continue;
+      c.lo = first ? v : std::min(c.lo, v);
+      c.hi = first ? v : std::max(c.hi, v);
+      first = false;
     }
-    if (m.name == metric) curve.emplace_back(m.step, m.value);
+    if (c.hi - c.lo < 1e-12) c.hi = c.lo + 1;
   }
   std::vector<const IncidentRecord*> incidents;
   for (const auto& i : h.incidents) {
@@ -76,20 +91,14 @@ std::string timeline(const History& h, const std::string& run) {
     series.emplace_back(k.step, k.after.get<double>());
   }
   int64_t max_step = 1;
-  for (const auto& [s, v] : curve) max_step = std::max(max_step, s);
-  for (const auto* i : incidents) max_step = std::max(max_step, i->step);
-  double lo = 0, hi = 1;
-  if (!curve.empty()) {
-    lo = hi = curve[0].second;
-    for (const auto& [s, v] : curve) {
-      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
-    }
-    if (hi - lo < 1e-12) hi = lo + 1;
+  for (const Curve& c : curves) {
+    for (const auto& [s, v] : c.points) max_step = std::max(max_step, s);
   }
+  for (const auto* i : incidents) max_step = std::max(max_step, i->step);
   const int plot_w = kWidth - kLeft - kRight;
   const int height = kTop + kPlotHeight + 30 + static_cast<int>(knobs.size()) * (kKnobHeight + 20);
   auto x = [&](double step) { return kLeft + plot_w * step / static_cast<double>(max_step); };
-  auto y = [&](double v) { return kTop + kPlotHeight * (1 - (v - lo) / (hi - lo)); };
+  auto y = [&](const Curve& c, double v) { return kTop + kPlotHeight * (1 - (v - c.lo) / (c.hi - c.lo)); };
 
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << kWidth << "' height='" << height << "' viewBox='0 0 "
@@ -104,12 +113,15 @@ std::string timeline(const History& h, const std::string& run) {
         << "' height='" << kPlotHeight << "' fill='#ffd8a8' opacity='0.6'><title>rollback: steps "
         << i->step - i->rerun_steps << "-" << i->step << " re-run</title></rect>\n";
   }
-  if (!curve.empty()) {
-    svg << "<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='";
-    for (const auto& [s, v] : curve) {
-      if (std::isfinite(v)) svg << fmt(x(static_cast<double>(s))) << "," << fmt(y(v)) << " ";
+  static const char* const kCurveColors[] = {"#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  for (std::size_t k = 0; k < curves.size(); ++k) {
+    const Curve& c = curves[k];
+    svg << "<polyline fill='none' stroke='" << kCurveColors[k % std::size(kCurveColors)]
+        << "' stroke-width='1.5' points='";
+    for (const auto& [s, v] : c.points) {
+      if (std::isfinite(v)) svg << fmt(x(static_cast<double>(s))) << "," << fmt(y(c, v)) << " ";
     }
-    svg << "'/>\n";
+    svg << "'><title>" << escape(c.name) << "</title></polyline>\n";
   }
   for (const auto* i : incidents) {
     const double px = x(static_cast<double>(i->step));
@@ -121,14 +133,24 @@ std::string timeline(const History& h, const std::string& run) {
         << (i->outcome == "unrecovered" ? " stroke-dasharray='4 3'" : "") << "/><circle cx='" << px << "' cy='"
         << kTop + 6 << "' r='5' fill='" << color_of(i->kind) << "'/></g>\n";
   }
-  // Axes labels.
-  svg << "<text x='4' y='" << kTop + 10 << "' font-size='11'>" << fmt(hi) << "</text>"
-      << "<text x='4' y='" << kTop + kPlotHeight << "' font-size='11'>" << fmt(lo) << "</text>"
-      << "<text x='" << kLeft << "' y='" << kTop + kPlotHeight + 16 << "' font-size='11'>step 0</text>"
+  // Axes labels; the left axis is the first curve's, the others say their range in their label.
+  if (!curves.empty()) {
+    svg << "<text x='4' y='" << kTop + 10 << "' font-size='11'>" << fmt(curves[0].hi) << "</text>"
+        << "<text x='4' y='" << kTop + kPlotHeight << "' font-size='11'>" << fmt(curves[0].lo) << "</text>";
+  }
+  svg << "<text x='" << kLeft << "' y='" << kTop + kPlotHeight + 16 << "' font-size='11'>step 0</text>"
       << "<text x='" << kWidth - kRight - 60 << "' y='" << kTop + kPlotHeight + 16 << "' font-size='11'>step "
-      << max_step << "</text>"
-      << "<text x='" << kLeft + 8 << "' y='" << kTop + 28 << "' font-size='12' fill='#1f77b4'>"
-      << escape(metric.empty() ? "no metrics reported" : metric) << "</text>\n";
+      << max_step << "</text>";
+  if (curves.empty()) {
+    svg << "<text x='" << kLeft + 8 << "' y='" << kTop + 28 << "' font-size='12'>no metrics reported</text>";
+  }
+  for (std::size_t k = 0; k < curves.size(); ++k) {
+    const Curve& c = curves[k];
+    svg << "<text x='" << kLeft + 8 << "' y='" << kTop + 28 + 16 * static_cast<int>(k) << "' font-size='12' fill='"
+        << kCurveColors[k % std::size(kCurveColors)] << "'>" << escape(c.name)
+        << (k == 0 ? std::string() : " [" + fmt(c.lo) + ", " + fmt(c.hi) + "]") << "</text>";
+  }
+  svg << "\n";
   int top = kTop + kPlotHeight + 30;
   for (const auto& [name, series] : knobs) {
     double klo = series[0].second, khi = series[0].second;

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""The ported PyTorch MNIST example (examples/mnist_dataloader) under every DAIFU_INJECT fault.
+
+Each repetition runs the plain program once and the guarded one once per fault (none, then
+each crash fault at one step), interleaved, each in a fresh folder, and reads what the program
+printed (test loss and accuracy) and what its journal says (repairs, unrecovered). Prints a
+markdown table: fault, finished runs, the repairs, quality against the plain run, and the
+wall time against the plain run of the same repetition (median [min, max] over repetitions).
+
+  benchmark_cases/ports/fault_table.py [--build build] [--reps 3] [--step 300]
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+
+FAULTS = ["transient", "io", "oom", "shape", "dtype", "index", "path", "nan_data", "nan_loss", "api",
+          "contention", "illegal_address", "unknown"]
+RESULT = re.compile(r"Test set: Average loss: ([0-9.naif]+) \| Accuracy: ([0-9.]+)")
+
+
+def run(binary, inject):
+    with tempfile.TemporaryDirectory(prefix="daifu-port-") as cwd:
+        env = dict(os.environ)
+        if inject is not None:
+            env["DAIFU_INJECT"] = inject
+        started = time.monotonic()
+        proc = subprocess.run([binary], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+        wall = time.monotonic() - started
+        found = RESULT.findall(proc.stdout.replace("\r", "\n"))
+        out = {"rc": proc.returncode, "wall": wall,
+               "loss": float(found[-1][0]) if found else None, "accuracy": float(found[-1][1]) if found else None,
+               "repairs": [], "unrecovered": None}
+        journal = os.path.join(cwd, "daifu_workplace", "journal.jsonl")
+        if os.path.exists(journal):
+            with open(journal) as f:
+                for line in f:
+                    try:
+                        e = json.loads(line)
+                    except ValueError:
+                        continue
+                    if e.get("event") == "repair":
+                        out["repairs"].append(f'{e["surgery"]}: {e["action"]}')
+                    elif e.get("event") == "unrecovered":
+                        out["unrecovered"] = e.get("reason", "")
+        return out
+
+
+def spread(values, fmt):
+    if not values:
+        return "-"
+    return f"{fmt(statistics.median(values))} [{fmt(min(values))}, {fmt(max(values))}]"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--build", default="build")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--step", type=int, default=300)
+    args = p.parse_args()
+    plain_bin = os.path.abspath(os.path.join(args.build, "examples/mnist_dataloader/mnist_plain"))
+    guarded_bin = os.path.abspath(os.path.join(args.build, "examples/mnist_dataloader/mnist"))
+    rows = ["none"] + FAULTS
+    plain, guarded = [], {r: [] for r in rows}
+    for rep in range(args.reps):
+        plain.append(run(plain_bin, None))
+        for r in rows:
+            guarded[r].append(run(guarded_bin, "" if r == "none" else f"{r}@{args.step}"))
+            g = guarded[r][-1]
+            print(f"# rep {rep} {r}: rc {g['rc']} loss {g['loss']} acc {g['accuracy']} {g['wall']:.1f} s "
+                  f"{g['repairs']} {g['unrecovered'] or ''}", flush=True)
+    ref = plain[0]
+    print(f"\nplain: test loss {ref['loss']}, accuracy {ref['accuracy']}, "
+          f"wall {spread([p['wall'] for p in plain], lambda v: f'{v:.1f} s')}\n")
+    print("| fault | finished | repair | test loss / accuracy (plain: %s / %s) | time vs plain |" % (ref["loss"], ref["accuracy"]))
+    print("|---|---|---|---|---|")
+    for r in rows:
+        runs = guarded[r]
+        done = [g for g in runs if g["rc"] == 0]
+        repairs = sorted({", ".join(g["repairs"]) or "-" for g in runs})
+        if not done:
+            why = runs[0]["unrecovered"] or f"exit {runs[0]['rc']}"
+            quality = f"unrecovered: {why[:90]}"
+        else:
+            quality = " ; ".join(sorted({f"{g['loss']} / {g['accuracy']}" for g in done}))
+        ratio = [g["wall"] / p["wall"] for g, p in zip(runs, plain) if g["rc"] == 0]
+        print(f"| `{r}` | {len(done)}/{len(runs)} | {' / '.join(repairs)} | {quality} | "
+              f"{spread([100 * (x - 1) for x in ratio], lambda v: f'{v:+.1f}%')} |")
+
+
+if __name__ == "__main__":
+    main()
