@@ -177,15 +177,18 @@ TEST(Each, AResumedRunPassesTheBatchesItsLoopHadDone) {
   {
     Model first;
     auto loader = make_loader();
+    int64_t trained = 0;  // a plain counter: the persisted snapshot carries it
     daifu::Session session(options);
     session.track("model", *first.net);
     session.track("optimizer", *first.optimizer);
+    session.track_value("trained", trained);
     bool unrecovered = false;
     try {
       for (int epoch = 0; epoch < 2; ++epoch) {
         DAIFU_GUARD_EACH(session, step, batch, *loader) {
           if (step.index() == 6) throw std::logic_error("a bug nobody repairs");
           first.train(batch);
+          ++trained;
         };
       }
     } catch (const daifu::Unrecovered&) {
@@ -197,16 +200,20 @@ TEST(Each, AResumedRunPassesTheBatchesItsLoopHadDone) {
   auto loader = make_loader();
   std::vector<int64_t> steps;
   {
+    int64_t trained = 0;
     daifu::Session session(daifu::Options(options).resume(true));
     session.track("model", *resumed.net);
     session.track("optimizer", *resumed.optimizer);
+    session.track_value("trained", trained);
     for (int epoch = 0; epoch < 2; ++epoch) {
       DAIFU_GUARD_EACH(session, step, batch, *loader) {
         steps.push_back(step.index());
         resumed.train(batch);
+        ++trained;
       };
     }
     EXPECT_EQ(session.global_step(), 8);
+    EXPECT_EQ(trained, 8);  // 6 from the snapshot, 2 here
   }
   EXPECT_EQ(steps, (std::vector<int64_t>{6, 7}));
   expect_bitwise_equal(plain.params(), resumed.params());
@@ -348,6 +355,22 @@ TEST(InjectedFaults, AnInjectedOomInAMicroBatchedProgramHalvesTheMicroBatch) {
   ASSERT_EQ(repairs.size(), 1u);
   EXPECT_EQ(repairs[0]["surgery"], "out_of_memory");
   EXPECT_EQ(repairs[0]["changes"]["micro_batch"], nlohmann::json::array({8, 4}));
+}
+
+// A batch knob would not change what the loader yields: the surgery says to split the batch.
+TEST(InjectedFaults, AnOomInALoaderLoopWithoutMicroBatchesEscalatesWithAdviceAndLeavesTheBatchKnob) {
+  const auto wp = fresh_dir();
+  auto loader = make_loader();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@1"));
+  auto& batch_size = session.knob<int64_t>("batch_size", 16);
+  try {
+    DAIFU_GUARD_EACH(session, step, batch, *loader) { (void)batch; };
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_EQ(e.failure().kind, daifu::FailureKind::OutOfMemory);
+    EXPECT_NE(std::string(e.what()).find("split it with Step::micro_batches"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(batch_size.get(), 16);
 }
 
 TEST(InjectedFaults, InjectedNanDataLandsInTheMemoizedBatchAndIsScrubbed) {

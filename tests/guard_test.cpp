@@ -396,6 +396,37 @@ TEST(Guard, MetricsAreJournaledCompactly) {
   EXPECT_DOUBLE_EQ(lines[2]["values"]["loss"][1].get<double>(), 0.1);
 }
 
+// Plain values have no version counter: they are put back at every failure, and to the
+// snapshot's copy on a rollback, so the re-run steps count once.
+TEST(Guard, ATrackedValueIsPutBackWhenAStepFailsAndOnARollback) {
+  const auto wp = fresh_dir();
+  auto w = torch::zeros({1});
+  double running = 0;
+  struct Counters {
+    double sum;
+    int64_t steps;
+  } counters{0, 0};
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("").snapshot_every(4));
+  session.track("w", w);
+  session.track_value("running", running);
+  session.track_value("counters", counters);
+  DAIFU_GUARD(session, step, 0, 8) {
+    running += 1.0;
+    counters.sum += 0.5;
+    ++counters.steps;
+    if (step.index() == 2 && step.attempt() == 0) throw std::system_error(std::make_error_code(std::errc::io_error), "x");
+    w.add_(1);
+    if (step.index() == 5 && step.attempt() == 0) throw std::system_error(std::make_error_code(std::errc::io_error), "y");
+  };
+  EXPECT_EQ(session.stats().rollbacks, 1);
+  EXPECT_EQ(running, 8.0);
+  EXPECT_EQ(counters.sum, 4.0);
+  EXPECT_EQ(counters.steps, 8);
+  EXPECT_EQ(w.item<float>(), 8.0f);
+  EXPECT_THROW(session.track_value("running", running), daifu::Error);
+  EXPECT_THROW(session.track_value("w", running), daifu::Error);
+}
+
 TEST(Guard, SeveralLoopsShareTheGlobalStep) {
   const auto wp = fresh_dir();
   daifu::Session session(daifu::Options().workplace(wp.string()));

@@ -11,6 +11,7 @@
 #include <daifu/surgery.h>
 #include <daifu/torch_fwd.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -78,6 +79,17 @@ class DAIFU_API Session : private detail::KnobObserver {
   void track(const std::string& name, torch::optim::Optimizer& optimizer);
   /// Tracks a tensor (its storage and version counter).
   void track(const std::string& name, at::Tensor& tensor);
+  /// Tracks a plain value the steps update: a loss accumulator, a counter, a small struct of
+  /// them (trivially copyable, at most 4 KiB). A failed step puts it back as it was when the
+  /// step began, a rollback as it was at the snapshot, and a persisted snapshot carries it to a
+  /// resumed run. It must outlive the session. Throws daifu::Error if the name is taken.
+  /// Example:  double running_loss = 0;  session.track_value("running_loss", running_loss);
+  template <class T>
+  void track_value(const std::string& name, T& value) {
+    static_assert(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>,
+                  "track_value takes a trivially copyable value that is not a pointer; track tensors with track()");
+    track_value_bytes(name, &value, sizeof(T));
+  }
 
   /// Returns the knob `name`, creating it with `initial` the first time. T is int64_t, double,
   /// bool or std::string; asking for an existing knob with another T throws daifu::Error.
@@ -135,6 +147,7 @@ class DAIFU_API Session : private detail::KnobObserver {
  private:
   friend struct detail::SessionAccess;
   detail::KnobBase* find_any_knob(const std::string& name) const;
+  void track_value_bytes(const std::string& name, void* value, std::size_t size);
   void add_knob(std::unique_ptr<detail::KnobBase> knob);
   void knob_changed(const std::string& name, const std::string& old_json,
                     const std::string& new_json, const std::string& reason) override;

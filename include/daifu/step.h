@@ -123,6 +123,7 @@ class DAIFU_API Step {
 
   int64_t index_ = 0;
   int64_t first_ = 0;  // the index of the loop's first step
+  bool from_range_ = false;  // a DAIFU_GUARD_EACH step: its batch comes from the range
   int64_t attempt_ = 0;
   detail::SessionImpl* session_ = nullptr;  // set by the step loop; null outside one
   std::unordered_map<std::string, Memo> memo_;

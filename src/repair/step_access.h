@@ -22,6 +22,8 @@ struct StepAccess {
   static int64_t& attempt(Step& step) noexcept { return step.attempt_; }
   /// The index of the first step of the step's loop (Step::position).
   static int64_t& first(Step& step) noexcept { return step.first_; }
+  /// Whether the step's batch comes from a DAIFU_GUARD_EACH range, whose batch size is not a knob.
+  static bool& from_range(Step& step) noexcept { return step.from_range_; }
   /// The session a running step belongs to; null outside a guard loop.
   static SessionImpl*& session(Step& step) noexcept { return step.session_; }
   static std::string& micro_batch_knob(Step& step) noexcept { return step.micro_knob_; }

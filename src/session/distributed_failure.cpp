@@ -101,6 +101,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   }
   const std::vector<std::string> mutated = impl_.state.mutated_since_begin();
   impl_.state.restore_rng();
+  impl_.values.restore_step();
   nlohmann::json got;
   try {
     got = nlohmann::json::parse(agreement.exchange(""));

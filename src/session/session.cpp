@@ -7,6 +7,7 @@
 #include "session/session_impl.h"
 #include "surgery/builtin.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -207,6 +208,7 @@ void SessionImpl::resume_from_disk() {
   // Throws daifu::Error (nothing changed) when the snapshot does not fit the tracked objects.
   const Snapshot::Persisted restored = snapshot.restore_persisted(state, *found);
   const auto extra = nlohmann::json::parse(restored.extra_json);
+  values.restore_json(extra.contains("values") ? extra["values"].dump() : "{}");
   global_step = restored.global_step;
   const nlohmann::json saved_knobs = extra.value("knobs", nlohmann::json::object());
   for (const auto& [name, value] : saved_knobs.items()) {
@@ -331,6 +333,13 @@ void Session::track(const std::string& name, torch::optim::Optimizer& optimizer)
   impl_->state.add_optimizer(name, optimizer);
 }
 void Session::track(const std::string& name, at::Tensor& tensor) { impl_->state.add_tensor(name, tensor); }
+void Session::track_value_bytes(const std::string& name, void* value, std::size_t size) {
+  const auto names = impl_->state.names();
+  if (std::find(names.begin(), names.end(), name) != names.end()) {
+    throw Error("daifu: \"" + name + "\" names a tracked object already");
+  }
+  impl_->values.add(name, value, size);
+}
 
 detail::KnobBase* Session::find_any_knob(const std::string& name) const { return impl_->services.find_knob(name); }
 

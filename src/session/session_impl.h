@@ -21,6 +21,7 @@
 #include "snapshot/policy.h"
 #include "snapshot/snapshot.h"
 #include "state/tracked_state.h"
+#include "state/tracked_values.h"
 
 #include <atomic>
 #include <chrono>
@@ -73,6 +74,7 @@ class SessionImpl {
   Classifier classifier;
   SurgeryRegistry surgeries;
   TrackedState state;
+  TrackedValues values;  // Session::track_value
   Snapshot snapshot;
   SnapshotPolicy policy;
   SnapshotStats snapshot_stats;

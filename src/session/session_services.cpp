@@ -9,7 +9,10 @@ Journal& SessionServices::journal() noexcept { return impl_.journal; }
 int64_t SessionServices::global_step() const noexcept { return impl_.global_step; }
 
 void SessionServices::keep_changes(bool retake_step_snapshot) {
-  if (retake_step_snapshot) impl_.snapshot.capture(impl_.state, impl_.snapshot.step(), impl_.snapshot.global_step());
+  if (retake_step_snapshot) {
+    impl_.snapshot.capture(impl_.state, impl_.snapshot.step(), impl_.snapshot.global_step());
+    impl_.values.capture();
+  }
   impl_.snapshot_requested = true;
 }
 

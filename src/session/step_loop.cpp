@@ -83,6 +83,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
     Step step;
     StepAccess::index(step) = index;
     StepAccess::first(step) = first;
+    StepAccess::from_range(step) = source_ != nullptr;
     if (auto it = pending_attempt_.find(index); it != pending_attempt_.end()) StepAccess::attempt(step) = it->second;
     if (auto it = memos_.find(index); it != memos_.end()) StepAccess::memos(step) = it->second;
     const bool rerun = index < high_water_;
@@ -95,6 +96,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       if (!rerun && (step.attempt() == 0 || impl_.snapshot_requested)) maybe_snapshot(index);
       StepAccess::micro_batch_knob(step).clear();
       impl_.state.begin_step();
+      impl_.values.begin_step();
       impl_.step_metrics.clear();
       impl_.detectors.begin_attempt(index, step.attempt());
       if (impl_.agreement) {
@@ -217,6 +219,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
   const auto started = Clock::now();
   try {
     impl_.snapshot.capture(impl_.state, index, impl_.global_step);
+    impl_.values.capture();
   } catch (const std::exception& e) {
     // Without a snapshot a failure after a mutation escalates; training itself goes on.
     window_start_ = -1;
@@ -230,8 +233,10 @@ void StepLoop::maybe_snapshot(int64_t index) {
     for (const auto& [name, knob] : impl_.knobs) knobs[name] = nlohmann::json::parse(knob->json());
     try {
       // "each_first": where the DAIFU_GUARD_EACH loop that a resumed run continues begins.
-      const nlohmann::json extra = {
-          {"loop", loop_}, {"each_first", source_ != nullptr ? first_ : impl_.next_each_step}, {"knobs", knobs}};
+      const nlohmann::json extra = {{"loop", loop_},
+                                    {"each_first", source_ != nullptr ? first_ : impl_.next_each_step},
+                                    {"knobs", knobs},
+                                    {"values", nlohmann::json::parse(impl_.values.snapshot_json())}};
       impl_.snapshot.persist(*impl_.store, extra.dump(), /*durable=*/false);
     } catch (const std::exception& e) {
       impl_.journal.write({{"event", event::persist_failed}, {"step", index}, {"message", e.what()}});
@@ -260,6 +265,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
 void StepLoop::restore_snapshot(const Step& failed, const std::vector<std::string>& mutated) {
   const auto started = Clock::now();
   impl_.snapshot.restore(impl_.state);
+  impl_.values.restore_snapshot();
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
   impl_.snapshot_stats.last_restore_ms = ms;
   impl_.global_step = impl_.snapshot.global_step();
@@ -359,6 +365,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   // step draws the same random numbers (dropout, augmentation) as its first attempt.
   const std::vector<std::string> mutated = impl_.state.mutated_since_begin();
   impl_.state.restore_rng();
+  impl_.values.restore_step();
 
   if (failure.kind == FailureKind::Fatal) {
     escalate(failure, report, "a fatal error (the CUDA context may be gone); not retried in place", {});

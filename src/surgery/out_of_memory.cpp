@@ -38,6 +38,12 @@ bool OutOfMemorySurgery::matches(const Failure& failure) const { return failure.
 
 Action OutOfMemorySurgery::operate(RepairContext& context) {
   const std::string& micro = context.step().micro_batch_knob();
+  if (micro.empty() && StepAccess::from_range(context.step())) {
+    // A batch knob would not change what the range yields, and forgetting the batch would lose it.
+    context.explain("the step's batch comes from a DAIFU_GUARD_EACH range, whose batch size daifu cannot change; "
+                    "split it with Step::micro_batches and a micro-batch knob, which this surgery halves");
+    return Action::Escalate;
+  }
   return micro.empty() ? shrink_batch(context) : shrink_micro_batch(context, micro);
 }
 

@@ -1,0 +1,94 @@
+#include "state/tracked_values.h"
+
+#include <daifu/errors.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+namespace daifu::detail {
+namespace {
+
+std::string to_hex(const std::vector<unsigned char>& bytes) {
+  static const char* const kDigits = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out;
+}
+
+bool from_hex(const std::string& text, std::vector<unsigned char>& out) {
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (text.size() % 2 != 0) return false;
+  out.resize(text.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = digit(text[2 * i]), lo = digit(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<unsigned char>(hi * 16 + lo);
+  }
+  return true;
+}
+
+}  // namespace
+
+void TrackedValues::add(const std::string& name, void* value, std::size_t size) {
+  if (contains(name)) throw Error("daifu: a value named \"" + name + "\" is tracked already");
+  if (size > kMaxBytes) {
+    throw Error("daifu: the value \"" + name + "\" has " + std::to_string(size) + " bytes; track_value takes at most " +
+                std::to_string(kMaxBytes) + " (track a tensor instead)");
+  }
+  auto* data = static_cast<unsigned char*>(value);
+  values_.push_back(Value{name, data, size, std::vector<unsigned char>(data, data + size),
+                          std::vector<unsigned char>(data, data + size)});
+}
+
+bool TrackedValues::contains(const std::string& name) const noexcept {
+  return std::any_of(values_.begin(), values_.end(), [&](const Value& v) { return v.name == name; });
+}
+
+void TrackedValues::begin_step() noexcept {
+  for (Value& v : values_) std::memcpy(v.at_step.data(), v.data, v.size);
+}
+void TrackedValues::restore_step() noexcept {
+  for (Value& v : values_) std::memcpy(v.data, v.at_step.data(), v.size);
+}
+void TrackedValues::capture() noexcept {
+  for (Value& v : values_) std::memcpy(v.at_snapshot.data(), v.data, v.size);
+}
+void TrackedValues::restore_snapshot() noexcept {
+  for (Value& v : values_) std::memcpy(v.data, v.at_snapshot.data(), v.size);
+}
+
+std::string TrackedValues::snapshot_json() const {
+  nlohmann::json out = nlohmann::json::object();
+  for (const Value& v : values_) out[v.name] = to_hex(v.at_snapshot);
+  return out.dump();
+}
+
+void TrackedValues::restore_json(const std::string& json) {
+  const nlohmann::json in = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::vector<unsigned char>> bytes(values_.size());
+  for (std::size_t i = 0; i < values_.size(); ++i) {
+    const Value& v = values_[i];
+    const auto it = in.is_object() ? in.find(v.name) : in.end();
+    if (it == in.end() || !it->is_string() || !from_hex(it->get<std::string>(), bytes[i]) ||
+        bytes[i].size() != v.size) {
+      throw Error("daifu: the snapshot has no value \"" + v.name + "\" of " + std::to_string(v.size) +
+                  " bytes; it was taken by a program that tracked other values");
+    }
+  }
+  for (std::size_t i = 0; i < values_.size(); ++i) {
+    std::memcpy(values_[i].data, bytes[i].data(), values_[i].size);
+    values_[i].at_snapshot = bytes[i];
+  }
+}
+
+}  // namespace daifu::detail
