@@ -97,6 +97,8 @@ TEST(Each, StepsOverEveryElementOnceNumberedAcrossLoopsWithTheSameElementOnARetr
   EXPECT_FALSE(starts[1].contains("last"));
   EXPECT_EQ(events(wp, "loop_end").at(1)["step"], 6);
   EXPECT_EQ(events(wp, "failure").at(0)["step"], 4);
+  EXPECT_EQ(events(wp, "failure").at(0)["loop"], 1);  // every line written in a loop names it
+  EXPECT_FALSE(events(wp, "run_end").at(0).contains("loop"));
 }
 
 TEST(Each, AnEmptyRangeRunsNoStep) {

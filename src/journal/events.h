@@ -1,6 +1,6 @@
 // The journal's schema as code: every event daifu writes to journal.jsonl, and the fields its
 // line may carry besides those of every line ("event", "step", and "v", "time", "run", which
-// Journal::write adds). Writers name events through daifu::detail::event::<name>, readers
+// Journal::write adds, and "loop", which it adds while a guard loop runs). Writers name events through daifu::detail::event::<name>, readers
 // (the history, replay, the CLI) compare with the same constants, docs/workplace.md documents
 // each event and field (checked by the test journal_events_documented), and the tests check
 // every line they read against this table (daifu::testing::events). Header-only.
@@ -20,8 +20,8 @@
   X(knob_created, "name type value")                                                                    \
   X(knob, "name before after reason")                                                                   \
   X(transform, "name replaced")                                                                         \
-  X(loop_start, "where loop first last each passed")                                                    \
-  X(loop_skipped, "where loop reason")                                                                  \
+  X(loop_start, "where first last each passed")                                                         \
+  X(loop_skipped, "where reason")                                                                       \
   X(snapshot, "bytes capture_ms step_ms every")                                                         \
   X(snapshot_failed, "message")                                                                         \
   X(persist_failed, "message")                                                                          \
@@ -54,7 +54,7 @@
   X(caught_up, "rerun_from rerun_steps recovery_us")                                                    \
   X(unrecovered, "attempt kind reason tried report")                                                    \
   X(metrics, "steps values")                                                                            \
-  X(loop_end, "where loop global_step")                                                                 \
+  X(loop_end, "where global_step")                                                                      \
   X(run_end, "status committed_steps failures retries skipped_steps dropped_batches unrecovered "          \
               "failed_checks")                                                                         \
   X(uncaught, "attempt where kind exception_type message matched_by report")                            \
@@ -80,7 +80,8 @@ struct JournalEvent {
       if (rest.substr(0, end) == field) return true;
       rest.remove_prefix(std::min(end + 1, rest.size()));
     }
-    return field == "event" || field == "step" || field == "v" || field == "time" || field == "run";
+    return field == "event" || field == "step" || field == "v" || field == "time" || field == "run" ||
+           field == "loop";
   }
 };
 

@@ -202,6 +202,7 @@ void Journal::write(nlohmann::json event) noexcept {
     event["v"] = kJournalSchemaVersion;
     event["time"] = unix_time_now();
     event["run"] = run_id_;
+    if (const int64_t loop = loop_.load(); loop >= 0 && !event.contains("loop")) event["loop"] = loop;
     const std::string line = event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     std::lock_guard<std::mutex> lock(write_mutex_);
     append_line(line);

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -34,8 +35,11 @@ class Journal {
   const std::filesystem::path& workplace() const noexcept { return workplace_; }
   const std::string& run_id() const noexcept { return run_id_; }
 
-  /// Appends one line; adds "v", "time" and "run". Safe from several threads.
+  /// Appends one line; adds "v", "time" and "run", and "loop" while set_loop() says a guard
+  /// loop runs (unless the line has one). Safe from several threads.
   void write(nlohmann::json event) noexcept;
+  /// The number of the guard loop now running (its place among the session's loops); -1: none.
+  void set_loop(int64_t loop) noexcept { loop_ = loop; }
   /// One line of the human-readable record.
   void record(const std::string& line) noexcept;
   void record_warning(const std::string& line) noexcept;
@@ -71,6 +75,7 @@ class Journal {
 
   std::filesystem::path workplace_;
   std::string run_id_;
+  std::atomic<int64_t> loop_{-1};
   bool echo_;
   int fd_ = -1;
   std::mutex write_mutex_;

@@ -35,6 +35,11 @@ class NestedLoop final : public Error {
 void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* source) {
   loop_ = impl_.loops_started++;
   source_ = source;
+  impl_.journal.set_loop(loop_);
+  struct LoopEnds {  // however the loop ends
+    Journal& journal;
+    ~LoopEnds() { journal.set_loop(-1); }
+  } loop_ends{impl_.journal};
   if (impl_.options.resume() && !impl_.resume_checked) impl_.resume_from_disk();
   if (source_ != nullptr) {
     first = impl_.next_each_step;  // set by resume_from_disk in a resumed run
@@ -44,14 +49,14 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
   int64_t start = first;
   if (impl_.resume_point) {
     if (loop_ < impl_.resume_point->loop) {  // finished before the snapshot was taken
-      impl_.journal.write({{"event", event::loop_skipped}, {"step", first}, {"loop", loop_}, {"where", where_},
+      impl_.journal.write({{"event", event::loop_skipped}, {"step", first}, {"where", where_},
                            {"reason", "resumed"}});
       return;
     }
     if (loop_ == impl_.resume_point->loop) start = std::clamp(impl_.resume_point->step, first, last);
     impl_.resume_point.reset();
   }
-  nlohmann::json line = {{"event", event::loop_start}, {"step", start}, {"loop", loop_}, {"first", first},
+  nlohmann::json line = {{"event", event::loop_start}, {"step", start}, {"first", first},
                          {"where", where_}};
   if (source_ != nullptr) {
     // A resumed run picks up after the batches its loop had done; the range decides how many there are.
@@ -185,7 +190,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
   }
   impl_.current_step = -1;
   if (source_ != nullptr) impl_.next_each_step = last;
-  impl_.journal.write({{"event", event::loop_end}, {"step", last}, {"loop", loop_}, {"where", where_},
+  impl_.journal.write({{"event", event::loop_end}, {"step", last}, {"where", where_},
                        {"global_step", impl_.global_step}});
 }
 
