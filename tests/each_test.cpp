@@ -145,6 +145,29 @@ TEST(Each, ADataLoaderLoopWithARollbackEndsBitwiseEqualToThePlainLoop) {
   EXPECT_EQ(events(wp, "rollback").at(0)["to_step"], 4);
 }
 
+// A rollback re-runs the steps since the snapshot on their memoized batches; a step skipped
+// among them has none, and is passed again rather than handed the range's next element.
+TEST(Each, ARollbackPassesAStepSkippedSinceTheSnapshotAgain) {
+  const auto wp = fresh_dir();
+  const std::vector<int> data{0, 1, 2, 3, 4, 5, 6, 7};
+  auto w = torch::zeros({1});
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("").snapshot_every(8));
+  session.track("w", w);
+  session.surgeries().add("skip_bad_record", daifu::Match().message("bad record"),
+                          [](daifu::RepairContext&) { return daifu::Action::Skip; });
+  std::vector<int> trained;
+  DAIFU_GUARD_EACH(session, step, x, data) {
+    if (x == 1) throw std::runtime_error("bad record");
+    w.add_(1);
+    trained.push_back(x);
+    if (x == 3 && step.attempt() == 0) throw transient();  // after the update: rollback to step 0
+  };
+  EXPECT_EQ(trained, (std::vector<int>{0, 2, 3, 0, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(w.item<float>(), 7.0f);
+  EXPECT_EQ(session.stats().skipped_steps, 1);
+  EXPECT_EQ(events(wp, "skip").size(), 1u);
+}
+
 // The loader fetches a batch on ++: a sample that fails to load fails the step that wanted it
 // (not the step before), and that step goes on with the loader's next batch.
 TEST(Each, ABatchThatFailsToLoadFailsTheStepThatWantedIt) {
@@ -225,6 +248,39 @@ TEST(Each, AResumedRunPassesTheBatchesItsLoopHadDone) {
   EXPECT_EQ(starts.back()["first"], 4);
   EXPECT_EQ(starts.back()["passed"], 2);
   EXPECT_EQ(events(wp, "loop_skipped").size(), 1u);
+}
+
+// A resumed run moves its loader on as often as the first run did, the move that failed to
+// load included, so it trains on the batches the first run would have.
+TEST(Each, AResumedRunAfterAFailedLoadStaysAlignedWithTheLoader) {
+  const auto wp = fresh_dir();
+  const auto options = daifu::Options().workplace(wp.string()).inject("").persist(true).snapshot_every(1);
+  std::vector<int64_t> sizes;  // first run: batches 0-15, (16-31 lost), 32-47; resumed: 48-49
+  {
+    Model first;
+    Samples samples;
+    samples.fail_at_ = 20;
+    auto loader = make_loader(std::move(samples));
+    daifu::Session session(options);
+    session.track("model", *first.net);
+    bool unrecovered = false;
+    try {
+      DAIFU_GUARD_EACH(session, step, batch, *loader) {
+        if (step.index() == 2) throw std::logic_error("a bug nobody repairs");
+        sizes.push_back(batch.target.size(0));
+      };
+    } catch (const daifu::Unrecovered&) {
+      unrecovered = true;
+    }
+    ASSERT_TRUE(unrecovered);
+  }
+  Model resumed;
+  auto loader = make_loader();  // loads fine this time
+  daifu::Session session(daifu::Options(options).resume(true));
+  session.track("model", *resumed.net);
+  DAIFU_GUARD_EACH(session, step, batch, *loader) { sizes.push_back(batch.target.size(0)); };
+  EXPECT_EQ(sizes, (std::vector<int64_t>{16, 16, 2}));
+  EXPECT_EQ(session.global_step(), 3);
 }
 
 // ---- the data-or-code test (data_or_code) ----
@@ -334,7 +390,8 @@ TEST(InjectedFaults, AnInjectedOomInAMicroBatchedProgramHalvesTheMicroBatch) {
   const auto wp = fresh_dir();
   Model model;
   auto loader = make_loader();
-  daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@2"));
+  // Step 0: the first step of a range loop, before any step has shown micro-batches.
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@0"));
   session.track("model", *model.net);
   session.track("optimizer", *model.optimizer);
   auto& micro = session.knob<int64_t>("micro_batch", 8).min(2);
@@ -352,11 +409,24 @@ TEST(InjectedFaults, AnInjectedOomInAMicroBatchedProgramHalvesTheMicroBatch) {
     calls.push_back(n);
   };
   EXPECT_EQ(micro.get(), 4);
-  EXPECT_EQ(calls, (std::vector<int64_t>{2, 2, 4, 1}));
+  EXPECT_EQ(calls, (std::vector<int64_t>{4, 4, 4, 1}));
   const auto repairs = events(wp, "repair");
   ASSERT_EQ(repairs.size(), 1u);
   EXPECT_EQ(repairs[0]["surgery"], "out_of_memory");
   EXPECT_EQ(repairs[0]["changes"]["micro_batch"], nlohmann::json::array({8, 4}));
+}
+
+// In a loader loop an injected fault strikes once the step holds its batch, so the repair
+// meets what a real shape fault would: a memoized batch, which data_or_code drops.
+TEST(InjectedFaults, AnInjectedShapeFaultInALoaderLoopDropsThatBatch) {
+  const auto wp = fresh_dir();
+  const std::vector<int> batches{0, 1, 2, 3};
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("shape@2"));
+  std::vector<int> trained;
+  DAIFU_GUARD_EACH(session, step, batch, batches) { trained.push_back(batch); };
+  EXPECT_EQ(trained, (std::vector<int>{0, 1, 3}));
+  EXPECT_EQ(events(wp, "repair").at(0)["action"], "skip");
+  EXPECT_EQ(session.stats().dropped_batches, 1);
 }
 
 // A batch knob would not change what the loader yields: the surgery says to split the batch.

@@ -36,9 +36,16 @@ class BatchSource {
   /// Makes `step` hold an element: the one it holds already (a retry, a re-run after a
   /// rollback), or the range's next one, memoized under kKey. False when the range is exhausted.
   virtual bool fill(Step& step) = 0;
-  /// Moves past up to `n` elements without handing them out (where a resumed run picks up);
-  /// returns how many there were.
-  virtual int64_t pass(int64_t n) = 0;
+  /// Where the source stands: how often it moved on (`++`, those that threw included) and
+  /// whether the element it stands at was handed out.
+  struct Position {
+    int64_t moves = 0;
+    bool handed_out = false;
+  };
+  virtual Position position() const noexcept = 0;
+  /// Starts the range again and moves on as often as `at` says (a resumed run's place); a move
+  /// that throws counts, as it did in the run that saved `at`. False if the range ended first.
+  virtual bool seek(Position at) = 0;
 
  protected:
   ~BatchSource() = default;
@@ -48,11 +55,25 @@ class BatchSource {
 /// std::vector, ... The range's iterator is taken on the first fill() or pass(), moved on only
 /// when the next element is needed (a data loader fetches a batch on `++`, so a batch that
 /// fails to load fails the step that wanted it), and copies of elements are handed out.
+// begin(r) and end(r) as a range-for finds them: members, std::begin/std::end, or by ADL.
+namespace range_access {
+using std::begin;
+using std::end;
+template <class R>
+auto begin_of(R& r) -> decltype(begin(r)) {
+  return begin(r);
+}
+template <class R>
+auto end_of(R& r) -> decltype(end(r)) {
+  return end(r);
+}
+}  // namespace range_access
+
 template <class Range>
 class RangeSource final : public BatchSource {
  public:
-  using Iterator = decltype(std::begin(std::declval<Range&>()));
-  using Sentinel = decltype(std::end(std::declval<Range&>()));
+  using Iterator = decltype(range_access::begin_of(std::declval<Range&>()));
+  using Sentinel = decltype(range_access::end_of(std::declval<Range&>()));
   using Value = std::decay_t<decltype(*std::declval<Iterator&>())>;
 
   explicit RangeSource(Range& range) noexcept : range_(range) {}
@@ -64,20 +85,34 @@ class RangeSource final : public BatchSource {
     if (fresh) handed_out_ = true;
     return true;
   }
-  int64_t pass(int64_t n) override {
-    int64_t passed = 0;
-    for (; passed < n && next(); ++passed) handed_out_ = true;
-    return passed;
+  Position position() const noexcept override { return {moves_, handed_out_}; }
+  bool seek(Position at) override {
+    start();
+    for (; moves_ < at.moves; ++moves_) {
+      if (!(*it_ != *end_)) return false;
+      try {
+        ++*it_;
+      } catch (...) {  // it threw in the saving run too, or the range would be misaligned now
+      }
+    }
+    handed_out_ = at.handed_out;
+    return *it_ != *end_;
   }
 
  private:
+  void start() {
+    it_.emplace(range_access::begin_of(range_));
+    end_.emplace(range_access::end_of(range_));
+    moves_ = 0;
+    handed_out_ = false;
+  }
   // Positions the iterator at an element not handed out yet; false at the end. If `++` throws,
   // the element still counts as handed out and the next call moves on again.
   bool next() {
     if (!it_) {
-      it_.emplace(std::begin(range_));
-      end_.emplace(std::end(range_));
+      start();
     } else if (handed_out_) {
+      ++moves_;
       ++*it_;
       handed_out_ = false;
     }
@@ -87,6 +122,7 @@ class RangeSource final : public BatchSource {
   Range& range_;
   std::optional<Iterator> it_;
   std::optional<Sentinel> end_;
+  int64_t moves_ = 0;
   bool handed_out_ = false;
 };
 
@@ -156,7 +192,8 @@ GuardEach<std::remove_reference_t<Range>> guard_each(Session& session, Range&& r
 /// Steps are numbered across the session's DAIFU_GUARD_EACH loops: with one loop per epoch,
 /// the second epoch's first step comes right after the first epoch's last one, in the journal,
 /// the report and DAIFU_INJECT plans alike, and a resumed run moves past the batches of its
-/// loop that were done. Repairs, bounds and daifu::Unrecovered as in DAIFU_GUARD.
+/// loop that were done. The step's Step::once key "batch" holds the element: the body must not
+/// use that key itself. Repairs, bounds and daifu::Unrecovered as in DAIFU_GUARD.
 /// Example:
 ///   for (int epoch = 1; epoch <= 10; ++epoch) {
 ///     DAIFU_GUARD_EACH(session, step, batch, *data_loader) {

@@ -82,7 +82,8 @@ class DAIFU_API Session : private detail::KnobObserver {
   /// Tracks a plain value the steps update: a loss accumulator, a counter, a small struct of
   /// them (trivially copyable, at most 4 KiB). A failed step puts it back as it was when the
   /// step began, a rollback as it was at the snapshot, and a persisted snapshot carries it to a
-  /// resumed run. It must outlive the session. Throws daifu::Error if the name is taken.
+  /// resumed run (snapshots are taken of sessions that track a module, an optimizer or a
+  /// tensor). It must outlive the session. Throws daifu::Error if the name is taken.
   /// Example:  double running_loss = 0;  session.track_value("running_loss", running_loss);
   template <class T>
   void track_value(const std::string& name, T& value) {

@@ -35,6 +35,8 @@ struct StepAccess {
   static void for_each_memo(Step& step, F&& fn) {
     for (auto& [key, memo] : step.memo_) fn(key, *memo.type, memo.value.get());
   }
+  /// What Step::once does after storing or finding a value: an armed nan_data fault lands in it.
+  static void memoized(Step& step) { step.memoized(); }
   /// Forgets the Step::once values: the next attempt calls make() again (draws a new batch).
   static void forget_memos(Step& step) noexcept { step.memo_.clear(); }
 };

@@ -208,7 +208,12 @@ void SessionImpl::resume_from_disk() {
   // Throws daifu::Error (nothing changed) when the snapshot does not fit the tracked objects.
   const Snapshot::Persisted restored = snapshot.restore_persisted(state, *found);
   const auto extra = nlohmann::json::parse(restored.extra_json);
-  values.restore_json(extra.contains("values") ? extra["values"].dump() : "{}");
+  for (const std::string& name : values.restore_json(extra.contains("values") ? extra["values"].dump() : "{}")) {
+    journal.record_warning("Resume: the snapshot carries no value \"" + name + "\" of its size; it keeps its value");
+    journal.say_once("resume-value-" + name, "the snapshot carries no value \"" + name +
+                                                 "\" of its size (taken by a program that tracked other values); "
+                                                 "it keeps the value it has");
+  }
   global_step = restored.global_step;
   const nlohmann::json saved_knobs = extra.value("knobs", nlohmann::json::object());
   for (const auto& [name, value] : saved_knobs.items()) {
@@ -217,6 +222,10 @@ void SessionImpl::resume_from_disk() {
   resume_point = ResumePoint{extra.value("loop", int64_t{0}), restored.step};
   if (const auto each = extra.find("each_first"); each != extra.end() && each->is_number_integer()) {
     next_each_step = each->get<int64_t>();
+  }
+  if (const auto at = extra.find("each_position");
+      at != extra.end() && at->is_array() && at->size() == 2 && (*at)[0].is_number_integer() && (*at)[1].is_boolean()) {
+    resume_point->each_position = BatchSource::Position{(*at)[0].get<int64_t>(), (*at)[1].get<bool>()};
   }
   journal.write({{"event", event::resumed}, {"step", restored.step}, {"loop", resume_point->loop},
                  {"global_step", global_step}, {"file", found->file.string()}});
@@ -328,11 +337,24 @@ Session::~Session() {
   if (impl_->options.fast_throws()) detail::release_fast_throws();
 }
 
-void Session::track(const std::string& name, torch::nn::Module& module) { impl_->state.add_module(name, module); }
+namespace {
+void refuse_value_name(const detail::TrackedValues& values, const std::string& name) {
+  if (values.contains(name)) throw Error("daifu: \"" + name + "\" names a tracked value already");
+}
+}  // namespace
+
+void Session::track(const std::string& name, torch::nn::Module& module) {
+  refuse_value_name(impl_->values, name);
+  impl_->state.add_module(name, module);
+}
 void Session::track(const std::string& name, torch::optim::Optimizer& optimizer) {
+  refuse_value_name(impl_->values, name);
   impl_->state.add_optimizer(name, optimizer);
 }
-void Session::track(const std::string& name, at::Tensor& tensor) { impl_->state.add_tensor(name, tensor); }
+void Session::track(const std::string& name, at::Tensor& tensor) {
+  refuse_value_name(impl_->values, name);
+  impl_->state.add_tensor(name, tensor);
+}
 void Session::track_value_bytes(const std::string& name, void* value, std::size_t size) {
   const auto names = impl_->state.names();
   if (std::find(names.begin(), names.end(), name) != names.end()) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <daifu/classifier.h>
+#include <daifu/guard.h>
 #include <daifu/inject.h>
 #include <daifu/knob.h>
 #include <daifu/options.h>
@@ -84,12 +85,16 @@ class SessionImpl {
   struct ResumePoint {
     int64_t loop = 0;
     int64_t step = 0;
+    std::optional<BatchSource::Position> each_position;  // in a DAIFU_GUARD_EACH loop
   };
   std::optional<ResumePoint> resume_point;
   bool resume_checked = false;
   int64_t loops_started = 0;
-  /// The index the next DAIFU_GUARD_EACH loop's first step gets: where the last one ended.
+  /// The index the next DAIFU_GUARD_EACH loop's first step gets: past every step the last one ran.
   int64_t next_each_step = 0;
+  /// The guard loops (by file:line) whose committed steps memoized a value / used
+  /// Step::micro_batches, in this session: where an injected fault lands (StepLoop::arm).
+  std::set<std::string> memoizing_loops, micro_batching_loops;
   /// Restores the newest persisted snapshot, if any (Options::resume), and sets resume_point.
   void resume_from_disk();
   std::map<std::string, std::unique_ptr<KnobBase>> knobs;

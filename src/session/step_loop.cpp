@@ -35,6 +35,8 @@ class NestedLoop final : public Error {
 void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* source) {
   loop_ = impl_.loops_started++;
   source_ = source;
+  memoizes_ = impl_.memoizing_loops.count(where_) > 0;  // what this loop's steps did in earlier epochs
+  uses_micro_batches_ = impl_.micro_batching_loops.count(where_) > 0;
   impl_.journal.set_loop(loop_);
   struct LoopEnds {  // however the loop ends
     Journal& journal;
@@ -53,18 +55,24 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
                            {"reason", "resumed"}});
       return;
     }
-    if (loop_ == impl_.resume_point->loop) start = std::clamp(impl_.resume_point->step, first, last);
+    std::optional<BatchSource::Position> at;
+    if (loop_ == impl_.resume_point->loop) {
+      start = std::clamp(impl_.resume_point->step, first, last);
+      at = impl_.resume_point->each_position;
+    }
     impl_.resume_point.reset();
+    if (source_ != nullptr && start > first) {
+      // The range picks up where the saving run stood; without a saved place, or if the range
+      // ended before it, the loop has nothing left.
+      if (!at || !source_->seek(*at)) last = start;
+    }
   }
+  if (source_ != nullptr) impl_.next_each_step = std::max(impl_.next_each_step, start);
   nlohmann::json line = {{"event", event::loop_start}, {"step", start}, {"first", first},
                          {"where", where_}};
   if (source_ != nullptr) {
-    // A resumed run picks up after the batches its loop had done; the range decides how many there are.
     line["each"] = true;
-    if (start > first) {
-      line["passed"] = source_->pass(start - first);
-      start = first + line["passed"].get<int64_t>();
-    }
+    if (start > first) line["passed"] = start - first;  // steps done before the resume
   } else {
     line["last"] = last;
   }
@@ -78,13 +86,19 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
   }
   for (int64_t index = start; index < last;) {
     if (catch_up_ && catch_up_->failed == index) note_caught_up(index);
-    if (pending_skip_.erase(index) > 0) {
-      Step skipped;
-      StepAccess::index(skipped) = index;
-      skip(skipped);
+    // A step skipped before the rollback that re-runs it is passed again, journaled once: it
+    // holds no batch to re-run with, and a range would hand it the next step's.
+    const bool skipped_before = index < high_water_ && skipped_.count(index) > 0;
+    if (pending_skip_.erase(index) > 0 || skipped_before) {
+      if (!skipped_before) {
+        Step skipped;
+        StepAccess::index(skipped) = index;
+        skip(skipped);
+      }
       ++index;
       continue;
     }
+    if (source_ != nullptr) impl_.next_each_step = std::max(impl_.next_each_step, index + 1);
     Step step;
     StepAccess::index(step) = index;
     StepAccess::first(step) = first;
@@ -114,10 +128,11 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       bool exhausted = false;
       try {
         if (impl_.agreement) impl_.agreement->raise_if_failed();  // told while settling for a snapshot
-        if (const Injection* inj = impl_.injection_for(index, step.attempt())) arm(inj->fault);
-        // Fetching the batch is part of the step: a loader that throws fails the step.
+        // Fetching the batch is part of the step: a loader that throws fails the step. An injected
+        // fault strikes once the step holds its batch, as a real one would.
         exhausted = source_ != nullptr && !source_->fill(step);
         if (!exhausted) {
+          if (const Injection* inj = impl_.injection_for(index, step.attempt())) arm(step, inj->fault);
           impl_.injector.begin_attempt(index, step.attempt());
           body(step);
           impl_.injector.end_attempt();
@@ -136,6 +151,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       }
       if (exhausted) {  // the range ended; a retry that wanted a new batch found none
         impl_.armed_fault.reset();
+        impl_.next_each_step = step.attempt() > 0 ? index + 1 : index;
         if (step.attempt() > 0) skip(step);
         last = index;
         break;
@@ -189,17 +205,17 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
     }
   }
   impl_.current_step = -1;
-  if (source_ != nullptr) impl_.next_each_step = last;
   impl_.journal.write({{"event", event::loop_end}, {"step", last}, {"where", where_},
                        {"global_step", impl_.global_step}});
 }
 
-void StepLoop::arm(const std::string& fault) {
+void StepLoop::arm(Step& step, const std::string& fault) {
   // Where the loop's committed steps say the fault would strike for real; before the body otherwise.
-  const bool lands_later = (fault == "oom" && uses_micro_batches_) ||
+  const bool lands_later = (fault == "oom" && (uses_micro_batches_ || source_ != nullptr)) ||
                            (fault == "nan_data" && (memoizes_ || source_ != nullptr));
   if (!lands_later) throw_injected(fault, (impl_.workplace / "inject").string());
   impl_.armed_fault = fault;
+  if (source_ != nullptr) StepAccess::memoized(step);  // the range's batch is memoized already
 }
 
 void StepLoop::fire_armed() {
@@ -229,6 +245,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
     // Without a snapshot a failure after a mutation escalates; training itself goes on.
     window_start_ = -1;
     memos_.clear();
+    skipped_.clear();
     impl_.journal.write({{"event", event::snapshot_failed}, {"step", index}, {"message", e.what()}});
     impl_.journal.record_warning(std::string("Snapshot at step ") + std::to_string(index) + " failed: " + e.what());
     return;
@@ -240,6 +257,10 @@ void StepLoop::maybe_snapshot(int64_t index) {
       // "each_first": where the DAIFU_GUARD_EACH loop that a resumed run continues begins.
       const nlohmann::json extra = {{"loop", loop_},
                                     {"each_first", source_ != nullptr ? first_ : impl_.next_each_step},
+                                    {"each_position", source_ != nullptr
+                                                          ? nlohmann::json::array({source_->position().moves,
+                                                                                   source_->position().handed_out})
+                                                          : nlohmann::json()},
                                     {"knobs", knobs},
                                     {"values", nlohmann::json::parse(impl_.values.snapshot_json())}};
       impl_.snapshot.persist(*impl_.store, extra.dump(), /*durable=*/false);
@@ -256,6 +277,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
   impl_.snapshot_requested = false;
   window_start_ = index;
   memos_.clear();
+  skipped_.clear();
   auto& stats = impl_.snapshot_stats;
   ++stats.captures;
   stats.last_capture_ms = seconds * 1e3;
@@ -295,8 +317,14 @@ void StepLoop::commit(const Step& step, bool rerun) {
   high_water_ = std::max(high_water_, step.index() + 1);
   pending_attempt_.erase(step.index());
   if (window_start_ >= 0 && !StepAccess::memos(step).empty()) memos_[step.index()] = StepAccess::memos(step);
-  memoizes_ = memoizes_ || !StepAccess::memos(step).empty();
-  uses_micro_batches_ = uses_micro_batches_ || !step.micro_batch_knob().empty();
+  if (!memoizes_ && !StepAccess::memos(step).empty()) {
+    memoizes_ = true;
+    impl_.memoizing_loops.insert(where_);
+  }
+  if (!uses_micro_batches_ && !step.micro_batch_knob().empty()) {
+    uses_micro_batches_ = true;
+    impl_.micro_batching_loops.insert(where_);
+  }
   if (step.attempt() > 0) SurgeryRegistryAccess::reset_step(impl_.surgeries);
   if (!impl_.step_metrics.empty()) {
     impl_.metric_rows.push_back({step.index(), std::move(impl_.step_metrics)});
@@ -322,6 +350,7 @@ void StepLoop::note_caught_up(int64_t index) {
 
 void StepLoop::skip(const Step& step, double recovery_us) {
   ++impl_.stats.skipped_steps;
+  if (window_start_ >= 0) skipped_.insert(step.index());
   high_water_ = std::max(high_water_, step.index() + 1);
   pending_attempt_.erase(step.index());
   SurgeryRegistryAccess::reset_step(impl_.surgeries);

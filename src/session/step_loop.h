@@ -78,10 +78,11 @@ class StepLoop {
                                   std::string& result, std::string& surgery);
   [[noreturn]] void escalate(Failure failure, const std::string& report, const std::string& why,
                              std::vector<std::string> tried);
-  /// Raises the injected crash fault `fault` now, or arms it to land where a real one would:
-  /// an oom in the first micro-batch of a loop whose steps use Step::micro_batches, nan_data
-  /// in the batch of a loop whose steps memoize one (SessionImpl::armed_fault).
-  void arm(const std::string& fault);
+  /// Raises the injected crash fault `fault` in `step` now, or arms it to land where a real one would:
+  /// an oom in the first micro-batch of a range loop or of a loop whose steps use
+  /// Step::micro_batches (at the body's end if none comes), nan_data in the batch of a range
+  /// loop or of a loop whose steps memoize one (SessionImpl::armed_fault).
+  void arm(Step& step, const std::string& fault);
   /// Raises the armed fault that did not land during the body.
   void fire_armed();
   void maybe_snapshot(int64_t index);
@@ -100,7 +101,8 @@ class StepLoop {
   int64_t loop_ = 0;  // this loop's place among the session's loops, in order of start
   int64_t first_ = 0;
   BatchSource* source_ = nullptr;  // a DAIFU_GUARD_EACH loop's elements; null in a DAIFU_GUARD loop
-  // Whether a committed step of this loop memoized a value / called Step::micro_batches.
+  // Whether a committed step of this loop (or of an earlier run of the loop at the same place)
+  // memoized a value / called Step::micro_batches.
   bool memoizes_ = false;
   bool uses_micro_batches_ = false;
 
@@ -120,6 +122,8 @@ class StepLoop {
   // those a surgery chose to skip.
   std::map<int64_t, int64_t> pending_attempt_;
   std::set<int64_t> pending_skip_;
+  // Steps skipped since the newest snapshot: a re-run after a rollback passes them again.
+  std::set<int64_t> skipped_;
   // After a rollback: the failed step, when its failure was caught, and the step the re-run
   // began at; cleared once the loop is back at the failed step.
   struct CatchUp {

@@ -73,22 +73,20 @@ std::string TrackedValues::snapshot_json() const {
   return out.dump();
 }
 
-void TrackedValues::restore_json(const std::string& json) {
+std::vector<std::string> TrackedValues::restore_json(const std::string& json) {
   const nlohmann::json in = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
-  std::vector<std::vector<unsigned char>> bytes(values_.size());
-  for (std::size_t i = 0; i < values_.size(); ++i) {
-    const Value& v = values_[i];
+  std::vector<std::string> missing;
+  std::vector<unsigned char> bytes;
+  for (Value& v : values_) {
     const auto it = in.is_object() ? in.find(v.name) : in.end();
-    if (it == in.end() || !it->is_string() || !from_hex(it->get<std::string>(), bytes[i]) ||
-        bytes[i].size() != v.size) {
-      throw Error("daifu: the snapshot has no value \"" + v.name + "\" of " + std::to_string(v.size) +
-                  " bytes; it was taken by a program that tracked other values");
+    if (it == in.end() || !it->is_string() || !from_hex(it->get<std::string>(), bytes) || bytes.size() != v.size) {
+      missing.push_back(v.name);
+      continue;
     }
+    std::memcpy(v.data, bytes.data(), v.size);
+    v.at_snapshot = bytes;
   }
-  for (std::size_t i = 0; i < values_.size(); ++i) {
-    std::memcpy(values_[i].data, bytes[i].data(), values_[i].size);
-    values_[i].at_snapshot = bytes[i];
-  }
+  return missing;
 }
 
 }  // namespace daifu::detail

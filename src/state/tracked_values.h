@@ -30,9 +30,9 @@ class TrackedValues {
 
   /// The snapshot's copies, as {name: hex} JSON text, for a persisted snapshot.
   std::string snapshot_json() const;
-  /// Sets the values from snapshot_json() text (a resumed run). Throws daifu::Error, changing
-  /// nothing, if a tracked value is missing or has another size.
-  void restore_json(const std::string& json);
+  /// Sets the values from snapshot_json() text (a resumed run). A value the text lacks, or has
+  /// with another size, keeps its value; returns the names of those.
+  std::vector<std::string> restore_json(const std::string& json);
 
  private:
   struct Value {

@@ -86,10 +86,12 @@ nlohmann::json to_json(const IncidentRecord& i) {
           {"recovery_us", i.recovery_us}, {"paused_s", i.paused_s}, {"rerun_steps", i.rerun_steps}};
 }
 
-// Whether a failure of `kind` is gone when the process starts again: a fault of the moment (a
-// dropped connection, a busy device, a flipped bit), not of the code, data or configuration.
-bool gone_on_restart(const std::string& kind) {
-  return kind == "transient_runtime" || kind == "device_contention" || kind == "numeric_fault";
+// Whether a failure is gone when the process starts again: a fault of the moment (a dropped
+// connection, a busy device, a flipped bit), not of the code, data or configuration. A numeric
+// fault whose batch was dropped or skipped was the data's.
+bool gone_on_restart(const IncidentRecord& i) {
+  if (i.surgery == "data_or_code" || i.surgery == "exceptional_data") return false;
+  return i.kind == "transient_runtime" || i.kind == "device_contention" || i.kind == "numeric_fault";
 }
 
 }  // namespace
@@ -285,7 +287,7 @@ int stats(const ReadOptions& options) {
     // A recovered failure that a restart would not meet again (it came and went) saves what a
     // restart from scratch would redo: the run so far. One that depends on the code, the data
     // or the configuration, a restart meets again: it needed the repair, not a restart.
-    if (!gone_on_restart(i.kind)) {
+    if (!gone_on_restart(i)) {
       ++would_repeat;
     } else if (run_start.count(i.run) > 0) {
       saved_s += i.time - run_start[i.run];
@@ -318,7 +320,7 @@ int stats(const ReadOptions& options) {
             << " s paused, " << rerun << " step(s) re-run after rollbacks\n"
             << "time saved  " << saved_s
             << " s: the training before each recovered transient failure (transient_runtime, device_contention, "
-               "numeric_fault), which a restart from scratch would redo\n"
+               "numeric_fault not dropped as data), which a restart from scratch would redo\n"
             << "            " << would_repeat
             << " recovered failure(s) of other kinds, which a restart would have met again\n";
   return 0;
