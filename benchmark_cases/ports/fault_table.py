@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The ported PyTorch MNIST example (examples/mnist_dataloader) under every DAIFU_INJECT fault.
 
-Each repetition runs the plain program once and the guarded one once per fault (none, then
-each crash fault at one step), interleaved, each in a fresh folder, and reads what the program
+Each repetition runs, for every row (no fault, then each crash fault at one step), the plain
+program and right after it the guarded one, each in a fresh folder, and reads what the program
 printed (test loss and accuracy) and what its journal says (repairs, unrecovered). Prints a
 markdown table: fault, finished runs, the repairs, quality against the plain run, and the
-wall time against the plain run of the same repetition (median [min, max] over repetitions).
+guarded run's wall time against the plain run just before it (median [min, max] over
+repetitions).
 
   benchmark_cases/ports/fault_table.py [--build build] [--reps 3] [--step 300]
 """
@@ -66,17 +67,19 @@ def main():
     plain_bin = os.path.abspath(os.path.join(args.build, "examples/mnist_dataloader/mnist_plain"))
     guarded_bin = os.path.abspath(os.path.join(args.build, "examples/mnist_dataloader/mnist"))
     rows = ["none"] + FAULTS
-    plain, guarded = [], {r: [] for r in rows}
+    plain, guarded = {r: [] for r in rows}, {r: [] for r in rows}
     for rep in range(args.reps):
-        plain.append(run(plain_bin, None))
         for r in rows:
+            plain[r].append(run(plain_bin, None))
             guarded[r].append(run(guarded_bin, "" if r == "none" else f"{r}@{args.step}"))
             g = guarded[r][-1]
             print(f"# rep {rep} {r}: rc {g['rc']} loss {g['loss']} acc {g['accuracy']} {g['wall']:.1f} s "
                   f"{g['repairs']} {g['unrecovered'] or ''}", flush=True)
-    ref = plain[0]
-    print(f"\nplain: test loss {ref['loss']}, accuracy {ref['accuracy']}, "
-          f"wall {spread([p['wall'] for p in plain], lambda v: f'{v:.1f} s')}\n")
+    all_plain = [p for r in rows for p in plain[r]]
+    ref = all_plain[0]
+    assert all(p["loss"] == ref["loss"] and p["accuracy"] == ref["accuracy"] for p in all_plain), "plain runs differ"
+    print(f"\nplain ({len(all_plain)} runs): test loss {ref['loss']}, accuracy {ref['accuracy']}, "
+          f"wall {spread([p['wall'] for p in all_plain], lambda v: f'{v:.1f} s')}\n")
     print("| fault | finished | repair | test loss / accuracy (plain: %s / %s) | time vs plain |" % (ref["loss"], ref["accuracy"]))
     print("|---|---|---|---|---|")
     for r in rows:
@@ -88,7 +91,7 @@ def main():
             quality = f"unrecovered: {why[:90]}"
         else:
             quality = " ; ".join(sorted({f"{g['loss']} / {g['accuracy']}" for g in done}))
-        ratio = [g["wall"] / p["wall"] for g, p in zip(runs, plain) if g["rc"] == 0]
+        ratio = [g["wall"] / p["wall"] for g, p in zip(runs, plain[r]) if g["rc"] == 0]
         print(f"| `{r}` | {len(done)}/{len(runs)} | {' / '.join(repairs)} | {quality} | "
               f"{spread([100 * (x - 1) for x in ratio], lambda v: f'{v:+.1f}%')} |")
 

@@ -51,10 +51,6 @@ class BatchSource {
   ~BatchSource() = default;
 };
 
-/// A BatchSource over anything a range-for accepts: a torch::data data loader (`*loader`), a
-/// std::vector, ... The range's iterator is taken on the first fill() or pass(), moved on only
-/// when the next element is needed (a data loader fetches a batch on `++`, so a batch that
-/// fails to load fails the step that wanted it), and copies of elements are handed out.
 // begin(r) and end(r) as a range-for finds them: members, std::begin/std::end, or by ADL.
 namespace range_access {
 using std::begin;
@@ -69,6 +65,10 @@ auto end_of(R& r) -> decltype(end(r)) {
 }
 }  // namespace range_access
 
+/// A BatchSource over anything a range-for accepts: a torch::data data loader (`*loader`), a
+/// std::vector, ... The range's iterator is taken on the first fill() or seek(), moved on only
+/// when the next element is needed (a data loader fetches a batch on `++`, so a batch that
+/// fails to load fails the step that wanted it), and copies of elements are handed out.
 template <class Range>
 class RangeSource final : public BatchSource {
  public:
