@@ -17,6 +17,8 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <system_error>
+#include <tuple>
 
 #include <sys/wait.h>
 
@@ -153,6 +155,31 @@ std::pair<int, std::string> cli(const std::string& args) {
   while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
   const int status = pipe != nullptr ? ::pclose(pipe) : -1;
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Per-epoch DAIFU_GUARD loops count their steps from 0 each: the loop tells their failures apart.
+TEST(History, TheLogShowsTheLoopOfEachFailureWhenThereAreSeveral) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      DAIFU_GUARD(session, step, 0, 3) {
+        if (step.index() == 1 && step.attempt() == 0) {
+          throw std::system_error(std::make_error_code(std::errc::io_error), "shard " + std::to_string(epoch));
+        }
+      };
+    }
+  }
+  EXPECT_EQ(read_history(wp).incidents.at(1).loop, 1);
+  auto [code, out] = cli("log --no-color -w " + wp.string());
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("loop"), std::string::npos) << out;
+  std::tie(std::ignore, out) = cli("log --json -w " + wp.string());
+  const auto rows = nlohmann::json::parse(out);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["loop"], 0);
+  EXPECT_EQ(rows[1]["loop"], 1);
+  EXPECT_EQ(rows[1]["step"], 1);
 }
 
 TEST(History, TheReportPlotsEveryMetricOnItsOwnScale) {

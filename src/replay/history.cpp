@@ -48,6 +48,7 @@ class Folder {
       i.run = run;
       i.step = step;
       i.attempt = integer(j, "attempt");
+      i.loop = integer(j, "loop", -1);
       i.time = number(j, "time");
       i.kind = json_text(j, "kind", "unknown");
       i.exception_type = json_text(j, "exception_type");

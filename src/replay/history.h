@@ -33,6 +33,7 @@ struct RunRecord {
 struct IncidentRecord {
   std::string run;
   int64_t step = -1, attempt = 0;
+  int64_t loop = -1;               ///< the guard loop it struck in (order of start); -1: not said
   double time = 0;
   std::string kind, exception_type, message, where, report;
   std::string surgery;             ///< the surgery, patch ("hot_patch") or command that decided it

@@ -79,7 +79,7 @@ bool load(const ReadOptions& options, History& h) {
 }
 
 nlohmann::json to_json(const IncidentRecord& i) {
-  return {{"run", i.run},         {"step", i.step},           {"attempt", i.attempt}, {"time", i.time},
+  return {{"run", i.run},         {"loop", i.loop},           {"step", i.step},           {"attempt", i.attempt}, {"time", i.time},
           {"kind", i.kind},       {"exception_type", i.exception_type}, {"message", i.message},
           {"where", i.where},     {"report", i.report},       {"surgery", i.surgery}, {"action", i.action},
           {"outcome", i.outcome}, {"reason", i.reason},       {"changes", i.changes},
@@ -182,21 +182,27 @@ int log(const ReadOptions& options) {
     std::vector<std::string> cells;
     std::string kind;
   };
+  // The loop is shown when failures struck in more than one (per-epoch DAIFU_GUARD loops each
+  // count their steps from their own first).
+  const bool loops = std::any_of(h.incidents.begin(), h.incidents.end(), [](const auto& i) { return i.loop > 0; });
   std::vector<Row> rows;
   rows.push_back({{"time (UTC)", "run", "step", "kind", "exception", "surgery", "outcome", "duration", "message"}, ""});
+  if (loops) rows[0].cells.insert(rows[0].cells.begin() + 2, "loop");
   for (const auto& i : h.incidents) {
     rows.push_back({{clock_time(i.time), short_run(i.run), std::to_string(i.step) + (i.attempt ? "." + std::to_string(i.attempt) : ""),
                      i.kind, i.exception_type, i.surgery.empty() ? "-" : i.surgery,
                      i.outcome.empty() ? "-" : i.outcome, duration(i), first_line(i.message, 60)},
                     i.kind});
+    if (loops) rows.back().cells.insert(rows.back().cells.begin() + 2, i.loop >= 0 ? std::to_string(i.loop) : "-");
   }
+  const std::size_t kind_column = loops ? 4 : 3;
   std::vector<std::size_t> width(rows[0].cells.size(), 0);
   for (const auto& r : rows) {
     for (std::size_t c = 0; c < r.cells.size(); ++c) width[c] = std::max(width[c], r.cells[c].size());
   }
   for (const auto& r : rows) {
     for (std::size_t c = 0; c < r.cells.size(); ++c) {
-      const bool colored = options.color && c == 3 && !r.kind.empty();
+      const bool colored = options.color && c == kind_column && !r.kind.empty();
       if (colored) std::cout << kind_color(r.kind);
       std::cout << r.cells[c];
       if (colored) std::cout << kReset;
