@@ -9,8 +9,34 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace daifu::detail {
+
+/// `size` bytes as lower-case hex, two digits a byte.
+inline std::string to_hex(const unsigned char* bytes, std::size_t size) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(size * 2);
+  for (std::size_t i = 0; i < size; ++i) {
+    out.push_back(kDigits[bytes[i] >> 4]);
+    out.push_back(kDigits[bytes[i] & 0xf]);
+  }
+  return out;
+}
+
+/// The bytes of to_hex()'s text; false (and `out` unspecified) if `text` is not that.
+inline bool from_hex(std::string_view text, std::vector<unsigned char>& out) {
+  auto digit = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+  if (text.size() % 2 != 0) return false;
+  out.resize(text.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = digit(text[2 * i]), lo = digit(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<unsigned char>(hi * 16 + lo);
+  }
+  return true;
+}
 
 /// ASCII lower case, for case-insensitive matching of messages and names.
 inline std::string lowercase(std::string s) {

@@ -1,9 +1,10 @@
 // The journal's schema as code: every event daifu writes to journal.jsonl, and the fields its
 // line may carry besides those of every line ("event", "step", and "v", "time", "run", which
-// Journal::write adds, and "loop", which it adds while a guard loop runs). Writers name events through daifu::detail::event::<name>, readers
-// (the history, replay, the CLI) compare with the same constants, docs/workplace.md documents
-// each event and field (checked by the test journal_events_documented), and the tests check
-// every line they read against this table (daifu::testing::events). Header-only.
+// Journal::write adds, and "loop", which it adds while a guard loop runs). Writers name events
+// through daifu::detail::event::<name>, readers (the history, replay, the CLI) compare with the
+// same constants, docs/workplace.md documents each event and field (checked by the test
+// journal_events_documented), and the tests check every line they read against this table
+// (daifu::testing::events). Header-only.
 #pragma once
 
 #include <algorithm>
@@ -55,8 +56,8 @@
   X(unrecovered, "attempt kind reason tried report")                                                    \
   X(metrics, "steps values")                                                                            \
   X(loop_end, "where global_step")                                                                      \
-  X(run_end, "status committed_steps failures retries skipped_steps dropped_batches unrecovered "          \
-              "failed_checks")                                                                         \
+  X(run_end, "status committed_steps failures retries skipped_steps dropped_batches unrecovered "       \
+             "failed_checks")                                                                           \
   X(uncaught, "attempt where kind exception_type message matched_by report")                            \
   X(terminate, "attempt where kind exception_type message matched_by report")
 

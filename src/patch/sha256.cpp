@@ -3,6 +3,7 @@
 #include <daifu/errors.h>
 
 #include "core/regular_file.h"
+#include "core/strings.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -31,13 +32,7 @@ class Sha256 {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int length = 0;
     if (EVP_DigestFinal_ex(context_.get(), digest, &length) != 1) fail("cannot finish");
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < length; ++i) {
-      out.push_back(kHex[digest[i] >> 4]);
-      out.push_back(kHex[digest[i] & 0xf]);
-    }
-    return out;
+    return to_hex(digest, length);
   }
 
  private:

@@ -254,15 +254,16 @@ void StepLoop::maybe_snapshot(int64_t index) {
     nlohmann::json knobs = nlohmann::json::object();
     for (const auto& [name, knob] : impl_.knobs) knobs[name] = nlohmann::json::parse(knob->json());
     try {
-      // "each_first": where the DAIFU_GUARD_EACH loop that a resumed run continues begins.
-      const nlohmann::json extra = {{"loop", loop_},
-                                    {"each_first", source_ != nullptr ? first_ : impl_.next_each_step},
-                                    {"each_position", source_ != nullptr
-                                                          ? nlohmann::json::array({source_->position().moves,
-                                                                                   source_->position().handed_out})
-                                                          : nlohmann::json()},
-                                    {"knobs", knobs},
-                                    {"values", nlohmann::json::parse(impl_.values.snapshot_json())}};
+      // "each_first": where the DAIFU_GUARD_EACH loop that a resumed run continues begins;
+      // "each_position": where this loop's range stands (BatchSource::seek).
+      nlohmann::json extra = {{"loop", loop_},
+                              {"each_first", source_ != nullptr ? first_ : impl_.next_each_step},
+                              {"knobs", knobs},
+                              {"values", nlohmann::json::parse(impl_.values.snapshot_json())}};
+      if (source_ != nullptr) {
+        const BatchSource::Position at = source_->position();
+        extra["each_position"] = {at.moves, at.handed_out};
+      }
       impl_.snapshot.persist(*impl_.store, extra.dump(), /*durable=*/false);
     } catch (const std::exception& e) {
       impl_.journal.write({{"event", event::persist_failed}, {"step", index}, {"message", e.what()}});

@@ -2,42 +2,14 @@
 
 #include <daifu/errors.h>
 
+#include "core/strings.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstring>
 
 namespace daifu::detail {
-namespace {
-
-std::string to_hex(const std::vector<unsigned char>& bytes) {
-  static const char* const kDigits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
-
-bool from_hex(const std::string& text, std::vector<unsigned char>& out) {
-  auto digit = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  if (text.size() % 2 != 0) return false;
-  out.resize(text.size() / 2);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const int hi = digit(text[2 * i]), lo = digit(text[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<unsigned char>(hi * 16 + lo);
-  }
-  return true;
-}
-
-}  // namespace
 
 void TrackedValues::add(const std::string& name, void* value, std::size_t size) {
   if (contains(name)) throw Error("daifu: a value named \"" + name + "\" is tracked already");
@@ -69,7 +41,7 @@ void TrackedValues::restore_snapshot() noexcept {
 
 std::string TrackedValues::snapshot_json() const {
   nlohmann::json out = nlohmann::json::object();
-  for (const Value& v : values_) out[v.name] = to_hex(v.at_snapshot);
+  for (const Value& v : values_) out[v.name] = to_hex(v.at_snapshot.data(), v.at_snapshot.size());
   return out.dump();
 }
 
