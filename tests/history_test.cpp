@@ -316,4 +316,24 @@ TEST(Replay, ItemsOfAnotherGuardOrWithOtherTrackedObjectsAreSkippedWithTheReason
       << plan[0].describe();
 }
 
+TEST(Replay, AnOutOfMemoryShrinkThatGrewBackIsNotReplayed) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@2").oom_grow_back(3));
+    auto& batch = session.knob<int64_t>("batch_size", 64);
+    DAIFU_GUARD(session, step, 0, 8){};
+    EXPECT_EQ(batch.get(), 64);
+  }
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("oom@1").oom_grow_back(0));
+    auto& batch = session.knob<int64_t>("batch_size", 64);
+    DAIFU_GUARD(session, step, 0, 8){};
+    EXPECT_EQ(batch.get(), 32);
+  }
+  const auto plan = daifu::detail::plan_replay(read_history(wp), wp, {});
+  ASSERT_EQ(plan.size(), 1u);  // the second run's shrink, which stayed
+  EXPECT_EQ(plan[0].step, 1);
+  EXPECT_EQ(plan[0].after, 32);
+}
+
 }  // namespace history_test

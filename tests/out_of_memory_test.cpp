@@ -317,4 +317,102 @@ TEST(OutOfMemory, RealShapeAndPathErrorsLeaveTheBatchAlone) {
   EXPECT_EQ(batch.get(), 64);
 }
 
+// Memory pressure for micro-batches of more than 4 rows at the steps in [from, to).
+struct Pressure {
+  int64_t from, to;
+  void operator()(int64_t step, int64_t rows) const {
+    if (step >= from && step < to && rows > 4) throw std::bad_alloc();
+  }
+};
+
+TEST(OutOfMemory, AShrunkMicroBatchGrowsBackOnceThePressureHasPassed) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("").oom_grow_back(5));
+  auto& micro = session.knob<int64_t>("micro_batch", 16).min(1);
+  const Pressure pressure{2, 3};  // one evaluation-sized spike at step 2
+  std::vector<int64_t> used;      // the micro-batch each committed step ran with
+  DAIFU_GUARD(session, step, 0, 20) {
+    step.micro_batches(16, micro, [&](int64_t b, int64_t e, double) { pressure(step.index(), e - b); });
+    used.push_back(micro.get());
+  };
+  // Halved twice at step 2; doubled once steps 2-6 committed and again after steps 7-11.
+  std::vector<int64_t> expected{16, 16, 4, 4, 4, 4, 4, 8, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 16};
+  EXPECT_EQ(used, expected);
+  const auto grown = events(wp, "grow_back");
+  ASSERT_EQ(grown.size(), 2u);
+  EXPECT_EQ(grown[0]["step"], 6);
+  EXPECT_EQ(grown[0]["name"], "micro_batch");
+  EXPECT_EQ(grown[0]["before"], 4);
+  EXPECT_EQ(grown[0]["after"], 8);
+  EXPECT_EQ(grown[0]["good_steps"], 5);
+  EXPECT_EQ(grown[0]["shrunk_at"], 2);
+  EXPECT_FALSE(grown[0].contains("lr"));
+  EXPECT_EQ(grown[1]["after"], 16);
+  const auto knobs = events(wp, "knob");
+  ASSERT_EQ(knobs.size(), 4u);  // 16 -> 8 -> 4, 4 -> 8 -> 16
+  EXPECT_EQ(knobs[2]["reason"], "5 steps without running out of memory since step 2: grown back toward 16");
+  const auto repairs = events(wp, "repair");
+  EXPECT_NE(repairs.at(0)["reason"].get<std::string>().find("grows back toward 16 after 5 steps"), std::string::npos)
+      << repairs.at(0)["reason"];
+}
+
+TEST(OutOfMemory, AShrunkBatchGrowsBackWithItsLearningRate) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).lr_knob("lr").inject("").oom_grow_back(3));
+  auto& batch = session.knob<int64_t>("batch_size", 64);
+  auto& lr = session.knob("lr", 0.1);
+  DAIFU_GUARD(session, step, 0, 6) {
+    if (step.index() == 1 && batch.get() > 32) allocate_too_much();
+  };
+  EXPECT_EQ(batch.get(), 64);
+  EXPECT_DOUBLE_EQ(lr.get(), 0.1);
+  const auto grown = events(wp, "grow_back");
+  ASSERT_EQ(grown.size(), 1u);
+  EXPECT_EQ(grown[0]["step"], 3);  // steps 1 (repaired), 2 and 3 committed at 32
+  EXPECT_EQ(grown[0]["after"], 64);
+  EXPECT_EQ(grown[0]["lr"], nlohmann::json::array({0.05, 0.1}));
+}
+
+TEST(OutOfMemory, AGrowthThatRunsOutOfMemoryAgainWaitsTwiceAsLongAndAfterThreeTheKnobStays) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("").oom_grow_back(2));
+  auto& micro = session.knob<int64_t>("micro_batch", 8).min(1);
+  const Pressure always{0, 1'000'000};
+  DAIFU_GUARD(session, step, 0, 40) {
+    step.micro_batches(16, micro, [&](int64_t b, int64_t e, double) { always(step.index(), e - b); });
+  };
+  EXPECT_EQ(micro.get(), 4);
+  // 8 -> 4 at step 0; grown after 2, 4 and 8 committed steps, each growth failing on the next step.
+  std::vector<int64_t> failed_at;
+  for (const auto& f : events(wp, "failure")) failed_at.push_back(f["step"]);
+  EXPECT_EQ(failed_at, (std::vector<int64_t>{0, 2, 6, 14}));
+  std::vector<int64_t> grown_at;
+  for (const auto& g : events(wp, "grow_back")) grown_at.push_back(g["step"]);
+  EXPECT_EQ(grown_at, (std::vector<int64_t>{1, 5, 13}));
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 4u);
+  EXPECT_NE(repairs[1]["reason"].get<std::string>().find("after 4 steps"), std::string::npos) << repairs[1]["reason"];
+  EXPECT_NE(repairs[3]["reason"].get<std::string>().find("it stays there: 3 growths back ran out of memory again"),
+            std::string::npos)
+      << repairs[3]["reason"];
+}
+
+TEST(OutOfMemory, WithoutGrowBackAShrunkKnobStaysAndANegativeWaitIsRefused) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).inject("").oom_grow_back(0));
+  auto& micro = session.knob<int64_t>("micro_batch", 16).min(1);
+  const Pressure pressure{0, 1};
+  DAIFU_GUARD(session, step, 0, 10) {
+    step.micro_batches(16, micro, [&](int64_t b, int64_t e, double) { pressure(step.index(), e - b); });
+  };
+  EXPECT_EQ(micro.get(), 4);
+  EXPECT_TRUE(events(wp, "grow_back").empty());
+  try {
+    daifu::Session bad(daifu::Options().workplace(fresh_dir("_bad").string()).oom_grow_back(-1));
+    FAIL() << "expected daifu::Error";
+  } catch (const daifu::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Options::oom_grow_back(-1) must be >= 0"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace out_of_memory_test

@@ -112,6 +112,15 @@ class DAIFU_API Options {
   Options& lr_knob(std::string name) { lr_knob_ = std::move(name); return *this; }
   const std::string& lr_knob() const noexcept { return lr_knob_; }
 
+  /// After this many committed steps without another out-of-memory failure, a knob the
+  /// out-of-memory surgery shrank is doubled back toward its value before the shrink (the
+  /// learning rate with the batch), one doubling per such stretch. A grown value that runs out
+  /// of memory again doubles the wait; after 3 such failures the knob stays where it is. Each
+  /// growth is journaled ("grow_back"). 0: a shrunk knob stays shrunk. Default 200. Off in a
+  /// distributed session (the ranks' knobs must agree). docs/surgeries.md#out_of_memory.
+  Options& oom_grow_back(int64_t good_steps) { oom_grow_back_ = good_steps; return *this; }
+  int64_t oom_grow_back() const noexcept { return oom_grow_back_; }
+
   /// Folders under which the path surgery may create a missing output directory. Empty (the
   /// default): the working directory and the workplace.
   Options& allowed_roots(std::vector<std::string> roots) { allowed_roots_ = std::move(roots); return *this; }
@@ -176,6 +185,7 @@ class DAIFU_API Options {
   std::optional<ReplayMode> replay_mode_;
   int64_t transient_retries_ = 3;
   int64_t max_dropped_batches_ = 100;
+  int64_t oom_grow_back_ = 200;
   std::chrono::microseconds transient_backoff_{1000};
   std::chrono::microseconds max_backoff_{2'000'000};
   bool fast_throws_ = true;

@@ -86,11 +86,17 @@ class DAIFU_API Surgery {
   bool match(const Failure& failure) const noexcept;
   /// Runs operate(); an exception from it propagates to the registry, which journals it.
   Action apply(RepairContext& context) { return operate(context); }
+  /// Runs step_committed(); an exception from it is swallowed (a commit has nothing to repair).
+  void committed(Session& session, int64_t step) noexcept;
 
  protected:
   Surgery(std::string name, SurgeryLimits limits) : name_(std::move(name)), limits_(limits) {}
   virtual bool matches(const Failure& failure) const = 0;
   virtual Action operate(RepairContext& context) = 0;
+  /// After every step the loop commits for the first time (not a re-run after a rollback), for a
+  /// repair that undoes itself once its cause has passed: the out_of_memory surgery grows a knob
+  /// it shrank back. Runs between steps, on the loop's thread. Default: nothing.
+  virtual void step_committed(Session& session, int64_t step);
 
  private:
   std::string name_;

@@ -38,6 +38,7 @@
   X(surgery_failed, "surgery exception_type message")                                                   \
   X(persistent_fault, "attempt detector signature")                                                     \
   X(repair, "attempt surgery action matched changes reason report")                                     \
+  X(grow_back, "name before after good_steps shrunk_at lr")                                            \
   X(patch_loading, "path sha256")                                                                       \
   X(patch, "path sha256 action")                                                                        \
   X(patch_refused, "path sha256 reason")                                                                \

@@ -1,8 +1,10 @@
 #include "replay/replay_plan.h"
 
 #include "core/json_input.h"
+#include "journal/events.h"
 #include "journal/workplace.h"
 
+#include <map>
 #include <set>
 
 namespace daifu::detail {
@@ -37,14 +39,36 @@ std::vector<ReplayItem> plan_replay(const History& history, const fs::path& work
   // Knob names per run, from knob_created lines: a change is a knob change only if it is one.
   std::set<std::pair<std::string, std::string>> knobs;
   for (const auto& j : history.lines) {
-    if (json_text(j, "event") == "knob_created" && !json_text(j, "name").empty()) {
+    if (json_text(j, "event") == event::knob_created && !json_text(j, "name").empty()) {
       knobs.emplace(json_text(j, "run"), json_text(j, "name"));
     }
   }
+  // Knobs grown back after an out-of-memory shrink (run, name) -> (step, value) per growth.
+  std::multimap<std::pair<std::string, std::string>, std::pair<int64_t, nlohmann::json>> grown;
+  for (const auto& j : history.lines) {
+    if (json_text(j, "event") == event::grow_back && j.contains("step") && j["step"].is_number_integer()) {
+      grown.emplace(std::pair{json_text(j, "run"), json_text(j, "name")},
+                    std::pair{j["step"].get<int64_t>(), j.value("after", nlohmann::json())});
+    }
+  }
+  // Whether the out-of-memory repair `i` was undone in its run: a knob it shrank grew back to
+  // its value before. The pressure had passed; replaying the shrink would keep it all run.
+  const auto grown_back = [&](const IncidentRecord& i) {
+    if (i.surgery != "out_of_memory") return false;
+    for (const auto& [what, change] : i.changes.items()) {
+      if (!change.is_array() || change.size() != 2 || !change[0].is_number_integer()) continue;
+      auto [first, last] = grown.equal_range({i.run, what});
+      for (auto it = first; it != last; ++it) {
+        const auto& [step, after] = it->second;
+        if (step >= i.step && after.is_number_integer() && after.get<int64_t>() >= change[0].get<int64_t>()) return true;
+      }
+    }
+    return false;
+  };
   std::vector<ReplayItem> items;
   for (const auto& i : history.incidents) {
     if (excluded.count(i.run) > 0 || (i.outcome != "retry" && i.outcome != "skip")) continue;
-    if (i.surgery.rfind("replay", 0) == 0) continue;
+    if (i.surgery.rfind("replay", 0) == 0 || grown_back(i)) continue;
     ReplayItem base;
     base.run = i.run;
     base.where = i.where;

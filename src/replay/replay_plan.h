@@ -32,7 +32,8 @@ struct ReplayItem {
 
 /// The items to replay from `history`, oldest first: every knob a retry or skip repair changed,
 /// and every patch that decided a step. Runs named in `exclude_runs` (the current one) are
-/// left out, and so are repairs that were themselves replays.
+/// left out, and so are repairs that were themselves replays and out-of-memory shrinks that
+/// their run grew back (Options::oom_grow_back: the pressure had passed).
 std::vector<ReplayItem> plan_replay(const History& history, const std::filesystem::path& workplace,
                                     const std::vector<std::string>& exclude_runs);
 

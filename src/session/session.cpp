@@ -35,6 +35,10 @@ void validate(const Options& o) {
     throw Error("daifu: Options::max_dropped_batches(" + std::to_string(o.max_dropped_batches()) +
                 ") must be >= 0 (0: never drop a batch as data)");
   }
+  if (o.oom_grow_back() < 0) {
+    throw Error("daifu: Options::oom_grow_back(" + std::to_string(o.oom_grow_back()) +
+                ") must be >= 0 (0: a knob the out-of-memory surgery shrank stays shrunk)");
+  }
   for (const auto& [name, wait] : {std::pair{"transient_backoff", o.transient_backoff()},
                                     std::pair{"max_backoff", o.max_backoff()},
                                     std::pair{"contention_backoff", o.contention_backoff()}}) {
@@ -291,6 +295,7 @@ Session::Session(Options options) : impl_(std::make_unique<detail::SessionImpl>(
                           {"replay", impl_->replay ? (*impl_->replay == ReplayMode::Eager ? "eager" : "at_step") : "off"},
                           {"transient_retries", o.transient_retries()},
                           {"max_dropped_batches", o.max_dropped_batches()},
+                          {"oom_grow_back", o.oom_grow_back()},
                           {"fast_throws", o.fast_throws()},
                           {"on_unrecovered", impl_->on_unrecovered == OnUnrecovered::Pause ? "pause" : "rethrow"}}},
                         {"inject", inject}});

@@ -327,6 +327,7 @@ void StepLoop::commit(const Step& step, bool rerun) {
     impl_.micro_batching_loops.insert(where_);
   }
   if (step.attempt() > 0) SurgeryRegistryAccess::reset_step(impl_.surgeries);
+  if (!rerun) SurgeryRegistryAccess::step_committed(impl_.surgeries, session_, step.index());
   if (!impl_.step_metrics.empty()) {
     impl_.metric_rows.push_back({step.index(), std::move(impl_.step_metrics)});
     impl_.step_metrics.clear();

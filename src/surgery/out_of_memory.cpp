@@ -3,6 +3,8 @@
 #include <daifu/session.h>
 #include <daifu/step.h>
 
+#include "journal/events.h"
+#include "journal/journal.h"
 #include "repair/repair_services.h"
 #include "repair/step_access.h"
 #include "state/cuda_runtime.h"
@@ -11,12 +13,17 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 namespace daifu::detail {
 namespace {
 
 int64_t floor_of(const Knob<int64_t>& knob) { return std::max<int64_t>(knob.lower().value_or(1), 1); }
+
+// Grown values that run out of memory again before a knob stays where it is.
+constexpr int64_t kMaxFailedGrowths = 3;
+constexpr int64_t kLargest = std::numeric_limits<int64_t>::max();
 
 std::string where_text(const RepairContext& context) {
   return "out of memory at step " + std::to_string(context.failure().step) + " (attempt " +
@@ -77,6 +84,7 @@ Action OutOfMemorySurgery::shrink_micro_batch(RepairContext& context, const std:
   knob->set(smaller, where_text(context) + ": micro-batch halved, the logical batch is unchanged");
   context.explain("halved micro-batch knob \"" + name + "\" " + std::to_string(old) + " -> " +
                   std::to_string(smaller) + "; each optimizer step still sees the whole logical batch");
+  remember_shrink(context, name, old, false);
   return Action::Retry;
 }
 
@@ -100,17 +108,8 @@ Action OutOfMemorySurgery::shrink_batch(RepairContext& context) {
   const int64_t smaller = std::max(floor, old / 2);
   const std::string reason = where_text(context) + ": batch halved";
   batch->set(smaller, reason);
-  std::string why = "halved \"" + name + "\" " + std::to_string(old) + " -> " + std::to_string(smaller);
-
-  if (const std::string& lr_name = session_.options().lr_knob(); !lr_name.empty()) {
-    if (auto* lr = context.session().find_knob<double>(lr_name)) {
-      const double before = lr->get();
-      lr->set(before * static_cast<double>(smaller) / static_cast<double>(old), reason + ", learning rate scaled linearly");
-      why += " and scaled \"" + lr_name + "\" " + number_text(before) + " -> " + number_text(lr->get());
-    } else {
-      why += "; the learning rate was left alone: Options::lr_knob names no double knob \"" + lr_name + "\"";
-    }
-  }
+  std::string why = "halved \"" + name + "\" " + std::to_string(old) + " -> " + std::to_string(smaller) +
+                    scale_lr(context.session(), old, smaller, reason + ", learning rate scaled linearly");
 
   // The memoized batch has the old size: forget it so the retry draws one at the new size.
   nlohmann::json keys = nlohmann::json::array();
@@ -122,7 +121,73 @@ Action OutOfMemorySurgery::shrink_batch(RepairContext& context) {
     why += "; the step's Step::once values were dropped so the retry draws its batch at the new size";
   }
   context.explain(why);
+  remember_shrink(context, name, old, true);
   return Action::Retry;
+}
+
+std::string OutOfMemorySurgery::scale_lr(Session& session, int64_t before, int64_t after, const std::string& reason) {
+  const std::string& name = session_.options().lr_knob();
+  if (name.empty()) return "";
+  auto* lr = session.find_knob<double>(name);
+  if (lr == nullptr) return "; the learning rate was left alone: Options::lr_knob names no double knob \"" + name + "\"";
+  const double old = lr->get();
+  lr->set(old * static_cast<double>(after) / static_cast<double>(before), reason);
+  return " and scaled \"" + name + "\" " + number_text(old) + " -> " + number_text(lr->get());
+}
+
+void OutOfMemorySurgery::remember_shrink(RepairContext& context, const std::string& name, int64_t before, bool batch) {
+  const int64_t wait = session_.options().oom_grow_back();
+  if (wait == 0 || session_.options().distributed().group() != nullptr) return;
+  auto [it, fresh] = shrunk_.try_emplace(name);
+  Shrunk& s = it->second;
+  if (fresh) {
+    s.original = before;
+    s.batch = batch;
+  } else if (s.grown) {  // the grown value did not fit either
+    ++s.failed;
+  }
+  s.wait = std::min(wait, kLargest >> s.failed) << s.failed;  // doubled per failed growth, saturating
+  s.settled = s.failed >= kMaxFailedGrowths;
+  s.shrunk_at = context.failure().step;
+  s.good = 0;
+  s.grown = false;
+  context.explain(context.explanation() +
+                  (s.settled
+                      ? "; it stays there: " + std::to_string(s.failed) + " growths back ran out of memory again"
+                      : "; it grows back toward " + std::to_string(s.original) + " after " + std::to_string(s.wait) +
+                            " steps without another out-of-memory failure (Options::oom_grow_back)"));
+}
+
+void OutOfMemorySurgery::step_committed(Session& session, int64_t step) {
+  for (auto& [name, s] : shrunk_) {
+    if (s.settled || ++s.good < s.wait) continue;
+    s.good = 0;
+    Knob<int64_t>* knob = session.find_knob<int64_t>(name);
+    if (knob == nullptr) continue;
+    const int64_t now = knob->get();
+    int64_t grown = std::min(s.original, now > kLargest / 2 ? kLargest : now * 2);
+    if (knob->upper()) grown = std::min(grown, *knob->upper());
+    if (grown <= now) {
+      s.settled = true;  // something else moved it up: nothing to grow
+      continue;
+    }
+    const std::string reason = std::to_string(s.wait) + " steps without running out of memory since step " +
+                               std::to_string(s.shrunk_at) + ": grown back toward " + std::to_string(s.original);
+    knob->set(grown, reason);
+    nlohmann::json line = {{"event", event::grow_back}, {"step", step},          {"name", name},
+                           {"before", now},             {"after", grown},        {"good_steps", s.wait},
+                           {"shrunk_at", s.shrunk_at}};
+    if (s.batch) {
+      if (auto* lr = session.find_knob<double>(session_.options().lr_knob())) {
+        const double old = lr->get();
+        scale_lr(session, now, grown, reason + ", learning rate scaled linearly");
+        line["lr"] = nlohmann::json::array({old, lr->get()});
+      }
+    }
+    session_.journal().write(line);
+    s.grown = true;
+    s.settled = grown == s.original;
+  }
 }
 
 }  // namespace daifu::detail

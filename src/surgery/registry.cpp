@@ -41,6 +41,15 @@ void RepairContext::wait(std::chrono::microseconds d) {
 
 Surgery::~Surgery() = default;
 
+void Surgery::step_committed(Session&, int64_t) {}
+
+void Surgery::committed(Session& session, int64_t step) noexcept {
+  try {
+    step_committed(session, step);
+  } catch (...) {
+  }
+}
+
 bool Surgery::match(const Failure& failure) const noexcept {
   try {
     return matches(failure);
@@ -172,6 +181,10 @@ void SurgeryRegistryAccess::record_fire(SurgeryRegistry& registry, const Surgery
       ++e->fired_run;
     }
   }
+}
+
+void SurgeryRegistryAccess::step_committed(SurgeryRegistry& registry, Session& session, int64_t step) {
+  for (auto& e : registry.entries_) e->surgery->committed(session, step);
 }
 
 void SurgeryRegistryAccess::reset_step(SurgeryRegistry& registry) {
