@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <memory>
 #include <system_error>
 #include <tuple>
 
@@ -25,8 +27,7 @@ class Samples : public torch::data::datasets::Dataset<Samples> {
     y_ = torch::randint(0, 3, {50});
   }
   torch::data::Example<> get(size_t i) override {
-    if (static_cast<int64_t>(i) == fail_at_) {
-      fail_at_ = -1;  // once
+    if (static_cast<int64_t>(i) == fail_at_ && !failed_->exchange(true)) {  // once, in whichever copy
       throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "sample shard");
     }
     return {x_[static_cast<int64_t>(i)], y_[static_cast<int64_t>(i)]};
@@ -36,11 +37,15 @@ class Samples : public torch::data::datasets::Dataset<Samples> {
 
  private:
   torch::Tensor x_, y_;
+  std::shared_ptr<std::atomic<bool>> failed_ = std::make_shared<std::atomic<bool>>(false);  // shared by copies
 };
 
-auto make_loader(Samples samples = Samples()) {
+// With `workers` > 0 each worker thread loads batches from its own copy of `samples`, and the
+// loader hands them out in the sampler's order.
+auto make_loader(Samples samples = Samples(), size_t workers = 0) {
   return torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
-      std::move(samples).map(torch::data::transforms::Stack<>()), torch::data::DataLoaderOptions().batch_size(16));
+      std::move(samples).map(torch::data::transforms::Stack<>()),
+      torch::data::DataLoaderOptions().batch_size(16).workers(workers));
 }
 
 struct Model {
@@ -185,6 +190,63 @@ TEST(Each, ABatchThatFailsToLoadFailsTheStepThatWantedIt) {
   // The batch of samples 16-31 is lost with its sampler indices; 32-47 and 48-49 follow.
   EXPECT_EQ(firsts, (std::vector<int64_t>{16, 16, 2}));
   EXPECT_EQ(session.global_step(), 3);
+}
+
+// A loader with worker threads: they prefetch ahead of the loop, a load that fails in a worker
+// fails the step that wanted that batch, and a rollback re-runs memoized batches without asking
+// the loader; the weights end as a plain loop's over the same loader.
+TEST(Each, AMultiWorkerLoaderWithAFailedLoadAndARollbackEndsAsThePlainLoop) {
+  Model plain;
+  std::vector<int64_t> plain_rows;
+  {
+    Samples samples;
+    samples.fail_at_ = 20;
+    auto loader = make_loader(std::move(samples), 2);
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      auto it = loader->begin();
+      while (true) {
+        try {
+          if (it == loader->end()) break;
+          plain_rows.push_back(it->data.size(0));
+          plain.train(*it);
+          ++it;
+        } catch (const torch::data::WorkerException&) {  // the batch that failed to load is lost: go on
+          ++it;
+        }
+      }
+    }
+  }
+  Model guarded;
+  Samples samples;
+  samples.fail_at_ = 20;
+  auto loader = make_loader(std::move(samples), 2);
+  const auto wp = fresh_dir();
+  std::vector<int64_t> rows;
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("").snapshot_every(2));
+    session.track("model", *guarded.net);
+    session.track("optimizer", *guarded.optimizer);
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      DAIFU_GUARD_EACH(session, step, batch, *loader) {
+        rows.push_back(batch.data.size(0));
+        guarded.train(batch);
+        if (step.index() == 6 && step.attempt() == 0) throw transient();  // after the update
+      };
+    }
+    EXPECT_EQ(session.stats().rollbacks, 1);
+  }
+  const auto failure = events(wp, "failure").at(0);
+  EXPECT_EQ(failure["step"], 1);
+  EXPECT_EQ(failure["kind"], "transient_runtime");  // what the worker threw, not the wrapper
+  EXPECT_EQ(failure["exception_type"], "std::system_error");
+  EXPECT_EQ(failure["matched_by"], "type:std::system_error(errno)");
+  EXPECT_EQ(failure["message"], "in a DataLoader worker thread: sample shard: Resource temporarily unavailable");
+  EXPECT_EQ(plain_rows, (std::vector<int64_t>{16, 16, 2, 16, 16, 16, 2}));
+  // Epoch 2 is steps 3-6; step 6 failed after its update: back to the snapshot of step 5, which
+  // ran again on its memoized batch.
+  EXPECT_EQ(rows, (std::vector<int64_t>{16, 16, 2, 16, 16, 16, 2, 16, 2}));
+  EXPECT_EQ(events(wp, "rollback").at(0)["to_step"], 5);
+  expect_bitwise_equal(plain.params(), guarded.params());
 }
 
 // A run that ends unrecovered inside its second epoch resumes from its persisted snapshot:

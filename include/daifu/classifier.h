@@ -40,7 +40,9 @@ class DAIFU_API Classifier {
   Classifier& add_pattern(const std::string& regex, FailureKind kind);
 
   /// Classifies the exception; never throws. Fills kind, exception_type, message, matched_by
-  /// and throw_site (when the throw was seen by daifu's throw hook).
+  /// and throw_site (when the throw was seen by daifu's throw hook). A torch::data::WorkerException
+  /// (what a DataLoader with workers rethrows) is judged by the exception the worker threw, its
+  /// message prefixed "in a DataLoader worker thread: ".
   Failure classify(std::exception_ptr error) const noexcept;
 
  private:

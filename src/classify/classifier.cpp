@@ -8,6 +8,7 @@
 
 #include <c10/util/Exception.h>
 #include <cxxabi.h>
+#include <torch/data/worker_exception.h>
 
 #include <algorithm>
 #include <cctype>
@@ -195,6 +196,18 @@ std::optional<std::pair<FailureKind, const char*>> kind_by_fallback_type(const s
   return std::nullopt;
 }
 
+// What a DataLoader worker thread threw, if `error` is the WorkerException the loader rethrew
+// it as in the training thread; null otherwise.
+std::exception_ptr thrown_in_worker(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const torch::data::WorkerException& e) {
+    return e.original_exception;
+  } catch (...) {
+  }
+  return nullptr;
+}
+
 void describe(const std::exception_ptr& error, Failure& f) {
   try {
     std::rethrow_exception(error);
@@ -240,7 +253,11 @@ Failure Classifier::classify(std::exception_ptr error) const noexcept {
     return f;
   }
   try {
+    // A loader with workers wraps what a worker threw: the original says what went wrong.
+    const std::exception_ptr original = thrown_in_worker(error);
+    if (original) error = original;
     describe(error, f);
+    if (original) f.message = "in a DataLoader worker thread: " + f.message;
     f.throw_site = detail::throw_site_of(detail::exception_object_of(error));
     const std::string lower = lowercase(f.message);
     auto first_match = [&](const std::vector<CompiledPattern>& table, const char* prefix,

@@ -223,7 +223,7 @@ void SessionImpl::resume_from_disk() {
   for (const auto& [name, value] : saved_knobs.items()) {
     if (auto it = knobs.find(name); it != knobs.end()) it->second->set_json(value.dump(), "resumed from a snapshot");
   }
-  resume_point = ResumePoint{extra.value("loop", int64_t{0}), restored.step};
+  resume_point = ResumePoint{extra.value("loop", int64_t{0}), restored.step, std::nullopt};
   if (const auto each = extra.find("each_first"); each != extra.end() && each->is_number_integer()) {
     next_each_step = each->get<int64_t>();
   }
