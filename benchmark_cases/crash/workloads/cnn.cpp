@@ -10,11 +10,13 @@ NetImpl::NetImpl(int64_t classes)
       fc1(register_module("fc1", torch::nn::Linear(32 * 7 * 7, 128))),
       fc2(register_module("fc2", torch::nn::Linear(128, classes))) {}
 
-torch::Tensor NetImpl::forward(torch::Tensor x) {
-  x = torch::max_pool2d(torch::relu(conv1(x)), 2);
-  x = torch::max_pool2d(torch::relu(conv2(x)), 2);
-  x = torch::relu(fc1(x.flatten(1)));
-  return torch::log_softmax(fc2(x), 1);
+torch::Tensor NetImpl::forward(torch::Tensor x, const Probe& probe) {
+  const auto point = [&](const char* name, torch::Tensor t) { return probe ? probe(name, std::move(t)) : t; };
+  x = point("input", std::move(x));
+  x = torch::max_pool2d(point("conv1.out", torch::relu(conv1(x))), 2);
+  x = torch::max_pool2d(point("conv2.out", torch::relu(conv2(x))), 2);
+  x = point("fc1.out", torch::relu(fc1(x.flatten(1))));
+  return torch::log_softmax(point("fc2.out", fc2(x)), 1);
 }
 
 Data load() {

@@ -11,7 +11,12 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 namespace crash::gan {
+
+/// A point a fault may be injected at (see crash::cnn::Probe). Empty: the tensor itself.
+using Probe = std::function<torch::Tensor(const char* name, torch::Tensor)>;
 
 inline constexpr int64_t kSteps = 1500;
 inline constexpr int64_t kWarmupSteps = 100;  ///< steps in which only the discriminator learns
@@ -26,7 +31,8 @@ inline constexpr int64_t kScoreSamples = 2000;
 /// noise (N, kNoise) -> images (N, 784) in [-1, 1].
 struct GeneratorImpl : torch::nn::Module {
   GeneratorImpl();
-  torch::Tensor forward(torch::Tensor z);
+  /// `probe` sees "g.fc1.out" and "g.fc2.out".
+  torch::Tensor forward(torch::Tensor z, const Probe& probe = {});
 
   torch::nn::Linear fc1, fc2;
 };
@@ -35,7 +41,8 @@ TORCH_MODULE(Generator);
 /// images (N, 784) -> probability of being real, (N, 1).
 struct DiscriminatorImpl : torch::nn::Module {
   DiscriminatorImpl();
-  torch::Tensor forward(torch::Tensor x);
+  /// `probe` sees "d.fc1.out" and "d.fc2.out".
+  torch::Tensor forward(torch::Tensor x, const Probe& probe = {});
 
   torch::nn::Linear fc1, fc2;
 };

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -28,6 +29,9 @@ inline constexpr int64_t kPad = 0;          ///< the padding byte of fortune-per
 inline constexpr int64_t kEntryBatch = 32;  ///< fortunes per fortune-per-row batch
 inline constexpr int64_t kEntryLen = 64;    ///< characters per fortune-per-row row
 
+/// A point a fault may be injected at (see crash::cnn::Probe). Empty: the tensor itself.
+using Probe = std::function<at::Tensor(const char* name, at::Tensor)>;
+
 /// (input [N, T] int64 tokens, target [N * T] int64: the next token of each input position).
 using Batch = std::pair<at::Tensor, at::Tensor>;
 
@@ -35,8 +39,9 @@ using Batch = std::pair<at::Tensor, at::Tensor>;
 struct NetImpl : torch::nn::Module {
   NetImpl();
   /// x: [N, T] token indices; h: [1, N, kHidden] or undefined (zeros). Returns the logits
-  /// [N, T, kVocab] and the last hidden state [1, N, kHidden].
-  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& h = {});
+  /// [N, T, kVocab] and the last hidden state [1, N, kHidden]. `probe` sees "embed.out",
+  /// "gru.out" and "head.out".
+  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& h = {}, const Probe& probe = {});
 
   torch::nn::Embedding embed;
   torch::nn::GRU gru;

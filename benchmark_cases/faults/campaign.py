@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""The silent-fault campaign (docs/silent-faults.md#the-campaign).
+
+Seed 002's experiment on the crash benchmark's workloads: each injection is one value fault
+drawn at random (a step, a layer output, a gradient or a weight, a fault model of the ISCA'23
+study, transient or permanent), reproducible from the campaign seed and its id, trained twice by
+fault_campaign_run: plain (nothing looks) and guarded (daifu's default detectors and repairs).
+Clean runs with other seeds give the seed-to-seed spread that defines "within"; clean guarded
+runs count false alarms. Runs go `--jobs` at a time; every finished run is appended to
+OUT/runs.jsonl, so a campaign that was stopped resumes where it was. Prints the tables.
+
+  campaign.py --runner build/benchmark_cases/faults/fault_campaign_run --out DIR
+              [--seed 1] [--injections 2000] [--workloads cnn,lm,gan] [--clean-seeds 8]
+              [--fp-steps 100000] [--jobs 2]
+  campaign.py --smoke --runner ... --out DIR     # a few short runs: the pipeline works
+  campaign.py --report --out DIR                 # the tables of what OUT/runs.jsonl holds
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+
+# The ISCA'23 software fault models the injector has: a random bit flip (RBFLIP), a random
+# value (RD), zero (ZERO), another element's value (INPUT/WT: a wrong operand); 1 or 16 elements.
+MODELS = ["flip", "random", "zero", "copy"]
+COUNTS = [1, 16]
+
+
+def draw(rng, targets, steps):
+    """One injection: the plan item for fault_campaign_run --fault, and its seed."""
+    step = rng.randrange(steps)
+    kind = rng.choices(["out", "grad", "param"], weights=[4, 4, 2])[0]
+    permanent = rng.random() < 0.25
+    if kind == "out":
+        where = rng.choice(targets["probes"])
+    elif kind == "grad":  # backward pass: the gradient of a layer output or of a weight
+        where = rng.choice([p for p in targets["probes"] if p != "input"] + targets["params"])
+    else:
+        where = rng.choice(targets["params"])
+    model, count = rng.choice(MODELS), rng.choice(COUNTS)
+    target = "param!" if kind == "param" and permanent else kind
+    plan = f"{model}{'x16' if count == 16 else ''}:{target}:{where}@{step}{'*' if permanent else ''}"
+    return {"fault": plan, "fault_seed": rng.getrandbits(32), "step": step, "target": kind,
+            "where": where, "model": model, "count": count, "permanent": permanent}
+
+
+class Campaign:
+    def __init__(self, args):
+        self.args = args
+        os.makedirs(args.out, exist_ok=True)
+        self.path = os.path.join(args.out, "runs.jsonl")
+        self.lock = threading.Lock()
+        self.done = {}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short when the campaign was stopped
+                    self.done[r["key"]] = r
+
+    def targets(self, workload):
+        out = subprocess.run([self.args.runner, "--targets", workload], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    def run(self, key, meta, workload, mode, seed, steps, fault="", fault_seed=0):
+        if key in self.done:
+            return
+        workplace = os.path.join(self.args.out, "workplaces", key.replace("/", "_"))
+        cmd = [self.args.runner, "--workload", workload, "--mode", mode, "--seed", str(seed),
+               "--workplace", workplace, "--steps", str(steps), "--fault", fault, "--fault-seed", str(fault_seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+        result = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
+            "crashed": True, "process_died": proc.returncode, "error": proc.stderr[-300:]}
+        record = dict(meta, key=key, workload=workload, mode=mode, seed=seed, result=result)
+        subprocess.run(["rm", "-rf", workplace])
+        with self.lock:
+            self.done[key] = record
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(f"{len(self.done)} {key}: {summary(result)}", flush=True)
+
+
+def summary(r):
+    d = ",".join(sorted({x["detector"] for x in r.get("detections", [])}))
+    return (f"quality {r.get('quality')} crashed {r.get('crashed')} nonfinite@{r.get('first_nonfinite_loss_step')} "
+            f"detections [{d}] {r.get('wall_s', 0):.1f} s")
+
+
+def jobs(args, campaign):
+    """The runs of the campaign, in the order to run them: clean spread, injections, false alarms."""
+    todo = []
+    workloads = args.workloads.split(",")
+    targets = {w: campaign.targets(w) for w in workloads}
+    steps = {w: args.steps or targets[w]["steps"] for w in workloads}
+    for w in workloads:
+        for s in range(1, args.clean_seeds + 1):
+            todo.append((f"clean/{w}/{s}", {"kind": "clean"}, w, "plain", s, steps[w]))
+    per = {w: args.injections // len(workloads) + (i < args.injections % len(workloads)) for i, w in enumerate(workloads)}
+    for i in range(max(per.values(), default=0)):
+        for w in workloads:
+            if i >= per[w]:
+                continue
+            inj = draw(random.Random(f"{args.seed}:{w}:{i}"), targets[w], steps[w])
+            for mode in ("plain", "guarded"):
+                todo.append((f"inj/{args.seed}/{w}/{i}/{mode}", dict(inj, kind="injection", id=i), w, mode, 1,
+                             steps[w], inj["fault"], inj["fault_seed"]))
+    # False alarms: clean guarded runs with seeds past the spread's, until --fp-steps steps.
+    for w in workloads:
+        runs = -(-args.fp_steps // (steps[w] * len(workloads)))
+        for s in range(runs):
+            seed = 1000 + s
+            todo.append((f"fp/{w}/{seed}", {"kind": "false_positive"}, w, "guarded", seed, steps[w]))
+    return todo
+
+
+def within(q, worst, higher):
+    return q is not None and (q >= worst if higher else q <= worst)
+
+
+def report(out):
+    records = {}
+    with open(os.path.join(out, "runs.jsonl")) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            records[r["key"]] = r
+    workloads = sorted({r["workload"] for r in records.values()})
+    lines = []
+    for w in workloads:
+        clean = [r["result"] for r in records.values() if r["kind"] == "clean" and r["workload"] == w]
+        if not clean or any(c.get("quality") is None for c in clean):
+            lines.append(f"{w}: no clean spread yet")
+            continue
+        higher = clean[0]["higher_is_better"]
+        qs = [c["quality"] for c in clean]
+        worst = min(qs) if higher else max(qs)
+        name = clean[0]["quality_name"]
+        lines.append(f"\n### {w}: {name}, clean spread over {len(qs)} seeds: "
+                     f"{min(qs):.4f} .. {max(qs):.4f} (within: {'>=' if higher else '<='} {worst:.4f})\n")
+        pairs = {}
+        for r in records.values():
+            if r["kind"] == "injection" and r["workload"] == w:
+                pairs.setdefault(r["id"], {})[r["mode"]] = r
+        plain_outcomes, rows, not_applied = {}, [], 0
+        for i, p in sorted(pairs.items()):
+            if "plain" not in p or "guarded" not in p:
+                continue
+            pr, gr = p["plain"]["result"], p["guarded"]["result"]
+            if pr.get("injected", 0) == 0 and not pr.get("crashed"):
+                not_applied += 1  # its target never came (a gradient that did not flow there)
+                continue
+            if pr.get("crashed"):
+                outcome = "crash"
+            elif pr.get("first_nonfinite_loss_step", -1) >= 0 or not pr.get("weights_finite", True) or pr.get("quality") is None:
+                outcome = "inf_nan"
+            elif within(pr["quality"], worst, higher):
+                outcome = "masked"
+            else:
+                outcome = "slow_degrade"
+            detected = bool(gr.get("detections"))
+            ok = not gr.get("crashed") and gr.get("weights_finite", False) and within(gr.get("quality"), worst, higher)
+            if outcome == "masked":
+                g = "false_alarm" if detected else "quiet"
+                if not ok:
+                    g = "hurt"  # masked plain, but the guarded run ended outside the spread
+            elif detected:
+                g = "recovered" if ok else "detected_not_recovered"
+            else:
+                g = "fine_undetected" if ok else "missed"
+            rows.append((i, p["plain"], outcome, g, gr))
+            plain_outcomes.setdefault(outcome, {}).setdefault(g, 0)
+            plain_outcomes[outcome][g] += 1
+        n = len(rows)
+        lines.append(f"{n} injections ({not_applied} more never applied: their target was not reached)\n")
+        lines.append("| plain outcome | runs | guarded: " + " / ".join(
+            ["recovered", "detected_not_recovered", "fine_undetected", "missed", "quiet", "false_alarm", "hurt"]) + " |")
+        lines.append("|---|---|---|")
+        for o in ["masked", "inf_nan", "slow_degrade", "crash"]:
+            g = plain_outcomes.get(o, {})
+            total = sum(g.values())
+            cells = " / ".join(str(g.get(k, 0)) for k in
+                               ["recovered", "detected_not_recovered", "fine_undetected", "missed", "quiet", "false_alarm", "hurt"])
+            lines.append(f"| {o} | {total} | {cells} |")
+        bad = [r for r in rows if r[2] != "masked"]
+        if bad:
+            good = sum(1 for r in bad if r[3] in ("recovered", "fine_undetected"))
+            det = sum(1 for r in bad if r[4].get("detections"))
+            lines.append(f"\nnot masked: {len(bad)}; ended guarded within the spread: {good} ({100 * good / len(bad):.1f}%); "
+                         f"detected: {det} ({100 * det / len(bad):.1f}%)")
+            for r in bad:
+                if r[3] in ("missed", "detected_not_recovered"):
+                    lines.append(f"- {r[3]}: `{r[1]['fault']}` plain {r[1]['result'].get('quality')} "
+                                 f"guarded {r[4].get('quality')} detections {[d['detector'] for d in r[4].get('detections', [])]}")
+        fp = [r["result"] for r in records.values() if r["kind"] == "false_positive" and r["workload"] == w]
+        steps = sum(r.get("committed_steps", 0) for r in fp)
+        alarms = sum(len(r.get("detections", [])) for r in fp)
+        if fp:
+            lines.append(f"\nclean guarded runs: {len(fp)}, {steps} steps, {alarms} detections "
+                         f"({10000 * alarms / max(steps, 1):.2f} per 10,000 steps)")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--runner")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--injections", type=int, default=2000)
+    p.add_argument("--workloads", default="cnn,lm,gan")
+    p.add_argument("--clean-seeds", type=int, default=8)
+    p.add_argument("--fp-steps", type=int, default=100000)
+    p.add_argument("--steps", type=int, default=0, help="steps per run; 0: the workload's")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args()
+    if args.report:
+        print(report(args.out))
+        return
+    if args.smoke:  # every workload, 2 clean seeds, 1 injection each, 2 short false-alarm runs
+        args.steps, args.injections, args.clean_seeds, args.fp_steps = 12, 3, 2, 36
+        subprocess.run(["rm", "-rf", args.out])
+    campaign = Campaign(args)
+    todo = jobs(args, campaign)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for f in [pool.submit(campaign.run, *job) for job in todo]:
+            f.result()
+    text = report(args.out)
+    print(text)
+    if args.smoke:
+        records = list(campaign.done.values())
+        broken = [r["key"] for r in records if r["result"].get("process_died") is not None]
+        assert not broken, f"runs that died: {broken}"
+        assert sum(r["kind"] == "injection" for r in records) == 6, "3 injections, plain and guarded"
+        assert all(r["result"].get("injected", 0) + r["result"].get("injection_missed", 0) >= 1
+                   for r in records if r["kind"] == "injection"), "a fault that was neither injected nor missed"
+        assert "clean spread" in text
+
+
+if __name__ == "__main__":
+    sys.exit(main())
