@@ -199,6 +199,25 @@ TEST(History, TheReportPlotsEveryMetricOnItsOwnScale) {
   EXPECT_NE(html.find("g_loss [100, 105]"), std::string::npos);
 }
 
+// DAIFU_GUARD_EACH loops number their steps across epochs: the report marks where each begins.
+TEST(History, TheReportMarksWhereEachLaterLoopBegins) {
+  const auto wp = fresh_dir();
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject(""));
+    const std::vector<int> batches{1, 2, 3};
+    for (int epoch = 0; epoch < 3; ++epoch) {
+      DAIFU_GUARD_EACH(session, step, x, batches) { session.report("loss", 1.0 / x); };
+    }
+  }
+  const auto [code, out] = cli("report -o " + (wp / "report.html").string() + " -w " + wp.string());
+  ASSERT_EQ(code, 0) << out;
+  const std::string html = read_text(wp / "report.html");
+  EXPECT_NE(html.find("<title>loop 1 ("), std::string::npos) << html;
+  EXPECT_NE(html.find(") starts at step 3</title>"), std::string::npos) << html;
+  EXPECT_NE(html.find(") starts at step 6</title>"), std::string::npos) << html;
+  EXPECT_EQ(html.find("starts at step 0<"), std::string::npos) << html;
+}
+
 TEST(History, TheCliShowsLogStatsAFailureTheReplayPlanAndAnHtmlReport) {
   const auto wp = real_workplace();
   const std::string w = " -w " + wp.string();

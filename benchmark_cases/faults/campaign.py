@@ -11,7 +11,7 @@ OUT/runs.jsonl, so a campaign that was stopped resumes where it was. Prints the 
 
   campaign.py --runner build/benchmark_cases/faults/fault_campaign_run --out DIR
               [--seed 1] [--injections 2000] [--workloads cnn,lm,gan] [--clean-seeds 8]
-              [--fp-steps 100000] [--jobs 2]
+              [--fp-steps 100000] [--fp-length 10] [--jobs 2]
   campaign.py --smoke --runner ... --out DIR     # a few short runs: the pipeline works
   campaign.py --report --out DIR                 # the tables of what OUT/runs.jsonl holds
 """
@@ -74,10 +74,15 @@ class Campaign:
         workplace = os.path.join(self.args.out, "workplaces", key.replace("/", "_"))
         cmd = [self.args.runner, "--workload", workload, "--mode", mode, "--seed", str(seed),
                "--workplace", workplace, "--steps", str(steps), "--fault", fault, "--fault-seed", str(fault_seed)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.args.timeout)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess(cmd, "timeout", "", f"no result after {self.args.timeout} s")
+        if proc.returncode in (-2, -9, -15):  # stopped from outside (the campaign was interrupted): run it again
+            return
         lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
         result = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-            "crashed": True, "process_died": proc.returncode, "error": proc.stderr[-300:]}
+            "process_died": proc.returncode, "error": proc.stderr[-300:]}
         record = dict(meta, key=key, workload=workload, mode=mode, seed=seed, result=result)
         subprocess.run(["rm", "-rf", workplace])
         with self.lock:
@@ -111,12 +116,13 @@ def jobs(args, campaign):
             for mode in ("plain", "guarded"):
                 todo.append((f"inj/{args.seed}/{w}/{i}/{mode}", dict(inj, kind="injection", id=i), w, mode, 1,
                              steps[w], inj["fault"], inj["fault_seed"]))
-    # False alarms: clean guarded runs with seeds past the spread's, until --fp-steps steps.
+    # False alarms: clean guarded runs, --fp-length times as long as the others, with seeds past
+    # the spread's, until the workloads share --fp-steps steps.
     for w in workloads:
-        runs = -(-args.fp_steps // (steps[w] * len(workloads)))
-        for s in range(runs):
+        length = steps[w] * args.fp_length
+        for s in range(-(-args.fp_steps // (length * len(workloads)))):
             seed = 1000 + s
-            todo.append((f"fp/{w}/{seed}", {"kind": "false_positive"}, w, "guarded", seed, steps[w]))
+            todo.append((f"fp/{w}/{seed}/{length}", {"kind": "false_positive"}, w, "guarded", seed, length))
     return todo
 
 
@@ -146,15 +152,18 @@ def report(out):
         name = clean[0]["quality_name"]
         lines.append(f"\n### {w}: {name}, clean spread over {len(qs)} seeds: "
                      f"{min(qs):.4f} .. {max(qs):.4f} (within: {'>=' if higher else '<='} {worst:.4f})\n")
-        pairs = {}
+        pairs = {}  # inj/<seed>/<workload>/<id> -> {"plain": record, "guarded": record}
         for r in records.values():
             if r["kind"] == "injection" and r["workload"] == w:
-                pairs.setdefault(r["id"], {})[r["mode"]] = r
-        plain_outcomes, rows, not_applied = {}, [], 0
+                pairs.setdefault(r["key"].rsplit("/", 1)[0], {})[r["mode"]] = r
+        plain_outcomes, rows, not_applied, died = {}, [], 0, []
         for i, p in sorted(pairs.items()):
             if "plain" not in p or "guarded" not in p:
                 continue
             pr, gr = p["plain"]["result"], p["guarded"]["result"]
+            if "process_died" in pr or "process_died" in gr:
+                died.append(i)  # not the fault's outcome: a runner that did not finish
+                continue
             if pr.get("injected", 0) == 0 and not pr.get("crashed"):
                 not_applied += 1  # its target never came (a gradient that did not flow there)
                 continue
@@ -166,7 +175,10 @@ def report(out):
                 outcome = "masked"
             else:
                 outcome = "slow_degrade"
-            detected = bool(gr.get("detections"))
+            # A detection before the fault's step is not about the fault.
+            detections = [d for d in gr.get("detections", []) if d["step"] >= p["plain"]["step"]]
+            gr = dict(gr, detections=detections)
+            detected = bool(detections)
             ok = not gr.get("crashed") and gr.get("weights_finite", False) and within(gr.get("quality"), worst, higher)
             if outcome == "masked":
                 g = "false_alarm" if detected else "quiet"
@@ -180,7 +192,8 @@ def report(out):
             plain_outcomes.setdefault(outcome, {}).setdefault(g, 0)
             plain_outcomes[outcome][g] += 1
         n = len(rows)
-        lines.append(f"{n} injections ({not_applied} more never applied: their target was not reached)\n")
+        lines.append(f"{n} injections ({not_applied} more never applied: their target was not reached"
+                     + (f"; {len(died)} whose runner died: {died[:5]}" if died else "") + ")\n")
         lines.append("| plain outcome | runs | guarded: " + " / ".join(
             ["recovered", "detected_not_recovered", "fine_undetected", "missed", "quiet", "false_alarm", "hurt"]) + " |")
         lines.append("|---|---|---|")
@@ -218,22 +231,31 @@ def main():
     p.add_argument("--workloads", default="cnn,lm,gan")
     p.add_argument("--clean-seeds", type=int, default=8)
     p.add_argument("--fp-steps", type=int, default=100000)
+    p.add_argument("--fp-length", type=int, default=10, help="false-alarm runs are this many times longer")
     p.add_argument("--steps", type=int, default=0, help="steps per run; 0: the workload's")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--timeout", type=int, default=900, help="seconds one run may take")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
     if args.report:
+        if not os.path.exists(os.path.join(args.out, "runs.jsonl")):
+            sys.exit(f"no campaign in {args.out}: {os.path.join(args.out, 'runs.jsonl')} does not exist")
         print(report(args.out))
         return
-    if args.smoke:  # every workload, 2 clean seeds, 1 injection each, 2 short false-alarm runs
-        args.steps, args.injections, args.clean_seeds, args.fp_steps = 12, 3, 2, 36
+    if args.smoke:  # every workload: 2 clean seeds, 1 injection, 1 short false-alarm run
+        args.steps, args.injections, args.clean_seeds, args.fp_steps, args.fp_length = 12, 3, 2, 36, 1
         subprocess.run(["rm", "-rf", args.out])
     campaign = Campaign(args)
     todo = jobs(args, campaign)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
+    try:
         for f in [pool.submit(campaign.run, *job) for job in todo]:
             f.result()
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     text = report(args.out)
     print(text)
     if args.smoke:

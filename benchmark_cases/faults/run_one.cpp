@@ -87,7 +87,7 @@ class Cnn final : public Workload {
 
   static constexpr int64_t kTestImages = 2000;
 
-  static crash::cnn::Probe probe(daifu::Step& step) {
+  static crash::Probe probe(daifu::Step& step) {
     return [&step](const char* name, torch::Tensor t) { return step.probe(name, t); };
   }
 
@@ -146,8 +146,9 @@ class Gan final : public Workload {
     session.track("g_optimizer", *g_optimizer_);
     session.track("d_optimizer", *d_optimizer_);
   }
-  // The crash benchmark's GAN step, with both gradients zeroed first so that each
-  // before_update() sees only the gradients of the update that follows it.
+  // The crash benchmark's GAN step, with both gradients zeroed first: the first
+  // before_update() sees the discriminator's gradients, the second adds the generator's (and
+  // what g_loss put into the discriminator's, which its next step zeroes).
   double train(daifu::Step& step, bool check) override {
     namespace gan = crash::gan;
     const auto probe = Cnn::probe(step);
@@ -274,7 +275,7 @@ int run(const Args& a) {
 
   std::filesystem::remove_all(a.workplace);
   daifu::Options options;
-  options.workplace(a.workplace).inject("");
+  options.workplace(a.workplace).inject("").on_unrecovered(daifu::OnUnrecovered::Rethrow);
   for (const auto& f : plan.values) options.inject(f);
   if (!guarded) options.detectors(daifu::DetectorOptions::none()).max_attempts(1);
 
@@ -307,7 +308,12 @@ int run(const Args& a) {
   read_journal(a.workplace, out);
   out["first_nonfinite_loss_step"] = first_nonfinite;
   out["weights_finite"] = all_finite(*workload);
-  const double q = workload->quality();
+  double q = NAN;
+  try {
+    q = workload->quality();
+  } catch (const std::exception& e) {  // e.g. an eigendecomposition of non-finite features
+    out["quality_error"] = std::string(e.what()).substr(0, 300);
+  }
   out["quality_name"] = workload->quality_name();
   out["higher_is_better"] = workload->higher_is_better();
   out["quality"] = std::isfinite(q) ? nlohmann::json(q) : nlohmann::json(nullptr);

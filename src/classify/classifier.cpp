@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <ios>
 #include <new>
+#include <optional>
 #include <regex>
 #include <system_error>
 #include <typeinfo>
@@ -253,12 +254,12 @@ Failure Classifier::classify(std::exception_ptr error) const noexcept {
     return f;
   }
   try {
-    // A loader with workers wraps what a worker threw: the original says what went wrong.
+    // A loader with workers wraps what a worker threw: the original says what went wrong. The
+    // throw hook sees the throws of this thread only, so a worker's throw site is unknown.
     const std::exception_ptr original = thrown_in_worker(error);
     if (original) error = original;
     describe(error, f);
-    if (original) f.message = "in a DataLoader worker thread: " + f.message;
-    f.throw_site = detail::throw_site_of(detail::exception_object_of(error));
+    if (!original) f.throw_site = detail::throw_site_of(detail::exception_object_of(error));
     const std::string lower = lowercase(f.message);
     auto first_match = [&](const std::vector<CompiledPattern>& table, const char* prefix,
                             bool fatal_only) -> bool {
@@ -272,21 +273,21 @@ Failure Classifier::classify(std::exception_ptr error) const noexcept {
       }
       return false;
     };
-    if (first_match(builtin_compiled(), "pattern:", /*fatal_only=*/true)) return f;
-    if (first_match(impl_->user, "user_pattern:", false)) return f;
-    if (auto k = kind_by_definite_type(error)) {
-      f.kind = k->first;
-      f.matched_by = k->second;
-      return f;
+    auto by_type = [&](std::optional<std::pair<FailureKind, const char*>> k) {
+      if (k) {
+        f.kind = k->first;
+        f.matched_by = k->second;
+      }
+      return k.has_value();
+    };
+    const bool judged = first_match(builtin_compiled(), "pattern:", /*fatal_only=*/true) ||
+                        first_match(impl_->user, "user_pattern:", false) || by_type(kind_by_definite_type(error)) ||
+                        first_match(builtin_compiled(), "pattern:", false) || by_type(kind_by_fallback_type(error));
+    if (!judged) {
+      f.kind = FailureKind::Unknown;
+      f.matched_by = "none";
     }
-    if (first_match(builtin_compiled(), "pattern:", false)) return f;
-    if (auto k = kind_by_fallback_type(error)) {
-      f.kind = k->first;
-      f.matched_by = k->second;
-      return f;
-    }
-    f.kind = FailureKind::Unknown;
-    f.matched_by = "none";
+    if (original) f.message = "in a DataLoader worker thread: " + f.message;
   } catch (...) {
     f.kind = FailureKind::Unknown;
     f.matched_by = "classifier_error";

@@ -43,24 +43,34 @@ std::vector<ReplayItem> plan_replay(const History& history, const fs::path& work
       knobs.emplace(json_text(j, "run"), json_text(j, "name"));
     }
   }
-  // Knobs grown back after an out-of-memory shrink (run, name) -> (step, value) per growth.
-  std::multimap<std::pair<std::string, std::string>, std::pair<int64_t, nlohmann::json>> grown;
+  // Knobs grown back after an out-of-memory shrink: (run, name) -> where (loop, step) and to what.
+  struct Growth {
+    int64_t loop, step;
+    nlohmann::json after;
+  };
+  std::multimap<std::pair<std::string, std::string>, Growth> grown;
+  const auto integer = [](const nlohmann::json& j, const char* key) {
+    const auto it = j.find(key);
+    return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : int64_t{-1};
+  };
   for (const auto& j : history.lines) {
-    if (json_text(j, "event") == event::grow_back && j.contains("step") && j["step"].is_number_integer()) {
+    if (json_text(j, "event") == event::grow_back) {
       grown.emplace(std::pair{json_text(j, "run"), json_text(j, "name")},
-                    std::pair{j["step"].get<int64_t>(), j.value("after", nlohmann::json())});
+                    Growth{integer(j, "loop"), integer(j, "step"), j.value("after", nlohmann::json())});
     }
   }
   // Whether the out-of-memory repair `i` was undone in its run: a knob it shrank grew back to
-  // its value before. The pressure had passed; replaying the shrink would keep it all run.
+  // its value before, later in the run (a later loop, or later in the same one). The pressure
+  // had passed; replaying the shrink would keep it all run.
   const auto grown_back = [&](const IncidentRecord& i) {
     if (i.surgery != "out_of_memory") return false;
     for (const auto& [what, change] : i.changes.items()) {
       if (!change.is_array() || change.size() != 2 || !change[0].is_number_integer()) continue;
       auto [first, last] = grown.equal_range({i.run, what});
       for (auto it = first; it != last; ++it) {
-        const auto& [step, after] = it->second;
-        if (step >= i.step && after.is_number_integer() && after.get<int64_t>() >= change[0].get<int64_t>()) return true;
+        const Growth& g = it->second;
+        const bool later = g.loop > i.loop || (g.loop == i.loop && g.step >= i.step);
+        if (later && g.after.is_number_integer() && g.after.get<int64_t>() >= change[0].get<int64_t>()) return true;
       }
     }
     return false;

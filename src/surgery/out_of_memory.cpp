@@ -160,8 +160,10 @@ void OutOfMemorySurgery::remember_shrink(RepairContext& context, const std::stri
 
 void OutOfMemorySurgery::step_committed(Session& session, int64_t step) {
   for (auto& [name, s] : shrunk_) {
-    if (s.settled || ++s.good < s.wait) continue;
+    if (++s.good < s.wait) continue;
     s.good = 0;
+    s.grown = false;  // the last growth held for a whole wait: a later failure is a new shrink
+    if (s.settled) continue;
     Knob<int64_t>* knob = session.find_knob<int64_t>(name);
     if (knob == nullptr) continue;
     const int64_t now = knob->get();
@@ -173,18 +175,21 @@ void OutOfMemorySurgery::step_committed(Session& session, int64_t step) {
     }
     const std::string reason = std::to_string(s.wait) + " steps without running out of memory since step " +
                                std::to_string(s.shrunk_at) + ": grown back toward " + std::to_string(s.original);
-    knob->set(grown, reason);
     nlohmann::json line = {{"event", event::grow_back}, {"step", step},          {"name", name},
                            {"before", now},             {"after", grown},        {"good_steps", s.wait},
                            {"shrunk_at", s.shrunk_at}};
-    if (s.batch) {
-      if (auto* lr = session.find_knob<double>(session_.options().lr_knob())) {
-        const double old = lr->get();
-        scale_lr(session, now, grown, reason + ", learning rate scaled linearly");
-        line["lr"] = nlohmann::json::array({old, lr->get()});
-      }
+    // The learning rate follows the batch linearly, within its knob's bounds.
+    Knob<double>* lr = s.batch ? session.find_knob<double>(session_.options().lr_knob()) : nullptr;
+    double lr_after = 0;
+    if (lr != nullptr) {
+      lr_after = lr->get() * static_cast<double>(grown) / static_cast<double>(now);
+      if (lr->lower()) lr_after = std::max(lr_after, *lr->lower());
+      if (lr->upper()) lr_after = std::min(lr_after, *lr->upper());
+      line["lr"] = nlohmann::json::array({lr->get(), lr_after});
     }
     session_.journal().write(line);
+    knob->set(grown, reason);
+    if (lr != nullptr) lr->set(lr_after, reason + ", learning rate scaled linearly");
     s.grown = true;
     s.settled = grown == s.original;
   }

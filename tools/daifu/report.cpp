@@ -3,6 +3,7 @@
 #include <daifu/errors.h>
 
 #include "core/durable_file.h"
+#include "journal/events.h"
 #include "replay/history.h"
 
 #include <algorithm>
@@ -17,6 +18,8 @@ namespace daifu::cli {
 namespace fs = std::filesystem;
 using detail::History;
 using detail::IncidentRecord;
+using detail::json_text;
+namespace event = detail::event;
 
 namespace {
 
@@ -60,7 +63,7 @@ struct Curve {
 };
 
 // One run's timeline: every metric's curve (each on its own scale, "loss" first), failure
-// markers, rollback windows, numeric knobs.
+// markers, rollback windows, where later guard loops begin, numeric knobs.
 std::string timeline(const History& h, const std::string& run) {
   std::vector<Curve> curves;
   for (const auto& m : h.metrics) {
@@ -112,6 +115,17 @@ std::string timeline(const History& h, const std::string& run) {
         << std::max(1.0, x(static_cast<double>(i->step)) - x(static_cast<double>(i->step - i->rerun_steps)))
         << "' height='" << kPlotHeight << "' fill='#ffd8a8' opacity='0.6'><title>rollback: steps "
         << i->step - i->rerun_steps << "-" << i->step << " re-run</title></rect>\n";
+  }
+  // Where a later guard loop (the next epoch's DAIFU_GUARD_EACH) begins.
+  for (const auto& j : h.lines) {
+    if (json_text(j, "event") != event::loop_start || json_text(j, "run") != run) continue;
+    const auto step = j.find("step"), loop = j.find("loop");
+    if (step == j.end() || !step->is_number_integer() || *step <= 0 || *step > max_step) continue;
+    const double px = x(step->get<double>());
+    svg << "<line x1='" << px << "' x2='" << px << "' y1='" << kTop << "' y2='" << kTop + kPlotHeight
+        << "' stroke='#999' stroke-dasharray='2 3'><title>loop "
+        << (loop != j.end() && loop->is_number_integer() ? loop->dump() : "?") << " ("
+        << escape(json_text(j, "where")) << ") starts at step " << step->dump() << "</title></line>\n";
   }
   static const char* const kCurveColors[] = {"#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
   for (std::size_t k = 0; k < curves.size(); ++k) {

@@ -10,8 +10,8 @@ NetImpl::NetImpl(int64_t classes)
       fc1(register_module("fc1", torch::nn::Linear(32 * 7 * 7, 128))),
       fc2(register_module("fc2", torch::nn::Linear(128, classes))) {}
 
-torch::Tensor NetImpl::forward(torch::Tensor x, const Probe& probe) {
-  const auto point = [&](const char* name, torch::Tensor t) { return probe ? probe(name, std::move(t)) : t; };
+torch::Tensor NetImpl::forward(torch::Tensor x, const crash::Probe& probe) {
+  const auto point = [&](const char* name, torch::Tensor t) { return probed(probe, name, std::move(t)); };
   x = point("input", std::move(x));
   x = torch::max_pool2d(point("conv1.out", torch::relu(conv1(x))), 2);
   x = torch::max_pool2d(point("conv2.out", torch::relu(conv2(x))), 2);

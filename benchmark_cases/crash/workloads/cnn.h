@@ -3,16 +3,11 @@
 #pragma once
 
 #include "fashion_mnist_data.h"
+#include "probe.h"
 
 #include <torch/torch.h>
 
-#include <functional>
-
 namespace crash::cnn {
-
-/// A point a fault may be injected at: gets a name and a tensor, returns the tensor to go on
-/// with (daifu's Step::probe in the silent-fault campaign). Empty: the tensor itself.
-using Probe = std::function<torch::Tensor(const char* name, torch::Tensor)>;
 
 inline constexpr int64_t kSteps = 400;
 inline constexpr int64_t kBatch = 64;
@@ -23,7 +18,7 @@ struct NetImpl : torch::nn::Module {
   explicit NetImpl(int64_t classes = 10);
   /// [N, 1, 28, 28] -> [N, classes]; `probe` sees "input", "conv1.out", "conv2.out", "fc1.out",
   /// "fc2.out".
-  torch::Tensor forward(torch::Tensor x, const Probe& probe = {});
+  torch::Tensor forward(torch::Tensor x, const crash::Probe& probe = {});
 
   torch::nn::Conv2d conv1, conv2;
   torch::nn::Linear fc1, fc2;

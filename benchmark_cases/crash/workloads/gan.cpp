@@ -25,11 +25,7 @@ GeneratorImpl::GeneratorImpl()
     : fc1(register_module("fc1", torch::nn::Linear(kNoise, kHidden))),
       fc2(register_module("fc2", torch::nn::Linear(kHidden, kPixels))) {}
 
-namespace {
-torch::Tensor probed(const Probe& probe, const char* name, torch::Tensor t) { return probe ? probe(name, std::move(t)) : t; }
-}  // namespace
-
-torch::Tensor GeneratorImpl::forward(torch::Tensor z, const Probe& probe) {
+torch::Tensor GeneratorImpl::forward(torch::Tensor z, const crash::Probe& probe) {
   return torch::tanh(probed(probe, "g.fc2.out", fc2(probed(probe, "g.fc1.out", torch::leaky_relu(fc1(z), 0.2)))));
 }
 
@@ -37,7 +33,7 @@ DiscriminatorImpl::DiscriminatorImpl()
     : fc1(register_module("fc1", torch::nn::Linear(kPixels, kHidden))),
       fc2(register_module("fc2", torch::nn::Linear(kHidden, 1))) {}
 
-torch::Tensor DiscriminatorImpl::forward(torch::Tensor x, const Probe& probe) {
+torch::Tensor DiscriminatorImpl::forward(torch::Tensor x, const crash::Probe& probe) {
   return torch::sigmoid(probed(probe, "d.fc2.out", fc2(probed(probe, "d.fc1.out", torch::leaky_relu(fc1(x), 0.2)))));
 }
 

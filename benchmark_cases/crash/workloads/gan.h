@@ -8,15 +8,11 @@
 #pragma once
 
 #include "fashion_mnist_data.h"
+#include "probe.h"
 
 #include <torch/torch.h>
 
-#include <functional>
-
 namespace crash::gan {
-
-/// A point a fault may be injected at (see crash::cnn::Probe). Empty: the tensor itself.
-using Probe = std::function<torch::Tensor(const char* name, torch::Tensor)>;
 
 inline constexpr int64_t kSteps = 1500;
 inline constexpr int64_t kWarmupSteps = 100;  ///< steps in which only the discriminator learns
@@ -32,7 +28,7 @@ inline constexpr int64_t kScoreSamples = 2000;
 struct GeneratorImpl : torch::nn::Module {
   GeneratorImpl();
   /// `probe` sees "g.fc1.out" and "g.fc2.out".
-  torch::Tensor forward(torch::Tensor z, const Probe& probe = {});
+  torch::Tensor forward(torch::Tensor z, const crash::Probe& probe = {});
 
   torch::nn::Linear fc1, fc2;
 };
@@ -42,7 +38,7 @@ TORCH_MODULE(Generator);
 struct DiscriminatorImpl : torch::nn::Module {
   DiscriminatorImpl();
   /// `probe` sees "d.fc1.out" and "d.fc2.out".
-  torch::Tensor forward(torch::Tensor x, const Probe& probe = {});
+  torch::Tensor forward(torch::Tensor x, const crash::Probe& probe = {});
 
   torch::nn::Linear fc1, fc2;
 };

@@ -19,8 +19,8 @@ NetImpl::NetImpl()
       gru(register_module("gru", torch::nn::GRU(torch::nn::GRUOptions(kEmbed, kHidden).batch_first(true)))),
       head(register_module("head", torch::nn::Linear(kHidden, kVocab))) {}
 
-std::tuple<at::Tensor, at::Tensor> NetImpl::forward(const at::Tensor& x, const at::Tensor& h, const Probe& probe) {
-  const auto point = [&](const char* name, at::Tensor t) { return probe ? probe(name, std::move(t)) : t; };
+std::tuple<at::Tensor, at::Tensor> NetImpl::forward(const at::Tensor& x, const at::Tensor& h, const crash::Probe& probe) {
+  const auto point = [&](const char* name, at::Tensor t) { return probed(probe, name, std::move(t)); };
   auto [out, last] = gru->forward(point("embed.out", embed(x)), h);
   return {point("head.out", head(point("gru.out", out))), last};
 }

@@ -5,10 +5,11 @@
 // character on the held-out last 5% of the corpus (all its windows), lower is better.
 #pragma once
 
+#include "probe.h"
+
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -29,9 +30,6 @@ inline constexpr int64_t kPad = 0;          ///< the padding byte of fortune-per
 inline constexpr int64_t kEntryBatch = 32;  ///< fortunes per fortune-per-row batch
 inline constexpr int64_t kEntryLen = 64;    ///< characters per fortune-per-row row
 
-/// A point a fault may be injected at (see crash::cnn::Probe). Empty: the tensor itself.
-using Probe = std::function<at::Tensor(const char* name, at::Tensor)>;
-
 /// (input [N, T] int64 tokens, target [N * T] int64: the next token of each input position).
 using Batch = std::pair<at::Tensor, at::Tensor>;
 
@@ -41,7 +39,7 @@ struct NetImpl : torch::nn::Module {
   /// x: [N, T] token indices; h: [1, N, kHidden] or undefined (zeros). Returns the logits
   /// [N, T, kVocab] and the last hidden state [1, N, kHidden]. `probe` sees "embed.out",
   /// "gru.out" and "head.out".
-  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& h = {}, const Probe& probe = {});
+  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& h = {}, const crash::Probe& probe = {});
 
   torch::nn::Embedding embed;
   torch::nn::GRU gru;
