@@ -126,8 +126,9 @@ def jobs(args, campaign):
     return todo
 
 
-def within(q, worst, higher):
-    return q is not None and (q >= worst if higher else q <= worst)
+def within(q, reference, width, higher):
+    """Whether quality `q` is worse than `reference` by no more than `width`."""
+    return q is not None and ((reference - q) if higher else (q - reference)) <= width
 
 
 def report(out):
@@ -148,10 +149,16 @@ def report(out):
             continue
         higher = clean[0]["higher_is_better"]
         qs = [c["quality"] for c in clean]
-        worst = min(qs) if higher else max(qs)
+        width = max(qs) - min(qs)
+        # The injections train with seed 1: their reference is the clean run of seed 1.
+        reference = next((c["quality"] for c in clean if c["seed"] == 1), None)
+        if reference is None:
+            lines.append(f"{w}: no clean run of seed 1 yet")
+            continue
         name = clean[0]["quality_name"]
-        lines.append(f"\n### {w}: {name}, clean spread over {len(qs)} seeds: "
-                     f"{min(qs):.4f} .. {max(qs):.4f} (within: {'>=' if higher else '<='} {worst:.4f})\n")
+        lines.append(f"\n### {w}: {name}; clean runs, {len(qs)} seeds: {min(qs):.4f} .. {max(qs):.4f} "
+                     f"(spread {width:.4f}); seed 1: {reference:.4f}; within: at most {width:.4f} "
+                     f"{'below' if higher else 'above'} seed 1\n")
         pairs = {}  # inj/<seed>/<workload>/<id> -> {"plain": record, "guarded": record}
         for r in records.values():
             if r["kind"] == "injection" and r["workload"] == w:
@@ -171,7 +178,7 @@ def report(out):
                 outcome = "crash"
             elif pr.get("first_nonfinite_loss_step", -1) >= 0 or not pr.get("weights_finite", True) or pr.get("quality") is None:
                 outcome = "inf_nan"
-            elif within(pr["quality"], worst, higher):
+            elif within(pr["quality"], reference, width, higher):
                 outcome = "masked"
             else:
                 outcome = "slow_degrade"
@@ -179,7 +186,7 @@ def report(out):
             detections = [d for d in gr.get("detections", []) if d["step"] >= p["plain"]["step"]]
             gr = dict(gr, detections=detections)
             detected = bool(detections)
-            ok = not gr.get("crashed") and gr.get("weights_finite", False) and within(gr.get("quality"), worst, higher)
+            ok = not gr.get("crashed") and gr.get("weights_finite", False) and within(gr.get("quality"), reference, width, higher)
             if outcome == "masked":
                 g = "false_alarm" if detected else "quiet"
                 if not ok:
