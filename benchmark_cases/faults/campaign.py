@@ -126,6 +126,10 @@ def jobs(args, campaign):
     return todo
 
 
+def fmt(q):
+    return "n/a" if q is None else f"{q:.4g}"
+
+
 def within(q, reference, width, higher):
     """Whether quality `q` is worse than `reference` by no more than `width`."""
     return q is not None and ((reference - q) if higher else (q - reference)) <= width
@@ -216,10 +220,12 @@ def report(out):
             det = sum(1 for r in bad if r[4].get("detections"))
             lines.append(f"\nnot masked: {len(bad)}; ended guarded within the spread: {good} ({100 * good / len(bad):.1f}%); "
                          f"detected: {det} ({100 * det / len(bad):.1f}%)")
+            lines.append("")
             for r in bad:
-                if r[3] in ("missed", "detected_not_recovered"):
-                    lines.append(f"- {r[3]}: `{r[1]['fault']}` plain {r[1]['result'].get('quality')} "
-                                 f"guarded {r[4].get('quality')} detections {[d['detector'] for d in r[4].get('detections', [])]}")
+                first = r[4]["detections"][0] if r[4].get("detections") else None
+                seen = f"{first['detector']} at step {first['step']}" if first else "nothing"
+                lines.append(f"- {r[2]} -> {r[3]}: `{r[1]['fault']}`: plain {fmt(r[1]['result'].get('quality'))}, "
+                             f"guarded {fmt(r[4].get('quality'))}; detected: {seen}")
         fp = [r["result"] for r in records.values() if r["kind"] == "false_positive" and r["workload"] == w]
         steps = sum(r.get("committed_steps", 0) for r in fp)
         alarms = sum(len(r.get("detections", [])) for r in fp)
