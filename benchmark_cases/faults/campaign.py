@@ -278,7 +278,7 @@ def main():
         assert sum(r["kind"] == "injection" for r in records) == 6, "3 injections, plain and guarded"
         assert all(r["result"].get("injected", 0) + r["result"].get("injection_missed", 0) >= 1
                    for r in records if r["kind"] == "injection"), "a fault that was neither injected nor missed"
-        assert "clean spread" in text
+        assert "; clean runs, 2 seeds: " in text and "| masked |" in text, text
 
 
 if __name__ == "__main__":
