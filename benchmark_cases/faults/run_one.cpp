@@ -37,6 +37,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+/// The workloads' probe points as daifu's Step::probe of `step`.
+crash::Probe probe_of(daifu::Step& step) {
+  return [&step](const char* name, torch::Tensor t) { return step.probe(name, t); };
+}
+
 /// A workload as the campaign trains it.
 class Workload {
  public:
@@ -73,7 +78,7 @@ class Cnn final : public Workload {
   double train(daifu::Step& step, bool check) override {
     auto batch = crash::cnn::batch(data_, step.index());
     optimizer_->zero_grad();
-    auto loss = torch::nll_loss(net_->forward(batch.images, probe(step)), batch.labels);
+    auto loss = torch::nll_loss(net_->forward(batch.images, probe_of(step)), batch.labels);
     loss.backward();
     if (check) step.before_update();
     optimizer_->step();
@@ -86,10 +91,6 @@ class Cnn final : public Workload {
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() override { return {{"model", net_.get()}}; }
 
   static constexpr int64_t kTestImages = 2000;
-
-  static crash::Probe probe(daifu::Step& step) {
-    return [&step](const char* name, torch::Tensor t) { return step.probe(name, t); };
-  }
 
  private:
   crash::cnn::Data data_;
@@ -112,7 +113,7 @@ class Lm final : public Workload {
   double train(daifu::Step& step, bool check) override {
     const auto [input, target] = crash::lm::batch(data_, step.index());
     optimizer_->zero_grad();
-    auto loss = crash::lm::loss(std::get<0>(net_->forward(input, {}, Cnn::probe(step))), target);
+    auto loss = crash::lm::loss(std::get<0>(net_->forward(input, {}, probe_of(step))), target);
     loss.backward();
     if (check) step.before_update();
     optimizer_->step();
@@ -151,7 +152,7 @@ class Gan final : public Workload {
   // what g_loss put into the discriminator's, which its next step zeroes).
   double train(daifu::Step& step, bool check) override {
     namespace gan = crash::gan;
-    const auto probe = Cnn::probe(step);
+    const auto probe = probe_of(step);
     const auto real = gan::real_batch(data_, step.index());
     const int64_t b = real.size(0);
     const auto fake = generator_->forward(gan::noise(b), probe);

@@ -12,10 +12,6 @@ namespace {
 
 // Field accessors that never throw: a missing field or one of another type gives `fallback`
 // (json_text, in history.h, for strings).
-int64_t integer(const nlohmann::json& j, const char* key, int64_t fallback = 0) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
-}
 double number(const nlohmann::json& j, const char* key, double fallback = 0) {
   auto it = j.find(key);
   return it != j.end() && it->is_number() ? it->get<double>() : fallback;
@@ -28,11 +24,11 @@ class Folder {
   void add(const nlohmann::json& j, int64_t line_number) {
     const std::string name = json_text(j, "event");
     const std::string run = json_text(j, "run");
-    const int64_t step = integer(j, "step", -1);
+    const int64_t step = json_integer(j, "step", -1);
     if (name == event::run_start) {
       RunRecord r;
       r.id = run;
-      r.pid = integer(j, "pid");
+      r.pid = json_integer(j, "pid");
       r.start = number(j, "time");
       runs_[run] = h_.runs.size();
       h_.runs.push_back(r);
@@ -40,15 +36,15 @@ class Folder {
       if (RunRecord* r = find_run(run)) {
         r->end = number(j, "time");
         r->status = json_text(j, "status");
-        r->committed_steps = integer(j, "committed_steps");
-        r->failures = integer(j, "failures");
+        r->committed_steps = json_integer(j, "committed_steps");
+        r->failures = json_integer(j, "failures");
       }
     } else if (name == event::failure) {
       IncidentRecord i;
       i.run = run;
       i.step = step;
-      i.attempt = integer(j, "attempt");
-      i.loop = integer(j, "loop", -1);
+      i.attempt = json_integer(j, "attempt");
+      i.loop = json_integer(j, "loop", -1);
       i.time = number(j, "time");
       i.kind = json_text(j, "kind", "unknown");
       i.exception_type = json_text(j, "exception_type");
@@ -74,7 +70,7 @@ class Folder {
     } else if (name == event::skip) {
       if (IncidentRecord* i = open_incident(run, step)) i->outcome = "skip";
     } else if (name == event::rollback) {
-      if (IncidentRecord* i = open_incident(run, step)) i->rerun_steps = integer(j, "rerun_steps");
+      if (IncidentRecord* i = open_incident(run, step)) i->rerun_steps = json_integer(j, "rerun_steps");
     } else if (name == event::pause_end) {
       if (IncidentRecord* i = open_incident(run, step)) i->paused_s = number(j, "waited_s");
     } else if (name == event::knob) {

@@ -21,6 +21,13 @@ inline std::string json_text(const nlohmann::json& j, const char* key, const std
   return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
 }
 
+/// The integer field `key` of object `j`, or `fallback` if it is missing or not an integer.
+inline int64_t json_integer(const nlohmann::json& j, const char* key, int64_t fallback = 0) {
+  if (!j.is_object()) return fallback;
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
+}
+
 struct RunRecord {
   std::string id;
   int64_t pid = 0;

@@ -49,14 +49,10 @@ std::vector<ReplayItem> plan_replay(const History& history, const fs::path& work
     nlohmann::json after;
   };
   std::multimap<std::pair<std::string, std::string>, Growth> grown;
-  const auto integer = [](const nlohmann::json& j, const char* key) {
-    const auto it = j.find(key);
-    return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : int64_t{-1};
-  };
   for (const auto& j : history.lines) {
     if (json_text(j, "event") == event::grow_back) {
       grown.emplace(std::pair{json_text(j, "run"), json_text(j, "name")},
-                    Growth{integer(j, "loop"), integer(j, "step"), j.value("after", nlohmann::json())});
+                    Growth{json_integer(j, "loop", -1), json_integer(j, "step", -1), j.value("after", nlohmann::json())});
     }
   }
   // Whether the out-of-memory repair `i` was undone in its run: a knob it shrank grew back to

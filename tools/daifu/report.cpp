@@ -119,13 +119,12 @@ std::string timeline(const History& h, const std::string& run) {
   // Where a later guard loop (the next epoch's DAIFU_GUARD_EACH) begins.
   for (const auto& j : h.lines) {
     if (json_text(j, "event") != event::loop_start || json_text(j, "run") != run) continue;
-    const auto step = j.find("step"), loop = j.find("loop");
-    if (step == j.end() || !step->is_number_integer() || *step <= 0 || *step > max_step) continue;
-    const double px = x(step->get<double>());
+    const int64_t step = detail::json_integer(j, "step", -1);
+    if (step <= 0 || step > max_step) continue;
+    const double px = x(static_cast<double>(step));
     svg << "<line x1='" << px << "' x2='" << px << "' y1='" << kTop << "' y2='" << kTop + kPlotHeight
-        << "' stroke='#999' stroke-dasharray='2 3'><title>loop "
-        << (loop != j.end() && loop->is_number_integer() ? loop->dump() : "?") << " ("
-        << escape(json_text(j, "where")) << ") starts at step " << step->dump() << "</title></line>\n";
+        << "' stroke='#999' stroke-dasharray='2 3'><title>loop " << detail::json_integer(j, "loop", -1) << " ("
+        << escape(json_text(j, "where")) << ") starts at step " << step << "</title></line>\n";
   }
   static const char* const kCurveColors[] = {"#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
   for (std::size_t k = 0; k < curves.size(); ++k) {
