@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what daifu needs (as root, only what is missing) and builds it.
-# Usage: scripts/setup.sh [--torch wheel|wheel-cuda|debian|PREFIX] [--target NAME]... BUILD_DIR [cmake arguments...]
+# Usage: scripts/setup.sh [--torch wheel|wheel-cuda|debian|PREFIX] [--no-install] [--target NAME]... BUILD_DIR [cmake arguments...]
 #        scripts/setup.sh [--torch wheel|wheel-cuda|debian|PREFIX] --install-only
 #   --torch wheel   LibTorch 2.13 (CPU) from the torch wheel, pip-installed into .venv/ (the default)
 #   --torch wheel-cuda  LibTorch 2.14.1 for CUDA 13 from the torch wheel and its nvidia-* wheels
@@ -9,17 +9,21 @@
 #   --torch PREFIX  a LibTorch you unpacked yourself (the folder holding lib/ and include/)
 #   --target NAME   build only this target and what it needs (repeatable); default: everything
 #   --install-only  install, do not build
+#   --no-install    build only: check and install no Debian package (a machine without apt or a
+#                   network, whose dependencies CMake finds itself, e.g. through CMAKE_PREFIX_PATH)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 torch=wheel
 targets=()
 install_only=
+no_install=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --torch) torch=$2; shift 2 ;;
     --target) targets+=("$2"); shift 2 ;;
     --install-only) install_only=1; shift ;;
+    --no-install) no_install=1; shift ;;
     *) break ;;
   esac
 done
@@ -36,6 +40,7 @@ packages=(
   dataset-fashion-mnist fortunes
 )
 [[ $torch == debian ]] && packages+=(libtorch-dev)
+[[ -z $no_install ]] || packages=()
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -66,13 +71,13 @@ case $torch in
   wheel) torch_prefix=$(wheel_torch .venv 2.13.0) ;;
   wheel-cuda)
     torch_prefix=$(wheel_torch .venv-cuda 2.14.1)
-    # LibTorch's CMake config finds the toolkit from CUDA_PATH, else from nvcc on PATH (a
-    # wrapper script there, as /usr/local/bin/nvcc is on some machines, misleads it).
-    [[ -n ${CUDA_PATH:-} || ! -d /usr/local/cuda ]] || export CUDA_PATH=/usr/local/cuda
     ;;
   debian) torch_prefix=/usr ;;
   *) torch_prefix=$torch ;;
 esac
+# A CUDA LibTorch's CMake config finds the toolkit from CUDA_PATH, else from nvcc on PATH (a
+# wrapper script there, as /usr/local/bin/nvcc is on some machines, misleads it).
+[[ $torch == wheel || $torch == debian || -n ${CUDA_PATH:-} || ! -d /usr/local/cuda ]] || export CUDA_PATH=/usr/local/cuda
 if [[ -z $torch_prefix ]]; then
   echo "setup: the torch wheel did not install (pip's messages above); nothing was built" >&2
   exit 1

@@ -100,7 +100,12 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
     }
   }
   const std::vector<std::string> mutated = impl_.state.mutated_since_begin();
-  impl_.state.restore_rng();
+  std::string rng_error;  // this rank's device may be gone: it still hears the leader, then ends
+  try {
+    impl_.state.restore_rng();
+  } catch (const std::exception& e) {
+    rng_error = e.what();
+  }
   impl_.values.restore_step();
   nlohmann::json got;
   try {
@@ -128,6 +133,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   if (action == "escalate") {
     escalate(failure, "", rank_name + " could not recover the step: " + got.value("reason", ""), {});
   }
+  if (!rng_error.empty()) escalate(failure, "", "restoring the random number generators failed: " + rng_error, {});
 
   Decision decision;
   decision.caught = caught;

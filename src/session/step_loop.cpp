@@ -400,11 +400,16 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   // A retry re-runs the step on the state it began with; the RNG is put back so a retried
   // step draws the same random numbers (dropout, augmentation) as its first attempt.
   const std::vector<std::string> mutated = impl_.state.mutated_since_begin();
-  impl_.state.restore_rng();
   impl_.values.restore_step();
-
+  // A fatal error leaves the device unusable: every later call into its runtime (restoring a
+  // CUDA generator among them) throws the error again, so nothing of it is touched.
   if (failure.kind == FailureKind::Fatal) {
     escalate(failure, report, "a fatal error (the CUDA context may be gone); not retried in place", {});
+  }
+  try {
+    impl_.state.restore_rng();
+  } catch (const std::exception& e) {
+    escalate(failure, report, std::string("restoring the random number generators failed: ") + e.what(), {});
   }
   const bool out_of_attempts = step.attempt() + 1 >= impl_.options.max_attempts();
   const std::string attempts_why = "the step failed " + std::to_string(step.attempt() + 1) + " times (max_attempts)";
