@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 
+#include "detect/float_reductions.h"
 #include "detect/robust_window.h"
 #include "test_util.h"
 
@@ -139,6 +142,22 @@ TEST(SilentFaults, HugeGradientIsCaughtByTheAdamMomentBoundAfterTheUpdate) {
   EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"adam_moments"});
   EXPECT_EQ(events(run.workplace, "rollback").size(), 1u);
   EXPECT_TRUE(bitwise_equal(run, clean));
+}
+
+// (b) a weight set to 1.6e7, the GAN campaign's one miss (its gradients and losses stayed
+// ordinary): the parameter bound catches it at the step's end; rolled back, run again.
+TEST(SilentFaults, HugeWeightIsCaughtByTheParameterBound) {
+  const auto detectors = daifu::DetectorOptions::none().param_spikes(true);
+  const Trained clean = train(no_plan().detectors(detectors), fresh_dir("clean"));
+  const Trained run = train(no_plan().detectors(detectors).inject("value=1.6e7:param!:model.fc2.bias@30"), fresh_dir());
+  EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"param_spike"});
+  const auto detections = events(run.workplace, "detection");
+  ASSERT_EQ(detections.size(), 1u);
+  EXPECT_NE(detections[0]["message"].get<std::string>().find("model.fc2.bias"), std::string::npos) << detections[0];
+  EXPECT_TRUE(bitwise_equal(run, clean));
+  const Trained nan = train(no_plan().detectors(detectors).inject("nan:param!:model.fc1.weight@30"), fresh_dir("nan"));
+  EXPECT_EQ(detectors_fired(nan), std::vector<std::string>{"nonfinite_param"});
+  EXPECT_TRUE(bitwise_equal(nan, clean));
 }
 
 // (c) ISCA's Masked outcome: 0.06 written into one weight changes nothing that matters.
@@ -342,6 +361,61 @@ TEST(RobustWindow, FlagsHundredfoldSpikesOnlyAfterWarmup) {
   EXPECT_EQ(w.count(), 20) << "a non-finite value is not recorded";
   for (int64_t i = 20; i < 300; ++i) w.add(i, 2.0);
   EXPECT_EQ(w.count(), 100);
+}
+
+// A gradient of many chunks of the detectors' parallel loop (2^16 floats each): a NaN in its
+// last element is found and named.
+TEST(SilentFaults, ANanAtTheEndOfAGradientOfSeveralChunksIsDetected) {
+  const auto wp = fresh_dir();
+  {
+    torch::manual_seed(5);
+    torch::nn::Linear big(1100, 1000);  // 1.1 M weights
+    torch::optim::SGD sgd(big->parameters(), 0.01);
+    daifu::Session session(no_plan().workplace(wp.string()));
+    session.track("model", *big);
+    session.track("optimizer", sgd);
+    DAIFU_GUARD(session, step, 0, 2) {
+      sgd.zero_grad();
+      big->forward(torch::randn({4, 1100})).pow(2).mean().backward();
+      if (step.index() == 1 && step.attempt() == 0) big->weight.grad().view(-1)[big->weight.numel() - 1] = std::nanf("");
+      step.before_update();
+      sgd.step();
+    };
+  }
+  const auto detections = events(wp, "detection");
+  ASSERT_EQ(detections.size(), 1u);
+  EXPECT_EQ(detections[0]["detector"], "nonfinite_grad");
+  EXPECT_EQ(detections[0]["parameter"], "model.weight");
+  EXPECT_EQ(detections[0]["nan"], 1);
+  EXPECT_EQ(events(wp, "failure").size(), 1u);
+}
+
+// The detectors' loops over CPU gradients agree with LibTorch's double-precision reductions, at
+// lengths around their 16 lanes and 4096-element blocks, and keep NaN, infinity and overflow.
+TEST(FloatReductions, MatchLibTorchAndKeepNonFiniteValues) {
+  using daifu::detail::largest_abs;
+  using daifu::detail::sum_of_squares;
+  torch::manual_seed(3);
+  for (const int64_t n : {0, 1, 15, 16, 17, 4095, 4096, 4097, 100003}) {
+    const auto x = torch::randn({n}) * 3;
+    const double squares = x.to(torch::kDouble).pow(2).sum().item<double>();
+    EXPECT_NEAR(sum_of_squares(x.data_ptr<float>(), n), squares, 1e-5 * squares + 1e-12) << n;
+    const double largest = n == 0 ? 0.0 : x.abs().max().item<double>();
+    EXPECT_EQ(largest_abs(x.data_ptr<float>(), n), static_cast<float>(largest)) << n;
+  }
+  auto x = torch::randn({5000});
+  for (const int64_t at : {3, 4099}) {  // in the lanes, in the tail of a block
+    auto y = x.clone();
+    y[at] = std::nanf("");
+    EXPECT_TRUE(std::isnan(sum_of_squares(y.data_ptr<float>(), 5000))) << at;
+    EXPECT_TRUE(std::isnan(largest_abs(y.data_ptr<float>(), 5000))) << at;
+    y[at] = -std::numeric_limits<float>::infinity();
+    EXPECT_TRUE(std::isinf(sum_of_squares(y.data_ptr<float>(), 5000))) << at;
+    EXPECT_TRUE(std::isinf(largest_abs(y.data_ptr<float>(), 5000))) << at;
+    y[at] = -1e20f;  // finite, but its square overflows float as a float32 dot product's would
+    EXPECT_TRUE(std::isinf(sum_of_squares(y.data_ptr<float>(), 5000))) << at;
+    EXPECT_EQ(largest_abs(y.data_ptr<float>(), 5000), 1e20f) << at;
+  }
 }
 
 }  // namespace silent_fault_test

@@ -11,9 +11,9 @@
 namespace daifu {
 
 /// Which detectors run and how sensitive the spike detectors are. The default set (the
-/// non-finite and spike checks) costs a few scalar comparisons and one norm per floating
-/// buffer per step, plus one norm per gradient in steps that call Step::before_update();
-/// adam_moments is off by default.
+/// non-finite and spike checks) costs a few scalar comparisons, one norm per floating buffer
+/// and one pass over the parameters per step, plus one pass over the gradients in steps that
+/// call Step::before_update(); adam_moments is off by default.
 /// Example:
 ///   daifu::Options().detectors(daifu::DetectorOptions().adam_moments(true).spike_ratio(1e3))
 class DAIFU_API DetectorOptions {
@@ -42,6 +42,12 @@ class DAIFU_API DetectorOptions {
   DetectorOptions& loss_metric(std::string name) { loss_metric_ = std::move(name); return *this; }
   const std::string& loss_metric() const noexcept { return loss_metric_; }
 
+  /// At the step end: the largest |value| of the tracked parameters must be finite and must
+  /// not spike: a weight that a fault set to 1e7 can leave every gradient and loss ordinary
+  /// (a saturated output) while training degrades. One pass over the parameters per step.
+  DetectorOptions& param_spikes(bool on) { param_spikes_ = on; return *this; }
+  bool param_spikes() const noexcept { return param_spikes_; }
+
   /// At the step end: the largest |first moment| and sqrt(second moment) of every tracked
   /// Adam/AdamW optimizer must be finite and must not spike (the ISCA'23 mitigation). One
   /// pass over the moments per step.
@@ -62,7 +68,7 @@ class DAIFU_API DetectorOptions {
 
   /// All detectors off.
   static DetectorOptions none() {
-    return DetectorOptions().nonfinite_loss(false).nonfinite_buffers(false).nonfinite_grads(false).grad_spikes(false).loss_spikes(false);
+    return DetectorOptions().nonfinite_loss(false).nonfinite_buffers(false).nonfinite_grads(false).grad_spikes(false).loss_spikes(false).param_spikes(false);
   }
 
  private:
@@ -71,6 +77,7 @@ class DAIFU_API DetectorOptions {
   bool nonfinite_grads_ = true;
   bool grad_spikes_ = true;
   bool loss_spikes_ = true;
+  bool param_spikes_ = true;
   std::string loss_metric_ = "loss";
   bool adam_moments_ = false;
   double spike_ratio_ = 100;

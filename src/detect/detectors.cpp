@@ -1,5 +1,7 @@
 #include "detect/detectors.h"
 
+#include "detect/float_reductions.h"
+
 #include <daifu/errors.h>
 
 #include "core/strings.h"
@@ -9,12 +11,15 @@
 #include "state/tracked_state.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <set>
 
 namespace daifu::detail {
@@ -39,33 +44,76 @@ double reduce(const std::vector<at::Tensor>& parts, bool largest) {
   }
 }
 
-// The squared 2-norm of all `tensors` together: one dot product per tensor (a single pass
-// over its memory; at::norm was 2-4x slower here). Non-finite if any element is, or if the
-// float32 sum of squares overflows.
-double squared_norm(const std::vector<at::Tensor>& tensors) {
-  std::vector<at::Tensor> parts;
-  parts.reserve(tensors.size());
+// A CPU float32 tensor whose elements lie in one run: read directly, without dispatch.
+bool plain_cpu_floats(const at::Tensor& t) {
+  return t.device().is_cpu() && t.layout() == at::kStrided && t.scalar_type() == at::kFloat && t.is_contiguous();
+}
+
+// `reduce` over all the elements of plain CPU float `tensors` in one pass, in fixed chunks of
+// 2^16 elements whose results `combine` joins in order (the same for any thread count); the
+// chunks run in parallel from 2^20 elements (4 MB) on, below which a pass over memory that the
+// backward pass just wrote takes less than starting the threads (measured: docs/performance.md).
+template <typename Reduce, typename Combine>
+double over_chunks(const std::vector<at::Tensor>& tensors, Reduce reduce, Combine combine) {
+  constexpr int64_t kChunk = int64_t{1} << 16;
+  std::vector<std::pair<const float*, int64_t>> chunks;
+  int64_t total = 0;
   for (const auto& t : tensors) {
+    total += t.numel();
+    const float* data = t.data_ptr<float>();
+    for (int64_t at = 0, n = t.numel(); at < n; at += kChunk) chunks.emplace_back(data + at, std::min(kChunk, n - at));
+  }
+  std::vector<double> partial(chunks.size());
+  const auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) partial[c] = reduce(chunks[c].first, static_cast<std::size_t>(chunks[c].second));
+  };
+  if (total >= (int64_t{1} << 20)) {
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, run);
+  } else {
+    run(0, static_cast<int64_t>(chunks.size()));
+  }
+  double acc = 0;
+  for (const double p : partial) acc = combine(acc, p);
+  return acc;
+}
+
+// max that keeps a NaN.
+double larger(double a, double b) { return std::isnan(a) || std::isnan(b) ? std::nan("") : std::max(a, b); }
+
+// The squared 2-norm of all `tensors` together: one pass over the CPU float tensors' memory,
+// one dot product per other tensor (at::norm was 2-4x slower). Non-finite if any element is,
+// or if a float32 sum of squares overflows.
+double squared_norm(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> direct, parts;
+  for (const auto& t : tensors) {
+    if (plain_cpu_floats(t)) {
+      direct.push_back(t);
+      continue;
+    }
     const at::Tensor flat = t.reshape(-1);
     const bool blas = t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
     parts.push_back(blas ? at::dot(flat, flat) : flat.to(at::kDouble).pow(2).sum());
   }
-  return reduce(parts, /*largest=*/false);
+  const double sum = over_chunks(direct, sum_of_squares, std::plus<double>());
+  return parts.empty() ? sum : sum + reduce(parts, /*largest=*/false);
 }
 
-// The largest |element| of all `tensors` (`non_negative`: the largest element).
+// The largest |element| of all `tensors` (`non_negative`: the largest element); NaN if any is.
 double largest_magnitude(const std::vector<at::Tensor>& tensors, bool non_negative) {
-  std::vector<at::Tensor> parts;
+  std::vector<at::Tensor> direct, parts;
   for (const auto& t : tensors) {
     if (t.numel() == 0) continue;
-    if (non_negative) {
+    if (plain_cpu_floats(t)) {
+      direct.push_back(t);
+    } else if (non_negative) {
       parts.push_back(t.max());
     } else {
       const auto [low, high] = at::aminmax(t);
       parts.push_back(at::maximum(high, -low));
     }
   }
-  return parts.empty() ? 0.0 : reduce(parts, /*largest=*/true);
+  const double largest = over_chunks(direct, largest_abs, larger);
+  return parts.empty() ? largest : larger(largest, reduce(parts, /*largest=*/true));
 }
 
 }  // namespace
@@ -122,6 +170,7 @@ Detectors::Detectors(DetectorOptions options, Journal& journal, TrackedState& st
       parameters_(std::make_unique<Parameters>()),
       grad_norms_(options_.window()),
       losses_(options_.window()),
+      param_magnitudes_(options_.window()),
       first_moments_(options_.window()),
       second_moments_(options_.window()) {}
 
@@ -132,6 +181,7 @@ void Detectors::begin_attempt(int64_t step, int64_t attempt) noexcept {
   attempt_ = attempt;
   grad_norm_.reset();
   loss_.reset();
+  param_magnitude_.reset();
   first_moment_.reset();
   second_moment_.reset();
 }
@@ -209,6 +259,7 @@ void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& m
     if (options_.loss_spikes()) check_spike("loss_spike", "the loss", value, losses_);
   }
   if (options_.nonfinite_buffers()) check_buffers();
+  if (options_.param_spikes()) check_params();
   if (options_.adam_moments()) check_adam_moments();
 }
 
@@ -228,6 +279,35 @@ void Detectors::check_buffers() {
              "the buffer " + name + " has " + std::to_string(nan) + " NaN and " + std::to_string(inf) + " infinite values",
              {{"buffer", name}, {"nan", nan}, {"inf", inf}});
   }
+}
+
+void Detectors::check_params() {
+  const auto& params = parameters_->of(state_);
+  std::vector<at::Tensor> tensors;
+  tensors.reserve(params.size());
+  for (const auto& [name, p] : params) tensors.push_back(p);
+  if (tensors.empty()) return;
+  c10::NoGradGuard no_grad;
+  const double largest = largest_magnitude(tensors, /*non_negative=*/false);
+  const bool finite = std::isfinite(largest);
+  if (finite && !param_magnitudes_.spike(largest, options_.spike_ratio(), options_.spike_mads(), options_.warmup())) {
+    param_magnitude_ = largest;
+    return;
+  }
+  // The slow path, only when something is wrong: which parameter.
+  std::size_t worst = 0;
+  double worst_value = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const double m = largest_magnitude({tensors[i]}, /*non_negative=*/false);
+    if (std::isnan(m) || m > worst_value) worst = i, worst_value = m;
+    if (std::isnan(m)) break;
+  }
+  const std::string& name = params[worst].first;
+  if (!finite) {
+    detected("nonfinite_param", "the parameter " + name + " holds " + fmt(worst_value),
+             {{"parameter", name}, {"value", json_number(worst_value)}});
+  }
+  check_spike("param_spike", "the largest |parameter| (in " + name + ")", largest, param_magnitudes_);
 }
 
 void Detectors::check_adam_moments() {
@@ -261,6 +341,7 @@ void Detectors::check_adam_moments() {
 void Detectors::commit(int64_t step) {
   if (grad_norm_) grad_norms_.add(step, *grad_norm_);
   if (loss_) losses_.add(step, *loss_);
+  if (param_magnitude_) param_magnitudes_.add(step, *param_magnitude_);
   if (first_moment_) first_moments_.add(step, *first_moment_);
   if (second_moment_) second_moments_.add(step, *second_moment_);
   begin_attempt(step + 1, 0);

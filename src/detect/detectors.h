@@ -31,7 +31,8 @@ class Detectors {
   void begin_attempt(int64_t step, int64_t attempt) noexcept;
   /// Step::before_update(): non-finite gradients and gradient-norm spikes.
   void before_update();
-  /// After the body returned: non-finite metrics and buffers, loss spikes, Adam moments.
+  /// After the body returned: non-finite metrics and buffers, loss and parameter spikes, Adam
+  /// moments.
   void end_attempt(const std::vector<std::pair<std::string, double>>& metrics);
   /// The step committed: the values it measured join the running statistics.
   void commit(int64_t step);
@@ -43,6 +44,7 @@ class Detectors {
   /// Throws if `value` spikes against `window`; `what` names the value in the message.
   void check_spike(const std::string& detector, const std::string& what, double value, const RobustWindow& window);
   void check_buffers();
+  void check_params();
   void check_adam_moments();
 
   DetectorOptions options_;
@@ -50,9 +52,9 @@ class Detectors {
   TrackedState& state_;
   std::unique_ptr<Parameters> parameters_;
   int64_t step_ = 0, attempt_ = 0;
-  RobustWindow grad_norms_, losses_, first_moments_, second_moments_;
+  RobustWindow grad_norms_, losses_, param_magnitudes_, first_moments_, second_moments_;
   // Values of the running attempt, recorded when it commits.
-  std::optional<double> grad_norm_, loss_, first_moment_, second_moment_;
+  std::optional<double> grad_norm_, loss_, param_magnitude_, first_moment_, second_moment_;
 };
 
 }  // namespace daifu::detail
