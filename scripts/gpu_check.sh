@@ -30,7 +30,8 @@ while [[ $# -gt 0 ]]; do
     --torch) torch=$2; shift 2 ;;
     --no-install) setup_options+=(--no-install); shift ;;
     --deps)
-      eval "$(scripts/offline_deps.sh unpack "$2" /tmp/daifu-deps)"
+      exports=$(scripts/offline_deps.sh unpack "$2" /tmp/daifu-deps)
+      eval "$exports"
       setup_options+=(--no-install)
       shift 2
       ;;

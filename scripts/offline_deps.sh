@@ -35,19 +35,20 @@ case ${1:-} in
     done
     # The loader takes the unpacked libraries, but the machine's own OpenSSL where it has one
     # (other programs there were built against it).
+    known=$( (ldconfig -p || /sbin/ldconfig -p) 2>/dev/null || true)
     for so in "$lib"/lib*.so.*; do
       name=$(basename "$so")
-      case $name in libssl.so.* | libcrypto.so.*) ldconfig -p | grep -q "$name " && continue ;; esac
+      case $name in libssl.so.* | libcrypto.so.*) [[ $known == *"$name "* ]] && continue ;; esac
       ln -sf "$so" "$prefix/loader/"
     done
     # LibTorch's Gloo header includes <gloo/...> from the system include path: only Gloo goes
     # there, so the machine's other headers are not shadowed.
     ln -sfn "$usr/include/gloo" "$prefix/include-extra/gloo"
-    echo "export CMAKE_PREFIX_PATH=$usr"
-    echo "export PKG_CONFIG_PATH=$lib/pkgconfig:$usr/share/pkgconfig"
-    command -v pkg-config >/dev/null || echo "export PKG_CONFIG=$usr/bin/pkgconf"
-    echo "export LD_LIBRARY_PATH=$prefix/loader${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "export CPLUS_INCLUDE_PATH=$prefix/include-extra${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}"
+    printf 'export CMAKE_PREFIX_PATH=%q\n' "$usr"
+    printf 'export PKG_CONFIG_PATH=%q\n' "$lib/pkgconfig:$usr/share/pkgconfig"
+    command -v pkg-config >/dev/null || printf 'export PKG_CONFIG=%q\n' "$usr/bin/pkgconf"
+    printf 'export LD_LIBRARY_PATH=%q\n' "$prefix/loader${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    printf 'export CPLUS_INCLUDE_PATH=%q\n' "$prefix/include-extra${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}"
     # Debian 12's package configs predate CMake 4, which refuses cmake_minimum_required < 3.5.
     echo "export CMAKE_POLICY_VERSION_MINIMUM=3.5"
     ;;

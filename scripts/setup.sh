@@ -9,8 +9,9 @@
 #   --torch PREFIX  a LibTorch you unpacked yourself (the folder holding lib/ and include/)
 #   --target NAME   build only this target and what it needs (repeatable); default: everything
 #   --install-only  install, do not build
-#   --no-install    build only: check and install no Debian package (a machine without apt or a
-#                   network, whose dependencies CMake finds itself, e.g. through CMAKE_PREFIX_PATH)
+#   --no-install    check and install no Debian package (a machine without apt or a network,
+#                   whose dependencies CMake finds itself, e.g. through CMAKE_PREFIX_PATH); with
+#                   it, name the LibTorch as --torch PREFIX (the wheels are pip-installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ -z $install_only ]]; then
-  build_dir=${1:?usage: scripts/setup.sh [--torch wheel|debian|PREFIX] [--target NAME]... BUILD_DIR [cmake args...]}
+  build_dir=${1:?usage: scripts/setup.sh [--torch wheel|wheel-cuda|debian|PREFIX] [--no-install] [--target NAME]... BUILD_DIR [cmake args...]}
   shift
 fi
 

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <set>
 
 namespace daifu::detail {
@@ -49,12 +50,12 @@ bool plain_cpu_floats(const at::Tensor& t) {
   return t.device().is_cpu() && t.layout() == at::kStrided && t.scalar_type() == at::kFloat && t.is_contiguous();
 }
 
-// `reduce` over all the elements of plain CPU float `tensors` in one pass, in fixed chunks of
+// `kernel` over all the elements of plain CPU float `tensors` in one pass, in fixed chunks of
 // 2^16 elements whose results `combine` joins in order (the same for any thread count); the
 // chunks run in parallel from 2^20 elements (4 MB) on, below which a pass over memory that the
 // backward pass just wrote takes less than starting the threads (measured: docs/performance.md).
-template <typename Reduce, typename Combine>
-double over_chunks(const std::vector<at::Tensor>& tensors, Reduce reduce, Combine combine) {
+template <typename Kernel, typename Combine>
+double over_chunks(const std::vector<at::Tensor>& tensors, Kernel kernel, Combine combine) {
   constexpr int64_t kChunk = int64_t{1} << 16;
   std::vector<std::pair<const float*, int64_t>> chunks;
   int64_t total = 0;
@@ -65,7 +66,7 @@ double over_chunks(const std::vector<at::Tensor>& tensors, Reduce reduce, Combin
   }
   std::vector<double> partial(chunks.size());
   const auto run = [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) partial[c] = reduce(chunks[c].first, static_cast<std::size_t>(chunks[c].second));
+    for (int64_t c = begin; c < end; ++c) partial[c] = kernel(chunks[c].first, static_cast<std::size_t>(chunks[c].second));
   };
   if (total >= (int64_t{1} << 20)) {
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, run);
@@ -82,7 +83,8 @@ double larger(double a, double b) { return std::isnan(a) || std::isnan(b) ? std:
 
 // The squared 2-norm of all `tensors` together: one pass over the CPU float tensors' memory,
 // one dot product per other tensor (at::norm was 2-4x slower). Non-finite if any element is,
-// or if a float32 sum of squares overflows.
+// or if the sum of squares is beyond float's range (a float32 norm would overflow), on every
+// device alike.
 double squared_norm(const std::vector<at::Tensor>& tensors) {
   std::vector<at::Tensor> direct, parts;
   for (const auto& t : tensors) {
@@ -94,11 +96,13 @@ double squared_norm(const std::vector<at::Tensor>& tensors) {
     const bool blas = t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
     parts.push_back(blas ? at::dot(flat, flat) : flat.to(at::kDouble).pow(2).sum());
   }
-  const double sum = over_chunks(direct, sum_of_squares, std::plus<double>());
-  return parts.empty() ? sum : sum + reduce(parts, /*largest=*/false);
+  double sum = over_chunks(direct, sum_of_squares, std::plus<double>());
+  if (!parts.empty()) sum += reduce(parts, /*largest=*/false);
+  return sum > std::numeric_limits<float>::max() ? std::numeric_limits<double>::infinity() : sum;
 }
 
-// The largest |element| of all `tensors` (`non_negative`: the largest element); NaN if any is.
+// The largest |element| of all `tensors`; NaN if any is. `non_negative`: the tensors hold no
+// negative values, so LibTorch's path takes the largest element alone.
 double largest_magnitude(const std::vector<at::Tensor>& tensors, bool non_negative) {
   std::vector<at::Tensor> direct, parts;
   for (const auto& t : tensors) {
@@ -285,7 +289,12 @@ void Detectors::check_params() {
   const auto& params = parameters_->of(state_);
   std::vector<at::Tensor> tensors;
   tensors.reserve(params.size());
-  for (const auto& [name, p] : params) tensors.push_back(p);
+  std::vector<const std::string*> names;
+  for (const auto& [name, p] : params) {
+    if (!at::isFloatingType(p.scalar_type())) continue;
+    tensors.push_back(p);
+    names.push_back(&name);
+  }
   if (tensors.empty()) return;
   c10::NoGradGuard no_grad;
   const double largest = largest_magnitude(tensors, /*non_negative=*/false);
@@ -302,7 +311,7 @@ void Detectors::check_params() {
     if (std::isnan(m) || m > worst_value) worst = i, worst_value = m;
     if (std::isnan(m)) break;
   }
-  const std::string& name = params[worst].first;
+  const std::string& name = *names[worst];
   if (!finite) {
     detected("nonfinite_param", "the parameter " + name + " holds " + fmt(worst_value),
              {{"parameter", name}, {"value", json_number(worst_value)}});

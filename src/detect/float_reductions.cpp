@@ -79,25 +79,32 @@ constexpr std::size_t kBlock = 4096;
   return any_nan ? std::numeric_limits<float>::quiet_NaN() : largest;
 }
 
-// Each loop twice: for AVX2 with FMA, and for any x86-64; the first where the CPU has them.
+#if defined(__x86_64__)
+// On x86-64 each loop twice: for AVX2 with FMA, and for any x86-64; the first where the CPU has
+// them (the sums may then differ from the other copy's in the last bits: FMA rounds once).
 [[gnu::target("avx2,fma")]] double sum_of_squares_avx2(const float* d, std::size_t n) { return sum_of_squares_loop(d, n); }
-double sum_of_squares_base(const float* d, std::size_t n) { return sum_of_squares_loop(d, n); }
 [[gnu::target("avx2,fma")]] float largest_abs_avx2(const float* d, std::size_t n) { return largest_abs_loop(d, n); }
-float largest_abs_base(const float* d, std::size_t n) { return largest_abs_loop(d, n); }
 
 bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return yes;
 }
+#endif
 
 }  // namespace
 
 double sum_of_squares(const float* data, std::size_t n) noexcept {
-  return has_avx2() ? sum_of_squares_avx2(data, n) : sum_of_squares_base(data, n);
+#if defined(__x86_64__)
+  if (has_avx2()) return sum_of_squares_avx2(data, n);
+#endif
+  return sum_of_squares_loop(data, n);
 }
 
 float largest_abs(const float* data, std::size_t n) noexcept {
-  return has_avx2() ? largest_abs_avx2(data, n) : largest_abs_base(data, n);
+#if defined(__x86_64__)
+  if (has_avx2()) return largest_abs_avx2(data, n);
+#endif
+  return largest_abs_loop(data, n);
 }
 
 }  // namespace daifu::detail

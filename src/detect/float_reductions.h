@@ -6,9 +6,9 @@
 
 namespace daifu::detail {
 
-/// The sum of the squares of data[0..n), accumulated in float lanes (as a float32 dot product
-/// is) and added up in double. Not finite if an element is not finite or a square overflows
-/// float (|x| > 1.8e19), as such a dot product would be.
+/// The sum of the squares of data[0..n), accumulated in float lanes per block of 4096
+/// elements and added up in double. Not finite if an element is not finite, or if a square
+/// (|x| > 1.8e19) or a lane's sum within a block overflows float.
 double sum_of_squares(const float* data, std::size_t n) noexcept;
 
 /// The largest |x| of data[0..n) (0 for n == 0); NaN if any element is NaN.

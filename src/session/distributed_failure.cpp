@@ -10,6 +10,7 @@
 #include "session/step_loop.h"
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 namespace daifu::detail {
 namespace {
@@ -85,7 +86,9 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   }
 
   // A follower: another rank failed, or failed too and has the lower rank.
-  if (own) record_failure(step);
+  std::optional<Reported> mine;
+  if (own) mine = record_failure(step);
+  const bool own_fatal = mine && mine->failure.kind == FailureKind::Fatal;
   if (const auto previous = agreement.previous_failed()) {
     // The step before this one failed on another rank after its update: it is the step to
     // repair, and this rank takes back its commit, so it runs again as the leader's does.
@@ -100,9 +103,11 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
     }
   }
   const std::vector<std::string> mutated = impl_.state.mutated_since_begin();
-  std::string rng_error;  // this rank's device may be gone: it still hears the leader, then ends
+  // This rank's device may be gone (its own failure was fatal, or its generators cannot be
+  // restored): it still hears the leader, then ends.
+  std::string rng_error;
   try {
-    impl_.state.restore_rng();
+    if (!own_fatal) impl_.state.restore_rng();
   } catch (const std::exception& e) {
     rng_error = e.what();
   }
@@ -132,6 +137,9 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   impl_.incidents.push_back(Incident{failure, surgery, "unrecovered", {}, 0});
   if (action == "escalate") {
     escalate(failure, "", rank_name + " could not recover the step: " + got.value("reason", ""), {});
+  }
+  if (own_fatal) {
+    escalate(mine->failure, mine->report, "a fatal error on this rank (the CUDA context may be gone); not retried in place", {});
   }
   if (!rng_error.empty()) escalate(failure, "", "restoring the random number generators failed: " + rng_error, {});
 
