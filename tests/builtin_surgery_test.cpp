@@ -8,8 +8,10 @@
 #include "surgery/path_problem.h"
 #include "test_util.h"
 
+#include <chrono>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 namespace builtin_surgery_test {
@@ -154,6 +156,56 @@ TEST(ContentionSurgery, WaitsWithBackoffAndRetries) {
   const int64_t waited = repairs[0]["changes"]["wait_us"][1];
   EXPECT_GE(waited, 1000);  // 2 ms +-50%
   EXPECT_LE(waited, 3000);
+}
+
+TEST(ContentionSurgery, WithAProbeTheRetryComesSoonAfterTheDeviceFreesNotAtTheEndOfTheBackoff) {
+  const auto wp = fresh_dir();
+  using Clock = std::chrono::steady_clock;
+  std::optional<Clock::time_point> freed_at;  // the other process lets go 30 ms after the refusal
+  auto freed = [&] { return freed_at && Clock::now() >= *freed_at; };
+  daifu::Session session(daifu::Options()
+                             .workplace(wp.string())
+                             .contention_backoff(std::chrono::seconds(10))
+                             .device_probe([&] { return freed(); }));
+  std::optional<Clock::time_point> ran_again;
+  DAIFU_GUARD(session, step, 0, 3) {
+    if (step.index() != 1) return;
+    if (!freed()) {
+      if (!freed_at) freed_at = Clock::now() + std::chrono::milliseconds(30);
+      TORCH_CHECK(false, "CUDA error: all CUDA-capable devices are busy or unavailable");
+    }
+    ran_again = Clock::now();
+  };
+  ASSERT_TRUE(ran_again.has_value());
+  const auto late_ms = std::chrono::duration<double, std::milli>(*ran_again - *freed_at).count();
+  EXPECT_GE(late_ms, 0);
+  EXPECT_LT(late_ms, 1000) << "the retry waited for the 10 s backoff instead of the probe";
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_GE(repairs[0]["changes"]["wait_us"][1].get<int64_t>(), 30'000);
+  EXPECT_GE(repairs[0]["changes"]["probes"][1].get<int64_t>(), 2);
+  EXPECT_NE(repairs[0]["reason"].get<std::string>().find("probe said free"), std::string::npos) << repairs[0];
+}
+
+TEST(ContentionSurgery, AProbeThatThrowsCountsAsBusyAndTheWaitStaysBounded) {
+  const auto wp = fresh_dir();
+  int probes = 0;
+  daifu::Session session(daifu::Options()
+                             .workplace(wp.string())
+                             .inject("contention@1")
+                             .contention_backoff(std::chrono::milliseconds(20))
+                             .device_probe([&]() -> bool {
+                               ++probes;
+                               throw std::runtime_error("the probe itself failed");
+                             }));
+  DAIFU_GUARD(session, step, 0, 3){};
+  EXPECT_EQ(session.global_step(), 3);
+  EXPECT_GE(probes, 2);
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  const int64_t waited = repairs[0]["changes"]["wait_us"][1];
+  EXPECT_GE(waited, 10'000);  // the whole backoff: 20 ms +-50%
+  EXPECT_NE(repairs[0]["reason"].get<std::string>().find("still said busy"), std::string::npos) << repairs[0];
 }
 
 TEST(ContentionSurgery, ABusyDeviceThatStaysBusyEscalatesAfterTheBoundedWaits) {

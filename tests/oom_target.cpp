@@ -8,9 +8,12 @@
 //              256-sample one needs 384 MiB and fits (daifu's report of an out-of-memory
 //              failure does not symbolize its stack, which would map ~176 MiB).
 //   reference: the same training with no cap (micro_batch stays kBatch).
-// Writes the final parameters to OUT_FILE (torch::save), "micro_batch=N" to stdout and, when
-// capped, the address space used after the cap to stderr.
-// Usage: oom_target limited|reference WORKPLACE OUT_FILE [MARGIN_MB]
+//   validate:  no training; kSteps validation steps run the first layer, under the cap with
+//              MARGIN_MB (default 300), on the "eval_batch" knob's samples (initially 4096: one
+//              2 GiB activation; 512 samples, 256 MiB, would be the first halving that fits).
+// Writes the final parameters to OUT_FILE (torch::save), "micro_batch=N" (validate:
+// "eval_batch=N") to stdout and, when capped, the address space used after the cap to stderr.
+// Usage: oom_target limited|reference|validate WORKPLACE OUT_FILE [MARGIN_MB]
 #include <daifu/daifu.h>
 #include <torch/torch.h>
 
@@ -44,12 +47,13 @@ int64_t vm_bytes(const char* field) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4 || argc > 5 || (std::string(argv[1]) != "limited" && std::string(argv[1]) != "reference")) {
-    std::cerr << "usage: oom_target limited|reference WORKPLACE OUT_FILE [MARGIN_MB]\n";
+  const std::string mode = argc >= 2 ? argv[1] : "";
+  if (argc < 4 || argc > 5 || (mode != "limited" && mode != "reference" && mode != "validate")) {
+    std::cerr << "usage: oom_target limited|reference|validate WORKPLACE OUT_FILE [MARGIN_MB]\n";
     return 2;
   }
-  const bool limited = std::string(argv[1]) == "limited";
-  const int64_t margin = (argc == 5 ? std::atoll(argv[4]) : kDefaultMarginMb) << 20;
+  const bool limited = mode != "reference";
+  const int64_t margin = (argc == 5 ? std::atoll(argv[4]) : mode == "validate" ? 300 : kDefaultMarginMb) << 20;
   // One malloc arena (a thread's own arena reserves 64 MiB of address space) and a fixed mmap
   // threshold, so that every large tensor is its own mapping, returned to the system when freed.
   mallopt(M_ARENA_MAX, 1);
@@ -66,10 +70,11 @@ int main(int argc, char** argv) {
     for (auto& p : net->parameters()) p.mutable_grad().reset();
   }
 
-  daifu::Session session(daifu::Options().workplace(argv[2]).max_attempts(6).inject(""));
+  daifu::Session session(daifu::Options().workplace(argv[2]).max_attempts(6).batch_knob("eval_batch").inject(""));
   session.track("model", *net);
   session.track("optimizer", optimizer);
   auto& micro = session.knob<int64_t>("micro_batch", kBatch).min(1);
+  auto& eval_batch = session.knob<int64_t>("eval_batch", 4096).min(1);
 
   rlimit saved{};
   getrlimit(RLIMIT_AS, &saved);
@@ -82,6 +87,12 @@ int main(int argc, char** argv) {
       cap.rlim_cur = static_cast<rlim_t>(now + margin);
       if (now < 0 || setrlimit(RLIMIT_AS, &cap) != 0) throw std::runtime_error("oom_target: cannot cap the address space");
       capped = true;
+    }
+    if (mode == "validate") {
+      torch::NoGradGuard no_grad;
+      const auto h = net[0]->as<torch::nn::Linear>()->forward(torch::randn({eval_batch.get(), kIn}));
+      (void)h.max().item<float>();
+      return;
     }
     const auto xs = x[step.index()];
     const auto ys = y[step.index()];
@@ -102,5 +113,6 @@ int main(int argc, char** argv) {
   for (const auto& p : net->parameters()) params.push_back(p.detach().clone());
   torch::save(params, argv[3]);
   std::cout << "micro_batch=" << micro.get() << "\n";
+  if (mode == "validate") std::cout << "eval_batch=" << eval_batch.get() << "\n";
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "state/cuda_runtime.h"
+#include "surgery/memory_fit.h"
 #include "test_util.h"
 
 #include <algorithm>
@@ -108,6 +109,71 @@ TEST(OutOfMemory, RealAllocationFailureHalvesTheMicroBatchAndTrainsLikeTheUncapp
             << max_abs << "\n";
   RecordProperty("max_rel_diff", std::to_string(max_rel));
   RecordProperty("max_abs_diff", std::to_string(max_abs));
+}
+
+TEST(OutOfMemory, ARefusalTooBigForOneHalvingIsSizedToFitInOneRepair) {
+  if (kAsan) GTEST_SKIP() << "RLIMIT_AS cannot cap a process under AddressSanitizer (its shadow memory reserves terabytes)";
+  const auto dir = fresh_dir();
+  const std::string out = run_oom_target("validate", dir);
+  // Halving would take three failures (4096 -> 2048 -> 1024 -> 512); the refused 2 GiB against
+  // the ~300 MiB left under the cap says ~470 samples fit.
+  const auto wp = dir / "validate_wp";
+  const auto failures = events(wp, "failure");
+  ASSERT_EQ(failures.size(), 1u) << out;
+  EXPECT_EQ(failures[0]["kind"], "out_of_memory");
+  EXPECT_NE(failures[0]["message"].get<std::string>().find("you tried to allocate 2147483648 bytes"), std::string::npos)
+      << failures[0];
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  const auto& changes = repairs[0]["changes"];
+  EXPECT_EQ(changes["refused_bytes"][1], 2147483648LL);
+  const int64_t headroom = changes["headroom_bytes"][1];
+  EXPECT_GT(headroom, 100LL << 20);
+  EXPECT_LE(headroom, 300LL << 20);
+  const int64_t sized = changes["eval_batch"][1];
+  EXPECT_EQ(changes["eval_batch"][0], 4096);
+  EXPECT_LT(sized, 1024);  // less than two halvings
+  EXPECT_GT(sized, 128);
+  EXPECT_NE(repairs[0]["reason"].get<std::string>().find("sized to fit"), std::string::npos) << repairs[0];
+  EXPECT_NE(out.find("eval_batch=" + std::to_string(sized)), std::string::npos) << out;
+  EXPECT_EQ(events(wp, "run_end").at(0)["status"], "ok");
+}
+
+TEST(OutOfMemory, TheAllocatorsMessagesSayWhatWasRefusedAndWhatIsFree) {
+  using daifu::detail::parse_oom_message;
+  try {  // the CPU allocator's own message
+    allocate_too_much();
+    FAIL() << "4 PiB were allocated";
+  } catch (const c10::Error& e) {
+    const auto m = parse_oom_message(e.what());
+    EXPECT_EQ(m.requested, int64_t{1} << 52) << e.what();
+    EXPECT_EQ(m.free, -1);
+  }
+  // The CUDA caching allocator's, as LibTorch 2.x and 1.13 format them (no device here).
+  const auto v2 = parse_oom_message(
+      "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.15 GiB of which 3.50 MiB is "
+      "free. Including non-PyTorch memory, this process has 79.14 GiB memory in use. Of the allocated memory 78.00 GiB "
+      "is allocated by PyTorch, and 512.00 MiB is reserved by PyTorch but unallocated.");
+  EXPECT_EQ(v2.requested, 20LL << 20);
+  EXPECT_EQ(v2.free, (3LL << 20) + (512LL << 10) + (512LL << 20));
+  const auto v1 = parse_oom_message(
+      "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity; 13.25 GiB already allocated; "
+      "1.25 GiB free; 13.75 GiB reserved in total by PyTorch)");
+  EXPECT_EQ(v1.requested, 2LL << 30);
+  EXPECT_EQ(v1.free, (5LL << 30) / 4 + (1LL << 29));
+  const auto none = parse_oom_message("std::bad_alloc");
+  EXPECT_EQ(none.requested, -1);
+  EXPECT_EQ(none.free, -1);
+}
+
+TEST(OutOfMemory, TheFittingBatchKeepsTheStepWithinTheHeadroom) {
+  using daifu::detail::fitting_batch;
+  // 10000 images asked for 800 MiB more with 400 MiB left: at most 10000 * 400 / 1200, less 10%.
+  EXPECT_EQ(fitting_batch(10000, 800LL << 20, 400LL << 20), 3000);
+  EXPECT_EQ(fitting_batch(64, 1, 0), 0);
+  EXPECT_EQ(fitting_batch(64, -1, 100), std::nullopt);
+  EXPECT_EQ(fitting_batch(64, 100, -1), std::nullopt);
+  EXPECT_EQ(fitting_batch(0, 100, 100), std::nullopt);
 }
 
 TEST(OutOfMemory, BatchKnobIsHalvedWithTheLearningRateUntilTheStepFits) {

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -133,6 +134,14 @@ class DAIFU_API Options {
   Options& contention_backoff(std::chrono::microseconds d) { contention_backoff_ = d; return *this; }
   std::chrono::microseconds contention_backoff() const noexcept { return contention_backoff_; }
 
+  /// Device contention: a cheap check that the busy device can be used now (for example: try
+  /// to take it and let go). With one, each wait polls it (after 1 ms, then at most every 4 ms)
+  /// and retries the step as soon as it says free, instead of sleeping out the whole backoff.
+  /// It is called on the guard's thread and should return within a millisecond; one that
+  /// throws counts as "busy". Unset (the default): the waits sleep their backoff.
+  Options& device_probe(std::function<bool()> probe) { device_probe_ = std::move(probe); return *this; }
+  const std::function<bool()>& device_probe() const noexcept { return device_probe_; }
+
   /// Whether device contention may move training to the CPU when no other GPU is free.
   Options& cpu_fallback(bool on) { cpu_fallback_ = on; return *this; }
   bool cpu_fallback() const noexcept { return cpu_fallback_; }
@@ -199,6 +208,7 @@ class DAIFU_API Options {
   std::vector<std::string> allowed_roots_;
   int64_t contention_waits_ = 3;
   std::chrono::microseconds contention_backoff_{100'000};
+  std::function<bool()> device_probe_;
   bool cpu_fallback_ = false;
   std::optional<std::string> inject_;
   std::vector<ValueFault> value_faults_;

@@ -10,9 +10,43 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <thread>
 
 namespace daifu::detail {
+namespace {
+
+struct ProbedWait {
+  bool free = false;
+  int64_t probes = 0;
+  std::chrono::microseconds waited{0};
+};
+
+// Polls `probe` until it says free or `limit` has passed: after 1 ms, 2 ms, then every 4 ms,
+// so the retry comes at most ~4 ms after the device frees. A probe that throws says busy.
+ProbedWait wait_probing(const std::function<bool()>& probe, std::chrono::microseconds limit) {
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  const auto deadline = started + limit;
+  ProbedWait w;
+  for (std::chrono::microseconds interval{1000};; interval = std::min(interval * 2, std::chrono::microseconds{4000})) {
+    const auto now = Clock::now();
+    if (now >= deadline) break;
+    std::this_thread::sleep_for(std::min<Clock::duration>(interval, deadline - now));
+    ++w.probes;
+    try {
+      w.free = probe();
+    } catch (...) {
+      w.free = false;
+    }
+    if (w.free) break;
+  }
+  w.waited = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+  return w;
+}
+
+}  // namespace
 
 std::optional<std::string> next_device(const std::string& device, int64_t gpus, bool cpu_fallback) {
   int64_t index = -1;
@@ -42,9 +76,18 @@ Action DeviceContentionSurgery::operate(RepairContext& context) {
   if (n < o.contention_waits()) {
     // Another process holds the device: it may let go soon.
     const auto wait = jittered_backoff(o.contention_backoff(), n, o.max_backoff(), jitter_);
-    context.wait(wait);
-    context.explain("waiting for the device (wait " + std::to_string(n + 1) + " of " +
-                    std::to_string(o.contention_waits()) + ")");
+    const std::string which = "(wait " + std::to_string(n + 1) + " of " + std::to_string(o.contention_waits()) + ")";
+    if (!o.device_probe()) {
+      context.wait(wait);
+      context.explain("waited for the device " + which);
+      return Action::Retry;
+    }
+    const ProbedWait w = wait_probing(o.device_probe(), wait);
+    context.note("wait_us", "0", std::to_string(w.waited.count()));
+    context.note("probes", "0", std::to_string(w.probes));
+    context.explain(std::string(w.free ? "the device probe said free" : "the device probe still said busy") +
+                    " after " + std::to_string(w.waited.count() / 1000) + " ms and " + std::to_string(w.probes) +
+                    " probes " + which);
     return Action::Retry;
   }
   auto* knob = context.session().find_knob<std::string>("device");

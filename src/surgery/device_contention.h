@@ -1,5 +1,6 @@
 // Built-in surgery: a device_contention failure ("all CUDA-capable devices are busy or
-// unavailable") waits with exponential backoff and jitter, a bounded number of times per step;
+// unavailable") waits with exponential backoff and jitter, a bounded number of times per step
+// (polling Options::device_probe during each wait, when there is one, to retry once it frees);
 // then it moves the tracked state to the next device of the string knob "device" ("cuda:0" ->
 // "cuda:1" -> ... -> "cpu" where Options::cpu_fallback allows) and retries there.
 #pragma once

@@ -9,6 +9,7 @@
 #include "repair/step_access.h"
 #include "state/cuda_runtime.h"
 #include "state/tracked_state.h"
+#include "surgery/memory_fit.h"
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,35 @@ std::string number_text(double v) {
   std::ostringstream s;
   s << v;
   return s.str();
+}
+
+// What to shrink a knob at `old` to: half of it, or less where the failure says what was refused
+// and the memory left says what would fit (memory_fit.h), so that one retry fits instead of
+// several halvings; never below `floor`. Call after release_memory. `how` says which it was.
+int64_t shrunk_value(RepairContext& context, int64_t old, int64_t floor, std::string& how) {
+  int64_t smaller = old / 2;
+  how = "halved";
+  const OomMessage refused = parse_oom_message(context.failure().message);
+  std::optional<int64_t> headroom;
+  std::string source;
+  if (refused.free >= 0) {
+    headroom = refused.free;
+    source = "free on the device by the allocator's message";
+  } else if (refused.requested > 0) {
+    headroom = address_space_headroom();
+    source = "left under the address-space cap (RLIMIT_AS)";
+  }
+  if (headroom && refused.requested > 0) {
+    context.note("refused_bytes", "null", std::to_string(refused.requested));
+    context.note("headroom_bytes", "null", std::to_string(*headroom));
+    const auto fit = fitting_batch(old, refused.requested, *headroom);
+    if (fit && *fit < smaller) {
+      smaller = *fit;
+      how = "sized to fit (" + std::to_string(refused.requested) + " bytes refused, " + std::to_string(*headroom) +
+            " bytes " + source + ")";
+    }
+  }
+  return std::max(floor, smaller);
 }
 
 }  // namespace
@@ -80,9 +110,10 @@ Action OutOfMemorySurgery::shrink_micro_batch(RepairContext& context, const std:
     return Action::Escalate;
   }
   release_memory(context);
-  const int64_t smaller = std::max(floor, old / 2);
-  knob->set(smaller, where_text(context) + ": micro-batch halved, the logical batch is unchanged");
-  context.explain("halved micro-batch knob \"" + name + "\" " + std::to_string(old) + " -> " +
+  std::string how;
+  const int64_t smaller = shrunk_value(context, old, floor, how);
+  knob->set(smaller, where_text(context) + ": micro-batch " + how + ", the logical batch is unchanged");
+  context.explain(how + " micro-batch knob \"" + name + "\" " + std::to_string(old) + " -> " +
                   std::to_string(smaller) + "; each optimizer step still sees the whole logical batch");
   remember_shrink(context, name, old, false);
   return Action::Retry;
@@ -105,10 +136,11 @@ Action OutOfMemorySurgery::shrink_batch(RepairContext& context) {
     return Action::Escalate;
   }
   release_memory(context);
-  const int64_t smaller = std::max(floor, old / 2);
-  const std::string reason = where_text(context) + ": batch halved";
+  std::string how;
+  const int64_t smaller = shrunk_value(context, old, floor, how);
+  const std::string reason = where_text(context) + ": batch " + how;
   batch->set(smaller, reason);
-  std::string why = "halved \"" + name + "\" " + std::to_string(old) + " -> " + std::to_string(smaller) +
+  std::string why = how + " \"" + name + "\" " + std::to_string(old) + " -> " + std::to_string(smaller) +
                     scale_lr(context.session(), old, smaller, reason + ", learning rate scaled linearly");
 
   // The memoized batch has the old size: forget it so the retry draws one at the new size.

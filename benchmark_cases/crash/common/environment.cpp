@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <system_error>
+#include <ctime>
 #include <thread>
 #include <fcntl.h>
 #include <unistd.h>
@@ -28,7 +29,21 @@ int open_lock(const std::string& path) {
   return fd;
 }
 
+int64_t monotonic_ns() {
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
 }  // namespace
+
+bool device_free() noexcept {
+  const int fd = ::open(lock_path().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  const bool got = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  ::close(fd);  // lets go of it again
+  return got;
+}
 
 ExclusiveDevice::ExclusiveDevice() {
   const std::string path = lock_path();
@@ -38,7 +53,7 @@ ExclusiveDevice::ExclusiveDevice() {
   ::close(fd_);
   fd_ = -1;
   if (error != EWOULDBLOCK) throw std::system_error(error, std::generic_category(), "locking " + path);
-  std::ofstream(path + ".refused") << ::getpid() << "\n";
+  if (!std::filesystem::exists(path + ".refused")) std::ofstream(path + ".refused") << monotonic_ns() << "\n";
   throw std::runtime_error(
       "CUDA error: all CUDA-capable devices are busy or unavailable (simulated: the device lock " + path +
       " is held by another process)");
@@ -52,6 +67,7 @@ int hold_device(const std::string& lock, int64_t release_after_ms, int64_t max_s
   const int fd = open_lock(lock);
   if (::flock(fd, LOCK_EX) != 0) return 1;
   std::filesystem::remove(lock + ".refused");
+  std::filesystem::remove(lock + ".released");
   std::ofstream(lock + ".held") << ::getpid() << "\n";
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(max_s);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -62,6 +78,7 @@ int hold_device(const std::string& lock, int64_t release_after_ms, int64_t max_s
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ::close(fd);
+  std::ofstream(lock + ".released") << monotonic_ns() << "\n";
   std::filesystem::remove(lock + ".held");
   return 0;
 }

@@ -13,7 +13,8 @@ namespace crash {
 /// A device only one process may use at a time: an exclusive flock on a lock file stands for
 /// the CUDA context of a GPU in exclusive-process mode. While another process holds it,
 /// acquiring throws what CUDA reports then, "CUDA error: all CUDA-capable devices are busy or
-/// unavailable", marked as simulated, and leaves `<lock>.refused` behind for the holder.
+/// unavailable", marked as simulated, and leaves `<lock>.refused` behind for the holder (the
+/// first refusal's CLOCK_MONOTONIC nanoseconds; later refusals leave it as it is).
 class ExclusiveDevice {
  public:
   /// The lock file is $CRASH_DEVICE_LOCK, or "device.lock" in the working directory.
@@ -26,9 +27,14 @@ class ExclusiveDevice {
   int fd_ = -1;
 };
 
+/// Whether the device could be taken now: takes the lock and lets go at once (what a program
+/// passes to daifu::Options::device_probe). Never throws.
+bool device_free() noexcept;
+
 /// The other process: holds the device's lock, writes `<lock>.held`, and lets go
-/// `release_after_ms` after a refusal was left behind (at most `max_s` seconds in all).
-/// Returns the process exit status.
+/// `release_after_ms` after a refusal was left behind (at most `max_s` seconds in all), then
+/// writes the CLOCK_MONOTONIC nanoseconds of its release to `<lock>.released`. The first
+/// refusal's are in `<lock>.refused`. Returns the process exit status.
 int hold_device(const std::string& lock, int64_t release_after_ms, int64_t max_s);
 
 /// Storage (a folder) whose every operation fails with probability `p`, independently, from a

@@ -2,10 +2,12 @@
 // them (docs/benchmark.md). Torch-free; the programs are crash_case's.
 //
 //   crash_harness [--subset] [--cases a,b,...] [--out DIR] [--checkpoint-every K]
-//                 [--threads T] [--timeout S]
+//                 [--threads T] [--timeout S] [--repeats N]
 //
 // --subset: the cases whose case.json says "ci": true (or those --cases names), each run for
 // its "ci_steps" instead of its default step count.
+// --repeats N: every case N times, interleaved (all cases once, then all again, ...), each
+// run in DIR/run-<r>/<case>; every figure is the median over the runs, with their min and max.
 //
 // Per case: buggy (must crash; writes periodic checkpoints), fixed (must finish; alternates
 // plain and guarded blocks for the overhead), guarded (must finish; its journal gives the
@@ -60,6 +62,7 @@ struct Config {
   int64_t checkpoint_every = 50;
   int threads = 2;
   int64_t timeout_s = 600;
+  int repeats = 1;
 };
 
 struct Exit {
@@ -170,12 +173,20 @@ class DeviceHolder {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+  /// From the victim's first refusal to the holder letting go, if both happened.
+  std::optional<double> held_after_refusal_s() const {
+    const std::string refused = read_file(lock_.string() + ".refused");
+    const std::string released = read_file(lock_.string() + ".released");
+    if (refused.empty() || released.empty()) return std::nullopt;
+    return static_cast<double>(std::stoll(released) - std::stoll(refused)) / 1e9;
+  }
   ~DeviceHolder() {
     kill(pid_, SIGTERM);
     int status = 0;
     waitpid(pid_, &status, 0);
     fs::remove(lock_.string() + ".held");
     fs::remove(lock_.string() + ".refused");
+    fs::remove(lock_.string() + ".released");
   }
   DeviceHolder(const DeviceHolder&) = delete;
   DeviceHolder& operator=(const DeviceHolder&) = delete;
@@ -191,8 +202,8 @@ std::optional<double> back_at_crash(const Exit& exit, const std::optional<json>&
   return static_cast<double>(result->at("reached_ns").get<int64_t>() - exit.spawn_ns) / 1e9;
 }
 
-json run_case(const Config& config, const std::string& name, const json& spec) {
-  const fs::path dir = fs::absolute(config.out / name);
+json run_case(const Config& config, const std::string& name, const json& spec, const fs::path& where) {
+  const fs::path dir = fs::absolute(where);
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string category = spec.value("category", "");
@@ -269,6 +280,9 @@ json run_case(const Config& config, const std::string& name, const json& spec) {
     const bool ok = e.exited && e.status == 0 && result && result->contains("quality");
     json g = {{"finished", ok}, {"exit", e.describe()}, {"wall_s", e.wall_s}};
     if (ok) g["quality"] = result->at("quality");
+    if (holder) {
+      if (const auto held = holder->held_after_refusal_s()) g["device_held_after_refusal_s"] = *held;
+    }
     if (fs::exists(out / "workplace" / "journal.jsonl")) {
       const crash::JournalSummary s = crash::summarize_journal(out / "workplace" / "journal.jsonl");
       double total = 0;
@@ -280,11 +294,16 @@ json run_case(const Config& config, const std::string& name, const json& spec) {
                 {"first_failure", s.first_exception}});
       // The failures at the buggy program's crash step are the crash the baselines come back from.
       if (row.contains("crash_step")) {
-        double at_crash = 0;
+        const int64_t crash_step = row["crash_step"].get<int64_t>();
+        double at_crash = 0, resumed = 0;
         for (std::size_t i = 0; i < s.recovery_us.size(); ++i) {
-          if (s.recovery_steps[i] == row["crash_step"].get<int64_t>()) at_crash += s.recovery_us[i];
+          if (s.recovery_steps[i] == crash_step) at_crash += s.recovery_us[i];
+        }
+        for (std::size_t i = 0; i < s.resume_us.size(); ++i) {
+          if (s.resume_steps[i] == crash_step) resumed += s.resume_us[i];
         }
         if (at_crash > 0) g["recovery_at_crash_s"] = at_crash / 1e6;
+        if (resumed > 0) g["resume_at_crash_s"] = resumed / 1e6;  // the re-run of a rollback left out
       }
       if (s.failures == 0) problems.push_back("the guarded run met no failure: nothing was measured");
       if (s.pauses + s.commands > 0) problems.push_back("the guarded run needed a human");
@@ -356,6 +375,11 @@ json run_case(const Config& config, const std::string& name, const json& spec) {
     row["speedup_vs_checkpoint"] = baseline / guarded.value("recovery_at_crash_s", total);
     row["speedup_vs_checkpoint_total"] = baseline / total;
   }
+  // Device contention: what daifu took beyond the other process's hold on the device.
+  if (guarded.contains("recovery_at_crash_s") && guarded.contains("device_held_after_refusal_s")) {
+    row["contention_excess_s"] =
+        guarded["recovery_at_crash_s"].get<double>() - guarded["device_held_after_refusal_s"].get<double>();
+  }
   if (row.contains("overhead") && row["overhead"].value("median_pair_overhead", json()).is_number()) {
     row["overhead_within_0.4pct"] = row["overhead"]["median_pair_overhead"].get<double>() <= 0.004;
   } else {
@@ -363,6 +387,48 @@ json run_case(const Config& config, const std::string& name, const json& spec) {
   }
   row["automatic"] = automatic(category);
   row["problems"] = problems;
+  return row;
+}
+
+// The figures a case's runs are summarized by.
+const char* const kFigures[] = {
+    "/guarded/recovery_at_crash_s", "/guarded/recovery_total_s", "/guarded/resume_at_crash_s",
+    "/guarded/device_held_after_refusal_s", "/guarded/failures", "/guarded/rerun_steps", "/guarded/quality",
+    "/fixed/quality", "/restart/back_at_crash_s", "/checkpoint_retry/back_at_crash_s", "/speedup_vs_checkpoint",
+    "/speedup_vs_checkpoint_total", "/contention_excess_s", "/overhead/median_pair_overhead",
+    "/overhead/plain_block_spread", "/quality_rel_diff"};
+
+/// One row for a case run several times: the first run's, with every figure replaced by its
+/// median over the runs that have it; "ranges" holds {median, min, max, n} per figure, "runs"
+/// every run's row. A check failed in any run fails the case; booleans hold only if every run's do.
+json combine(const std::vector<json>& runs) {
+  json row = runs.front();
+  if (runs.size() == 1) return row;
+  json ranges = json::object();
+  for (const char* key : kFigures) {
+    const json::json_pointer at(key);
+    std::vector<double> v;
+    for (const auto& r : runs) {
+      if (r.contains(at) && r[at].is_number()) v.push_back(r[at].get<double>());
+    }
+    if (v.empty()) continue;
+    const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+    ranges[key] = {{"median", median(v)}, {"min", *lo}, {"max", *hi}, {"n", v.size()}};
+    row[at] = median(v);
+  }
+  json problems = json::array();
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    for (const auto& p : runs[i].value("problems", json::array())) {
+      problems.push_back("run " + std::to_string(i + 1) + ": " + p.get<std::string>());
+    }
+    for (const char* flag : {"/guarded/finished", "/fixed/finished", "/quality_within_1pct"}) {
+      const json::json_pointer at(flag);
+      if (row.contains(at) && !(runs[i].contains(at) && runs[i][at].get<bool>())) row[at] = false;
+    }
+  }
+  row["problems"] = problems;
+  row["ranges"] = ranges;
+  row["runs"] = runs;
   return row;
 }
 
@@ -384,6 +450,59 @@ std::string machine() {
   utsname u{};
   uname(&u);
   return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " CPUs, Linux " + u.release;
+}
+
+// A figure's worst value over a case's runs: the smallest (`lowest`) or the largest.
+std::optional<double> worst(const json& row, const char* key, bool lowest) {
+  const json::json_pointer at(key);
+  const json ranges = row.value("ranges", json::object());
+  if (ranges.contains(key)) return ranges[key][lowest ? "min" : "max"].get<double>();
+  if (row.contains(at) && row[at].is_number()) return row[at].get<double>();
+  return std::nullopt;
+}
+
+/// The issue-22 targets, each on the median run of every case and on the worst run of any:
+/// per-crash speedup over checkpoint-retry >= 1372x (DaiFu's) in the categories daifu repairs
+/// by itself; device contention: recovery beyond the other process's hold <= 10 ms; API
+/// misuse: a prebuilt hot patch's failure -> patched step running <= 30 ms.
+json targets(const json& rows) {
+  struct Target {
+    std::string name, category;
+    const char* figure;
+    bool higher_is_better;
+    double bound;
+  };
+  std::vector<Target> list;
+  for (const char* c : {"out_of_memory", "path_problem", "tensor_mismatch", "exceptional_data", "transient_runtime"}) {
+    list.push_back({std::string(c) + ": per-crash speedup >= 1372x", c, "/speedup_vs_checkpoint", true, 1372});
+  }
+  list.push_back({"device_contention: recovery beyond the other process's hold <= 10 ms", "device_contention",
+                  "/contention_excess_s", false, 0.010});
+  list.push_back({"api_misuse: prebuilt patch, failure -> patched step running <= 30 ms", "api_misuse",
+                  "/guarded/resume_at_crash_s", false, 0.030});
+  json out = json::array();
+  for (const auto& t : list) {
+    std::vector<double> medians, worsts;
+    for (const auto& r : rows) {
+      if (r.value("category", "") != t.category) continue;
+      const json::json_pointer at(t.figure);
+      if (!r.contains(at) || !r[at].is_number()) continue;
+      medians.push_back(r[at].get<double>());
+      worsts.push_back(*worst(r, t.figure, t.higher_is_better));
+    }
+    json j = {{"target", t.name}, {"category", t.category}, {"bound", t.bound}, {"cases", medians.size()}};
+    if (!medians.empty()) {
+      // The category's median is the median of its cases' medians; its worst, the worst run of any case.
+      const double m = median(medians);
+      const double w = t.higher_is_better ? *std::min_element(worsts.begin(), worsts.end())
+                                          : *std::max_element(worsts.begin(), worsts.end());
+      auto met = [&](double v) { return t.higher_is_better ? v >= t.bound : v <= t.bound; };
+      j.update({{"median", m}, {"worst", w}, {"met_on_median", met(m)}, {"met_on_worst_run", met(w)},
+                {"higher_is_better", t.higher_is_better}});
+    }
+    out.push_back(j);
+  }
+  return out;
 }
 
 json summarize(const json& rows) {
@@ -416,9 +535,18 @@ json summarize(const json& rows) {
   }
   json summary = {{"categories", categories},
                   {"automatic_cases", automatic_cases},
-                  {"automatic_finished_unattended", automatic_finished}};
+                  {"automatic_finished_unattended", automatic_finished},
+                  {"targets", targets(rows)}};
   if (!speedups.empty()) summary["median_speedup_vs_checkpoint"] = median(speedups);
   return summary;
+}
+
+// " [min, max]" of a figure measured in several runs, in `f` after multiplying by `scale`.
+std::string range(const json& row, const char* key, const char* f, double scale = 1) {
+  const json ranges = row.value("ranges", json::object());
+  if (!ranges.contains(key) || ranges[key]["n"].get<int64_t>() < 2) return "";
+  return " [" + format(f, scale * ranges[key]["min"].get<double>()) + ", " +
+         format(f, scale * ranges[key]["max"].get<double>()) + "]";
 }
 
 std::string markdown(const json& rows, const json& summary) {
@@ -442,22 +570,29 @@ std::string markdown(const json& rows, const json& summary) {
     }
     std::string recovery = "-";
     if (g.contains("recovery_total_s")) {
-      recovery = g.contains("recovery_at_crash_s") ? format("%.3g ms / ", 1e3 * g["recovery_at_crash_s"].get<double>()) : "- / ";
-      recovery += format("%.3g ms", 1e3 * g["recovery_total_s"].get<double>()) + " (" +
-                  std::to_string(g["failures"].get<int64_t>()) + " failures)";
+      recovery = g.contains("recovery_at_crash_s")
+                     ? format("%.3g", 1e3 * g["recovery_at_crash_s"].get<double>()) +
+                           range(r, "/guarded/recovery_at_crash_s", "%.3g", 1e3) + " ms / "
+                     : "- / ";
+      recovery += format("%.3g", 1e3 * g["recovery_total_s"].get<double>()) +
+                  range(r, "/guarded/recovery_total_s", "%.3g", 1e3) + " ms (" +
+                  format("%.0f", g["failures"].get<double>()) + " failures)";
     }
     auto seconds = [&](const char* key) {
       if (!r.contains(key) || !r[key].contains("back_at_crash_s")) return std::string("-");
-      std::string s = format("%.2f s", r[key]["back_at_crash_s"].get<double>());
+      const std::string figure = std::string("/") + key + "/back_at_crash_s";
+      std::string s = format("%.2f", r[key]["back_at_crash_s"].get<double>()) + range(r, figure.c_str(), "%.2f") + " s";
       if (r[key].value("fell_back_to_restart", false)) s += " (no usable checkpoint: restart)";
       return s;
     };
     const std::string speedup = r.contains("speedup_vs_checkpoint")
-                                    ? format("%.0fx", r["speedup_vs_checkpoint"].get<double>()) + " / " +
+                                    ? format("%.0fx", r["speedup_vs_checkpoint"].get<double>()) +
+                                          range(r, "/speedup_vs_checkpoint", "%.0fx") + " / " +
                                           format("%.0fx", r["speedup_vs_checkpoint_total"].get<double>())
                                     : "-";
     const std::string overhead =
         r.contains("overhead") ? format("%+.2f%%", 100 * r["overhead"]["median_pair_overhead"].get<double>()) +
+                                     range(r, "/overhead/median_pair_overhead", "%+.2f%%", 100) +
                                      format(" (noise %.1f%%)", 100 * r["overhead"]["plain_block_spread"].get<double>())
                                : "-";
     md << "| " << r["case"].get<std::string>() << " | " << r["category"].get<std::string>() << " | " << crash_step
@@ -477,6 +612,33 @@ std::string markdown(const json& rows, const json& summary) {
              ? format("%.0fx", summary["median_speedup_vs_checkpoint"].get<double>())
              : std::string("-"))
      << ".\n";
+  md << "\n| category | cnn | gan | lm |\n|---|---|---|---|\n";
+  for (const auto& [name, c] : summary["categories"].items()) {
+    md << "| " << name;
+    for (const char* w : {"cnn", "gan", "lm"}) {
+      std::string cell = "-";
+      for (const auto& r : rows) {
+        if (r.value("category", "") == name && r.value("workload", "") == w && r.contains("speedup_vs_checkpoint")) {
+          cell = format("%.0fx", r["speedup_vs_checkpoint"].get<double>()) + range(r, "/speedup_vs_checkpoint", "%.0fx");
+        }
+      }
+      md << " | " << cell;
+    }
+    md << " |\n";
+  }
+  md << "\n| target | cases | median | met | worst run | met |\n|---|---|---|---|---|---|\n";
+  for (const auto& t : summary["targets"]) {
+    md << "| " << t["target"].get<std::string>() << " | " << t["cases"];
+    if (!t.contains("median")) {
+      md << " | - | - | - | - |\n";
+      continue;
+    }
+    const bool speedup = t["higher_is_better"].get<bool>();
+    auto figure = [&](double v) { return speedup ? format("%.0fx", v) : format("%.1f ms", 1e3 * v); };
+    md << " | " << figure(t["median"].get<double>()) << " | " << (t["met_on_median"].get<bool>() ? "yes" : "**no**")
+       << " | " << figure(t["worst"].get<double>()) << " | " << (t["met_on_worst_run"].get<bool>() ? "yes" : "**no**")
+       << " |\n";
+  }
   md << "\n| case | bug | fix | repair |\n|---|---|---|---|\n";
   for (const auto& r : rows) {
     md << "| " << r["case"].get<std::string>() << " | " << r.value("bug", "") << " | " << r.value("fix", "") << " | "
@@ -508,8 +670,10 @@ Config parse(int argc, char** argv) {
     else if (a == "--checkpoint-every") c.checkpoint_every = std::stoll(value());
     else if (a == "--threads") c.threads = std::stoi(value());
     else if (a == "--timeout") c.timeout_s = std::stoll(value());
+    else if (a == "--repeats") c.repeats = std::stoi(value());
     else throw std::invalid_argument("unknown option " + a);
   }
+  if (c.repeats < 1) throw std::invalid_argument("--repeats must be at least 1");
   return c;
 }
 
@@ -522,7 +686,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "crash_harness: " << e.what()
               << "\nusage: crash_harness [--subset] [--cases a,b] [--out DIR] [--checkpoint-every K] [--threads T]"
-                 " [--timeout S]\n";
+                 " [--timeout S] [--repeats N]\n";
     return 2;
   }
   std::vector<std::pair<std::string, json>> cases;
@@ -545,27 +709,38 @@ int main(int argc, char** argv) {
     return 2;
   }
   fs::create_directories(config.out);
+  std::vector<std::vector<json>> runs(cases.size());
+  const auto started = std::chrono::steady_clock::now();
+  for (int repeat = 0; repeat < config.repeats; ++repeat) {  // interleaved: every case once per round
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const auto& [name, spec] = cases[i];
+      std::cout << "== " << name << " (" << spec.value("category", "") << ")";
+      if (config.repeats > 1) std::cout << ", run " << repeat + 1 << " of " << config.repeats;
+      std::cout << std::endl;
+      const fs::path where = config.repeats > 1 ? config.out / ("run-" + std::to_string(repeat + 1)) / name : config.out / name;
+      json row;
+      try {
+        row = run_case(config, name, spec, where);
+      } catch (const std::exception& e) {
+        row = {{"case", name}, {"category", spec.value("category", "")}, {"problems", {std::string("harness: ") + e.what()}},
+               {"guarded", {{"finished", false}}}, {"fixed", json::object()}, {"automatic", automatic(spec.value("category", ""))}};
+      }
+      for (const auto& p : row["problems"]) std::cout << "   CHECK FAILED: " << p.get<std::string>() << std::endl;
+      std::cout << "   " << row.dump() << std::endl;
+      runs[i].push_back(row);
+    }
+  }
   json rows = json::array();
   int failed_checks = 0;
-  const auto started = std::chrono::steady_clock::now();
-  for (const auto& [name, spec] : cases) {
-    std::cout << "== " << name << " (" << spec.value("category", "") << ")" << std::endl;
-    json row;
-    try {
-      row = run_case(config, name, spec);
-    } catch (const std::exception& e) {
-      row = {{"case", name}, {"category", spec.value("category", "")}, {"problems", {std::string("harness: ") + e.what()}},
-             {"guarded", {{"finished", false}}}, {"fixed", json::object()}, {"automatic", automatic(spec.value("category", ""))}};
-    }
-    for (const auto& p : row["problems"]) std::cout << "   CHECK FAILED: " << p.get<std::string>() << std::endl;
-    if (!row["problems"].empty()) ++failed_checks;
-    std::cout << "   " << row.dump() << std::endl;
-    rows.push_back(row);
+  for (const auto& case_runs : runs) {
+    rows.push_back(combine(case_runs));
+    if (!rows.back()["problems"].empty()) ++failed_checks;
   }
   const json summary = summarize(rows);
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() / 60;
   const json all = {{"machine", machine()}, {"subset", config.subset}, {"checkpoint_every", config.checkpoint_every},
-                    {"threads", config.threads}, {"minutes", minutes}, {"cases", rows}, {"summary", summary}};
+                    {"threads", config.threads}, {"repeats", config.repeats}, {"minutes", minutes}, {"cases", rows},
+                    {"summary", summary}};
   std::ofstream(config.out / "results.json") << all.dump(1) << "\n";
   const std::string md = markdown(rows, summary);
   std::ofstream(config.out / "results.md") << md;

@@ -48,6 +48,8 @@ JournalSummary summarize_journal(const std::filesystem::path& journal) {
       ++s.rollbacks;
       s.rerun_steps += static_cast<int64_t>(number(line, "rerun_steps", 0));
     } else if (event == "resume") {
+      s.resume_us.push_back(number(line, "recovery_us", 0));
+      s.resume_steps.push_back(static_cast<int64_t>(number(line, "step")));
       // After a rollback the failure is behind once the re-run caught up (below).
       if (!line.contains("rerun_from")) recovered(line);
     } else if (event == "caught_up") {

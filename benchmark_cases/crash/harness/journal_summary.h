@@ -26,6 +26,9 @@ struct JournalSummary {
   /// (the re-run of a rollback included), in microseconds.
   std::vector<double> recovery_us;
   std::vector<int64_t> recovery_steps;  ///< the step of each recovery_us entry
+  /// One per retry: failure caught -> the step running again (a rollback's re-run excluded).
+  std::vector<double> resume_us;
+  std::vector<int64_t> resume_steps;
   std::vector<int64_t> failure_steps;
   std::string first_exception;  ///< "type: message" of the first failure
   std::vector<std::string> warnings;  ///< lines that were not JSON objects with an "event"

@@ -1,6 +1,7 @@
 // cnn_device_contention, guarded: the buggy program under DAIFU_GUARD. Repaired by the
-// built-in device_contention surgery: it waits with backoff (100 ms, 200 ms, ... +-50%) and
-// retries the step until the other job lets go (validation comes before the update).
+// built-in device_contention surgery: it waits with backoff (100 ms, 200 ms, ... +-50%), polling
+// the device with Options::device_probe, and retries the step as soon as the other job lets go
+// (validation comes before the update).
 #include "common/case.h"
 #include "common/environment.h"
 #include "workloads/cnn.h"
@@ -11,7 +12,7 @@ int run(crash::Run& run) {
   auto data = crash::cnn::load();
   crash::cnn::Net net;
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::cnn::kLearningRate));
-  daifu::Session session(run.options());
+  daifu::Session session(run.options().device_probe(crash::device_free));
   session.track("model", *net);
   session.track("optimizer", optimizer);
   DAIFU_GUARD(session, step, 0, run.steps(crash::cnn::kSteps)) {

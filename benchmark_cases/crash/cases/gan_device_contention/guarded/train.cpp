@@ -1,7 +1,7 @@
 // gan_device_contention, guarded: the buggy program under DAIFU_GUARD. Repaired by the built-in
-// device_contention surgery: it waits (100 ms, doubling, with jitter) and runs the step again
-// until the other process has let go (the harness's holder releases the device 250 ms after
-// the first refusal). The sheet comes before the step's updates: nothing is rolled back.
+// device_contention surgery: it waits (100 ms, doubling, with jitter), polling the device with
+// Options::device_probe, and runs the step again as soon as the other process has let go (the
+// harness's holder releases the device 250 ms after the first refusal). The sheet comes before the step's updates: nothing is rolled back.
 #include "common/case.h"
 #include "common/environment.h"
 #include "workloads/gan.h"
@@ -28,7 +28,7 @@ int run(crash::Run& run) {
   torch::optim::Adam d_optimizer(discriminator->parameters(), gan::adam_options());
   const auto sheet_noise = torch::randn({64, gan::kNoise}, at::detail::createCPUGenerator(/*seed_in=*/5));
   std::filesystem::create_directories("samples");
-  daifu::Session session(run.options());
+  daifu::Session session(run.options().device_probe(crash::device_free));
   session.track("generator", *generator);
   session.track("discriminator", *discriminator);
   session.track("g_optimizer", g_optimizer);

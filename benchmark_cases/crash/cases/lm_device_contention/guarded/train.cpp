@@ -1,6 +1,7 @@
 // lm_device_contention, guarded: the buggy program under DAIFU_GUARD. Repaired by the built-in
-// device_contention surgery: it waits with backoff and retries the step until the other job
-// lets the device go (validation comes before the update, so nothing is restored).
+// device_contention surgery: it waits with backoff, polling the device with
+// Options::device_probe, and retries the step as soon as the other job lets the device go
+// (validation comes before the update, so nothing is restored).
 #include "common/case.h"
 #include "common/environment.h"
 #include "workloads/lm.h"
@@ -11,7 +12,7 @@ int run(crash::Run& run) {
   auto data = crash::lm::load();
   crash::lm::Net net;
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(crash::lm::kLearningRate));
-  daifu::Session session(run.options());
+  daifu::Session session(run.options().device_probe(crash::device_free));
   session.track("model", *net);
   session.track("optimizer", optimizer);
   DAIFU_GUARD(session, step, 0, run.steps(crash::lm::kSteps)) {

@@ -1,0 +1,84 @@
+#include "surgery/memory_fit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <regex>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <unistd.h>
+#endif
+
+namespace daifu::detail {
+namespace {
+
+// "268435456 bytes", "2.00 GiB", "20.00 MiB", "512.00 KiB", "12 B".
+int64_t size_of(const std::string& number, const std::string& unit) {
+  double scale = 1;
+  if (unit == "KiB") scale = 1024.0;
+  else if (unit == "MiB") scale = 1024.0 * 1024;
+  else if (unit == "GiB") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "TiB") scale = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "PiB") scale = 1024.0 * 1024 * 1024 * 1024 * 1024;
+  const double v = std::stod(number) * scale;
+  return v >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(v);
+}
+
+int64_t find_size(const std::string& message, const std::regex& pattern) {
+  std::smatch m;
+  if (!std::regex_search(message, m, pattern)) return -1;
+  return size_of(m[1].str(), m[2].str());
+}
+
+}  // namespace
+
+OomMessage parse_oom_message(const std::string& message) {
+  static const std::string size = "([0-9]+(?:\\.[0-9]+)?) ?(bytes|B|KiB|MiB|GiB|TiB|PiB)";
+  static const std::regex requested("[Tt]ried to allocate " + size);
+  // 2.x: "... of which 3.56 MiB is free. ... and 488.24 MiB is reserved by PyTorch but unallocated."
+  static const std::regex free_2x("of which " + size + " is free");
+  static const std::regex unallocated_2x("and " + size + " is reserved by PyTorch but unallocated");
+  // 1.13: "(GPU 0; 15.78 GiB total capacity; 13.37 GiB already allocated; 1.26 GiB free; 13.85 GiB reserved in total by PyTorch)"
+  static const std::regex free_1x("; " + size + " free;");
+  static const std::regex allocated_1x("; " + size + " already allocated");
+  static const std::regex reserved_1x("; " + size + " reserved in total by PyTorch");
+  OomMessage m;
+  try {
+    m.requested = find_size(message, requested);
+    if (const int64_t f = find_size(message, free_2x); f >= 0) {
+      m.free = f + std::max<int64_t>(0, find_size(message, unallocated_2x));
+    } else if (const int64_t f1 = find_size(message, free_1x); f1 >= 0) {
+      const int64_t allocated = find_size(message, allocated_1x), reserved = find_size(message, reserved_1x);
+      m.free = f1 + (allocated >= 0 && reserved > allocated ? reserved - allocated : 0);
+    }
+  } catch (const std::exception&) {  // a number beyond stod's range: say nothing
+    return {};
+  }
+  return m;
+}
+
+std::optional<int64_t> address_space_headroom() {
+#if defined(__linux__)
+  rlimit cap{};
+  if (getrlimit(RLIMIT_AS, &cap) != 0 || cap.rlim_cur == RLIM_INFINITY) return std::nullopt;
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages = -1;
+  if (!(statm >> pages) || pages < 0) return std::nullopt;
+  const int64_t used = pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+  const auto limit = static_cast<int64_t>(std::min<rlim_t>(cap.rlim_cur, INT64_MAX));
+  return std::max<int64_t>(0, limit - used);
+#else
+  return std::nullopt;
+#endif
+}
+
+std::optional<int64_t> fitting_batch(int64_t old, int64_t requested, int64_t headroom) {
+  if (old <= 0 || requested <= 0 || headroom < 0) return std::nullopt;
+  const double fits = 0.9 * static_cast<double>(old) * static_cast<double>(headroom) /
+                      (static_cast<double>(headroom) + static_cast<double>(requested));
+  return static_cast<int64_t>(std::floor(fits));
+}
+
+}  // namespace daifu::detail

@@ -1,0 +1,30 @@
+// How small a batch must be to fit: what the allocator's message says was refused and how
+// much memory is left, and the batch that fits if a step's memory grows linearly with it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace daifu::detail {
+
+/// What an out-of-memory message says, -1 where it says nothing.
+struct OomMessage {
+  int64_t requested = -1;  ///< the refused allocation: "tried to allocate N bytes" (CPU), "Tried to allocate 2.00 GiB" (CUDA)
+  int64_t free = -1;       ///< CUDA: the device's free memory plus what PyTorch reserved but had not allocated
+};
+
+/// Parses the CPU allocator's and CUDA caching allocator's messages (LibTorch 1.13 and 2.x).
+OomMessage parse_oom_message(const std::string& message);
+
+/// What this process may still map under its address-space cap (RLIMIT_AS minus VmSize);
+/// nullopt without a cap or where it cannot be read (not Linux).
+std::optional<int64_t> address_space_headroom();
+
+/// The batch that fits in `headroom` bytes if the step's memory is proportional to its batch:
+/// at `old` the step held some S <= headroom when it asked for `requested` more, so
+/// old * headroom / (headroom + requested) needs at most `headroom`; 10% is kept spare.
+/// nullopt when a figure is unknown (< 0) or nothing was requested.
+std::optional<int64_t> fitting_batch(int64_t old, int64_t requested, int64_t headroom);
+
+}  // namespace daifu::detail
