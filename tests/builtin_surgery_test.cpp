@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -130,6 +131,112 @@ TEST(PathSurgery, OwnsOnlyPathProblems) {
     EXPECT_EQ(daifu::testing::claims(session, "path_problem", kind, message), kind == FailureKind::PathProblem)
         << daifu::to_string(kind);
   }
+}
+
+// --- Step::after_update: a failure after the update without a rollback ------------------------
+
+// Trains a small model 6 SGD steps; at step 4, after the update, `after` runs (guarded through
+// Step::after_update when `session` is given). Returns the final parameters.
+std::vector<torch::Tensor> train_with_checkpoint(daifu::Session* session, const std::function<void(torch::nn::Linear&)>& after) {
+  torch::manual_seed(0);
+  torch::nn::Linear model(4, 2);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
+  auto body = [&](int64_t index, daifu::Step* step) {
+    optimizer.zero_grad();
+    model->forward(torch::full({3, 4}, static_cast<double>(index))).pow(2).sum().backward();
+    optimizer.step();
+    if (index != 4) return;
+    if (step != nullptr) {
+      step->after_update([&] { after(model); });
+    } else {
+      after(model);
+    }
+  };
+  if (session == nullptr) {
+    for (int64_t i = 0; i < 6; ++i) body(i, nullptr);
+  } else {
+    session->track("model", *model);
+    session->track("optimizer", optimizer);
+    DAIFU_GUARD(*session, step, 0, 6) { body(step.index(), &step); };
+  }
+  std::vector<torch::Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void expect_bitwise_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+}
+
+TEST(AfterUpdate, ACheckpointIntoAMissingFolderIsRepairedWithoutARollbackAndTrainsLikeThePlainRun) {
+  const auto dir = fresh_dir();
+  const auto wp = dir / "wp";
+  const auto checkpoint = dir / "runs" / "exp1" / "model.pt";
+  daifu::Session session(daifu::Options().workplace(wp.string()).allowed_roots({dir.string()}).snapshot_every(100));
+  const auto guarded = train_with_checkpoint(&session, [&](torch::nn::Linear& m) { torch::save(m, checkpoint.string()); });
+  const auto plain = train_with_checkpoint(nullptr, [](torch::nn::Linear&) {});
+  expect_bitwise_equal(guarded, plain);
+  EXPECT_TRUE(fs::exists(checkpoint));
+
+  const auto failures = events(wp, "failure");
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0]["kind"], "path_problem");
+  EXPECT_EQ(failures[0]["step"], 4);
+  EXPECT_EQ(failures[0]["after_update"], true);
+  EXPECT_NE(failures[0]["message"].get<std::string>().find("does not exist"), std::string::npos) << failures[0];
+  const auto repairs = events(wp, "repair");
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0]["surgery"], "path_problem");
+  EXPECT_TRUE(events(wp, "rollback").empty()) << "the snapshot of step 0 was 4 steps old";
+  const auto resumes = events(wp, "resume");
+  ASSERT_EQ(resumes.size(), 1u);
+  EXPECT_EQ(resumes[0]["after_update"], true);
+  EXPECT_EQ(session.stats().rollbacks, 0);
+  EXPECT_EQ(session.stats().rerun_steps, 0);
+  EXPECT_EQ(session.global_step(), 6);
+}
+
+TEST(AfterUpdate, AFunctionThatChangedTrackedStateBeforeFailingIsRepairedByTheRollback) {
+  const auto dir = fresh_dir();
+  const auto wp = dir / "wp";
+  const auto checkpoint = dir / "missing" / "model.pt";
+  daifu::Session session(daifu::Options().workplace(wp.string()).allowed_roots({dir.string()}));
+  // Changes a weight, then writes: the change must not be applied twice.
+  auto nudge_and_save = [&](torch::nn::Linear& m) {
+    torch::NoGradGuard no_grad;
+    m->weight.add_(1.0);
+    torch::save(m, checkpoint.string());
+  };
+  const auto guarded = train_with_checkpoint(&session, nudge_and_save);
+  fs::remove_all(dir / "missing");
+  fs::create_directories(dir / "missing");
+  const auto plain = train_with_checkpoint(nullptr, nudge_and_save);
+  expect_bitwise_equal(guarded, plain);
+  const auto failures = events(wp, "failure");
+  ASSERT_EQ(failures.size(), 1u);  // journaled once, as the step's
+  EXPECT_FALSE(failures[0].contains("after_update"));
+  EXPECT_EQ(events(wp, "rollback").size(), 1u);
+}
+
+TEST(AfterUpdate, AFailureThatNeverGoesAwayEndsUnrecoveredAfterABoundedNumberOfTries) {
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).transient_backoff(std::chrono::microseconds(10)));
+  int calls = 0;
+  try {
+    train_with_checkpoint(&session, [&](torch::nn::Linear&) {
+      ++calls;
+      throw std::runtime_error("Connection reset by peer");  // transient, every time
+    });
+    FAIL() << "expected daifu::Unrecovered";
+  } catch (const daifu::Unrecovered& e) {
+    EXPECT_EQ(e.failure().step, 4);
+  }
+  EXPECT_GE(calls, 2);
+  EXPECT_LE(calls, 16);  // max_attempts (4) tries in after_update per attempt of the step, at most
+  const auto failures = events(wp, "failure");
+  EXPECT_GE(failures.size(), 2u);
+  EXPECT_EQ(failures.front()["after_update"], true);
 }
 
 // --- device_contention ------------------------------------------------------------------------

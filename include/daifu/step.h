@@ -110,6 +110,26 @@ class DAIFU_API Step {
   /// throws daifu::PeerFailed, and the guard repairs the step the same way on every rank.
   void before_update();
 
+  /// Runs fn(): work of the step after its update that changes no tracked state, such as a
+  /// checkpoint written with torch::save or a metric uploaded. If fn throws, re-running the
+  /// step would apply its update twice, so the guard would roll back to the newest snapshot
+  /// and re-run every step since; here instead the failure is repaired as any other (the same
+  /// surgeries, journal lines and Options::max_attempts) and fn alone runs again. When no
+  /// surgery retries it, or fn changed tracked state before it threw, the exception leaves
+  /// after_update and fails the step as it would have without it. Outside a guard: fn().
+  /// Example:
+  ///   optimizer.step();
+  ///   if (step.index() % 1000 == 999) step.after_update([&] { torch::save(model, "ckpt/model.pt"); });
+  template <class F>
+  void after_update(F&& fn) {
+    if (session_ == nullptr) {
+      fn();
+      return;
+    }
+    run_after_update([](void* f) { (*static_cast<std::remove_reference_t<F>*>(f))(); },
+                     const_cast<void*>(static_cast<const void*>(std::addressof(fn))));
+  }
+
  private:
   friend struct detail::StepAccess;
   struct Memo {
@@ -120,6 +140,7 @@ class DAIFU_API Step {
   // just memoized, oom in the first micro-batch (src/session/step.cpp).
   void memoized();
   void entering_micro_batches();
+  void run_after_update(void (*call)(void*), void* fn);
 
   int64_t index_ = 0;
   int64_t first_ = 0;  // the index of the loop's first step

@@ -32,7 +32,7 @@
   X(injection_missed, "attempt target where reason")                                                    \
   X(detection, "attempt detector message value median mad parameter buffer nan inf metric "             \
                "largest first_moment second_moment_sqrt")                                               \
-  X(failure, "attempt where kind exception_type message matched_by report")                             \
+  X(failure, "attempt where kind exception_type message matched_by report after_update")                \
   X(rollback, "to_step mutated rerun_steps restore_ms")                                                 \
   X(surgery_declined, "surgery reason")                                                                 \
   X(surgery_failed, "surgery exception_type message")                                                   \
@@ -51,7 +51,7 @@
   X(pause_end, "pause action by waited_s")                                                              \
   X(peer_failure, "attempt leader ranks kind message surgery action changes rollback")                  \
   X(peers_lost, "attempt rank reason")                                                                  \
-  X(resume, "attempt recovery_us rerun_from")                                                           \
+  X(resume, "attempt recovery_us rerun_from after_update")                                              \
   X(skip, "attempt recovery_us")                                                                        \
   X(caught_up, "rerun_from rerun_steps recovery_us")                                                    \
   X(unrecovered, "attempt kind reason tried report")                                                    \

@@ -39,6 +39,7 @@
 namespace daifu::detail {
 
 class SessionImpl;
+class StepLoop;
 
 /// The RepairServices of one session.
 class SessionServices final : public RepairServices {
@@ -123,6 +124,8 @@ class SessionImpl {
 
   /// While a repair runs, knob changes are also noted in its context, for its journal line.
   RepairContext* active_repair = nullptr;
+  /// The guard loop running a step now (Step::after_update repairs through it); null otherwise.
+  StepLoop* running_loop = nullptr;
   /// The step being run, for knob lines (-1 outside a guard loop).
   int64_t current_step = -1;
 

@@ -3,6 +3,7 @@
 
 #include "journal/events.h"
 #include "session/session_impl.h"
+#include "session/step_loop.h"
 #include "surgery/batch_tensors.h"
 
 #include <ATen/core/Tensor.h>
@@ -16,6 +17,18 @@ void Step::before_update() {
   if (session_ == nullptr) return;
   session_->detectors.before_update();
   if (session_->agreement) session_->agreement->update_point();
+}
+
+void Step::run_after_update(void (*call)(void*), void* fn) {
+  for (int64_t tries = 0;; ++tries) {
+    const int64_t stamp = session_->state.version_stamp();
+    try {
+      call(fn);
+      return;
+    } catch (...) {
+      if (session_->running_loop == nullptr || !session_->running_loop->repair_after_update(*this, tries, stamp)) throw;
+    }
+  }
 }
 
 at::Tensor Step::probe(const std::string& name, const at::Tensor& x) {

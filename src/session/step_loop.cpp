@@ -38,10 +38,14 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
   memoizes_ = impl_.memoizing_loops.count(where_) > 0;  // what this loop's steps did in earlier epochs
   uses_micro_batches_ = impl_.micro_batching_loops.count(where_) > 0;
   impl_.journal.set_loop(loop_);
+  impl_.running_loop = this;
   struct LoopEnds {  // however the loop ends
-    Journal& journal;
-    ~LoopEnds() { journal.set_loop(-1); }
-  } loop_ends{impl_.journal};
+    SessionImpl& impl;
+    ~LoopEnds() {
+      impl.journal.set_loop(-1);
+      impl.running_loop = nullptr;
+    }
+  } loop_ends{impl_};
   if (impl_.options.resume() && !impl_.resume_checked) impl_.resume_from_disk();
   if (source_ != nullptr) {
     first = impl_.next_each_step;  // set by resume_from_disk in a resumed run
@@ -362,7 +366,7 @@ void StepLoop::skip(const Step& step, double recovery_us) {
   impl_.journal.record("Step " + std::to_string(step.index()) + " skipped");
 }
 
-StepLoop::Reported StepLoop::record_failure(const Step& step) {
+StepLoop::Reported StepLoop::record_failure(const Step& step, bool after_update) {
   Reported failed;
   Failure& failure = failed.failure;
   failure = impl_.classifier.classify(std::current_exception());
@@ -378,6 +382,7 @@ StepLoop::Reported StepLoop::record_failure(const Step& step) {
   nlohmann::json line = Journal::to_json(failure);
   line["event"] = event::failure;
   line["report"] = report;
+  if (after_update) line["after_update"] = true;
   impl_.journal.write(line);
   impl_.journal.record("Failure " + std::to_string(report_number) + " at step " + std::to_string(failure.step) +
                        " attempt " + std::to_string(failure.attempt) + " (" + std::string(to_string(failure.kind)) +
@@ -481,6 +486,50 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   }
   return give_up(step, failed, "no surgery repairs " + std::string(to_string(failure.kind)) + " failures",
                  std::move(tried), decision);
+}
+
+bool StepLoop::repair_after_update(Step& step, int64_t tries, int64_t stamp) {
+  const auto caught = Clock::now();
+  // What the step's own handling must see: a fatal error, a control exception of daifu's, a
+  // change to tracked state (the step has to be re-run from its snapshot), attempts used up.
+  try {
+    throw;
+  } catch (const Unrecovered&) {
+    return false;
+  } catch (const Error&) {  // daifu's own: a detection, a peer's failure, a nested loop, misuse
+    return false;
+  } catch (...) {
+  }
+  if (tries + 1 >= impl_.options.max_attempts() || impl_.state.version_stamp() != stamp) return false;
+  if (impl_.classifier.classify(std::current_exception()).kind == FailureKind::Fatal) return false;
+
+  const Reported failed = record_failure(step, /*after_update=*/true);
+  for (Surgery* surgery : impl_.surgeries.candidates(failed.failure)) {
+    RepairContext context(session_, step, failed.failure, SurgeryRegistryAccess::fired_this_step(impl_.surgeries, *surgery));
+    impl_.active_repair = &context;
+    Action action = Action::Escalate;
+    try {
+      action = surgery->apply(context);
+    } catch (...) {
+      impl_.active_repair = nullptr;
+      const Failure inner = impl_.classifier.classify(std::current_exception());
+      impl_.journal.write({{"event", event::surgery_failed}, {"step", step.index()}, {"surgery", surgery->name()},
+                           {"exception_type", inner.exception_type}, {"message", inner.message}});
+      continue;
+    }
+    impl_.active_repair = nullptr;
+    if (action == Action::Decline && impl_.state.version_stamp() == stamp) continue;
+    if (action != Action::Retry || impl_.state.version_stamp() != stamp) return false;  // the step's handling decides
+    SurgeryRegistryAccess::record_fire(impl_.surgeries, *surgery);
+    record_repair(step, failed, surgery->name(), action, context);
+    ++impl_.stats.retries;
+    const double recovery_us = std::chrono::duration<double, std::micro>(Clock::now() - caught).count();
+    impl_.incidents.back().recovery_us = recovery_us;
+    impl_.journal.write({{"event", event::resume}, {"step", step.index()}, {"attempt", step.attempt()},
+                         {"after_update", true}, {"recovery_us", recovery_us}});
+    return true;
+  }
+  return false;
 }
 
 void StepLoop::record_repair(const Step& step, const Reported& failed, const std::string& surgery, Action action,

@@ -34,6 +34,13 @@ class StepLoop {
   /// out, numbered from SessionImpl::next_each_step, instead.
   void run(int64_t first, int64_t last, StepBodyRef body, BatchSource* source);
 
+  /// The exception being handled, thrown by the function of Step::after_update in `step` (its
+  /// `tries`-th failure there): journals it and lets the surgeries repair it without re-running
+  /// the step. True if a surgery retries and no tracked state changed since `stamp` (taken
+  /// before the function ran): run the function again. False: rethrow; the exception fails the
+  /// step as any other would (and is journaled again, as the step's).
+  bool repair_after_update(Step& step, int64_t tries, int64_t stamp);
+
  private:
   using Clock = std::chrono::steady_clock;
   struct Decision {
@@ -52,7 +59,7 @@ class StepLoop {
   /// started inside the step; returns otherwise.
   void refuse_nested_loop(const Step& step);
   /// Classifies the exception being handled, journals it, starts its report and its incident.
-  Reported record_failure(const Step& step);
+  Reported record_failure(const Step& step, bool after_update = false);
   /// `rollback`: restore the snapshot even if this process did not modify tracked state (a
   /// distributed session's agreement said another rank did).
   Decision handle_failure(Step& step, Clock::time_point caught, bool rollback = false);

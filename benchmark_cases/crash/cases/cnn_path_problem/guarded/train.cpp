@@ -1,6 +1,7 @@
-// cnn_path_problem, guarded: the buggy program under DAIFU_GUARD. Repaired by the built-in
-// path_problem surgery: it creates runs/exp1 (inside the working directory) and the step,
-// whose update had already happened, is re-run from the snapshot.
+// cnn_path_problem, guarded: the buggy program under DAIFU_GUARD, its export (after the update)
+// in Step::after_update. Repaired by the built-in path_problem surgery: it creates runs/exp1
+// (inside the working directory) and the export alone runs again; the step, whose update had
+// already happened, is not rolled back and re-run.
 #include "common/case.h"
 #include "workloads/cnn.h"
 
@@ -19,7 +20,9 @@ int run(crash::Run& run) {
     auto loss = torch::nll_loss(net->forward(batch.images), batch.labels);
     loss.backward();
     optimizer.step();
-    if ((step.index() + 1) % 150 == 0) torch::save(net, "runs/exp1/model_" + std::to_string(step.index() + 1) + ".pt");  // BUG
+    if ((step.index() + 1) % 150 == 0) {
+      step.after_update([&] { torch::save(net, "runs/exp1/model_" + std::to_string(step.index() + 1) + ".pt"); });  // BUG
+    }
     session.report("loss", loss.item<double>());
   };
   run.finish("accuracy", crash::cnn::accuracy(net, data.test), /*higher_is_better=*/true);

@@ -1,6 +1,6 @@
-// cnn_transient_runtime, guarded: the buggy program under DAIFU_GUARD. Repaired by the built-in
-// transient_retry surgery. The upload comes after the update, so the step is rolled back to the
-// snapshot and re-run, and its upload tried again.
+// cnn_transient_runtime, guarded: the buggy program under DAIFU_GUARD, its upload (after the
+// update) in Step::after_update. Repaired by the built-in transient_retry surgery: the upload
+// alone is tried again; the step is not rolled back and re-run.
 #include "common/case.h"
 #include "common/environment.h"
 #include "workloads/cnn.h"
@@ -24,9 +24,11 @@ int run(crash::Run& run) {
     loss.backward();
     optimizer.step();
     if ((step.index() + 1) % 25 == 0) {
-      std::ostringstream bytes;
-      torch::save(net, bytes);
-      storage.put("model_" + std::to_string(step.index() + 1) + ".pt", bytes.str());  // BUG: one failure ends the run
+      step.after_update([&] {
+        std::ostringstream bytes;
+        torch::save(net, bytes);
+        storage.put("model_" + std::to_string(step.index() + 1) + ".pt", bytes.str());  // BUG: one failure ends the run
+      });
     }
     session.report("loss", loss.item<double>());
   };
