@@ -4,6 +4,7 @@
 # Usage: scripts/distributed_demo.sh [N] [fashion_mnist_ddp options, e.g. --steps 600]
 #   DAIFU_DEMO_FAULTS   rank 1's plan (default "transient@40, nan_data@90, oom@120")
 #   DAIFU_DEMO_WORKPLACE  (default daifu_workplace_ddp; rank r writes rank-r/ in it)
+#   DAIFU_DEMO_BIN        the fashion_mnist_ddp to run (default build/'s; with DAIFU_DEMO_NO_BUILD=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 world=${1:-2}
@@ -13,7 +14,7 @@ if ((world < 2)); then
   exit 2
 fi
 [[ -n "${DAIFU_DEMO_NO_BUILD:-}" ]] || scripts/setup.sh --target fashion_mnist_ddp --target daifu_cli build >/dev/null
-bin=build/examples/fashion_mnist_ddp/fashion_mnist_ddp
+bin=${DAIFU_DEMO_BIN:-build/examples/fashion_mnist_ddp/fashion_mnist_ddp}
 workplace=${DAIFU_DEMO_WORKPLACE:-daifu_workplace_ddp}
 faults=${DAIFU_DEMO_FAULTS-"transient@40, nan_data@90, oom@120"}
 rm -rf "$workplace"

@@ -148,6 +148,7 @@ TEST(OutOfMemory, TheAllocatorsMessagesSayWhatWasRefusedAndWhatIsFree) {
     const auto m = parse_oom_message(e.what());
     EXPECT_EQ(m.requested, int64_t{1} << 52) << e.what();
     EXPECT_EQ(m.free, -1);
+    EXPECT_TRUE(m.cpu);
   }
   // The CUDA caching allocator's, as LibTorch 2.x and 1.13 format them (no device here).
   const auto v2 = parse_oom_message(
@@ -155,6 +156,7 @@ TEST(OutOfMemory, TheAllocatorsMessagesSayWhatWasRefusedAndWhatIsFree) {
       "free. Including non-PyTorch memory, this process has 79.14 GiB memory in use. Of the allocated memory 78.00 GiB "
       "is allocated by PyTorch, and 512.00 MiB is reserved by PyTorch but unallocated.");
   EXPECT_EQ(v2.requested, 20LL << 20);
+  EXPECT_FALSE(v2.cpu);
   EXPECT_EQ(v2.free, (3LL << 20) + (512LL << 10) + (512LL << 20));
   const auto v1 = parse_oom_message(
       "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity; 13.25 GiB already allocated; "

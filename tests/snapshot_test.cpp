@@ -413,7 +413,8 @@ TEST(Snapshot, ARestoreThatDoesNotFitIsRefusedBeforeAnythingChanges) {
 
 TEST(Snapshot, SnapshotNowIsTakenAtTheNextStep) {
   torch::Tensor counter = torch::zeros({1});
-  daifu::Session session(daifu::Options().workplace(fresh_dir().string()).snapshot_every(1000).inject(""));
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).snapshot_every(1000).inject(""));
   session.track("counter", counter);
   retry_everything(session);
   DAIFU_GUARD(session, step, 0, 10) {
@@ -421,8 +422,28 @@ TEST(Snapshot, SnapshotNowIsTakenAtTheNextStep) {
     counter.add_(1);
     if (step.index() == 8 && step.attempt() == 0) throw std::runtime_error("after the update");
   };
-  EXPECT_EQ(session.snapshot_stats().last_step, 6);
+  EXPECT_EQ(events(wp, "rollback").at(0)["to_step"], 6);
   EXPECT_EQ(session.stats().rerun_steps, 2);  // steps 6 and 7
+  EXPECT_EQ(session.snapshot_stats().last_step, 8);  // the retry after a rollback starts from its own
+  EXPECT_EQ(session.snapshot_stats().captures, 3);   // steps 0, 6 and 8
+  EXPECT_TRUE(torch::equal(counter, torch::full({1}, 10.0)));
+}
+
+TEST(Snapshot, ASecondFailureOfARolledBackStepReRunsNothing) {
+  torch::Tensor counter = torch::zeros({1});
+  const auto wp = fresh_dir();
+  daifu::Session session(daifu::Options().workplace(wp.string()).snapshot_every(1000).inject(""));
+  session.track("counter", counter);
+  retry_everything(session);
+  DAIFU_GUARD(session, step, 0, 10) {
+    counter.add_(1);
+    if (step.index() == 8 && step.attempt() < 2) throw std::runtime_error("after the update");
+  };
+  const auto rollbacks = events(wp, "rollback");
+  ASSERT_EQ(rollbacks.size(), 2u);
+  EXPECT_EQ(rollbacks[0]["rerun_steps"], 8);  // back to step 0's snapshot
+  EXPECT_EQ(rollbacks[1]["rerun_steps"], 0);  // the retry's own
+  EXPECT_EQ(session.stats().rerun_steps, 8);
   EXPECT_TRUE(torch::equal(counter, torch::full({1}, 10.0)));
 }
 

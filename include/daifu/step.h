@@ -110,13 +110,15 @@ class DAIFU_API Step {
   /// throws daifu::PeerFailed, and the guard repairs the step the same way on every rank.
   void before_update();
 
-  /// Runs fn(): work of the step after its update that changes no tracked state, such as a
-  /// checkpoint written with torch::save or a metric uploaded. If fn throws, re-running the
-  /// step would apply its update twice, so the guard would roll back to the newest snapshot
-  /// and re-run every step since; here instead the failure is repaired as any other (the same
-  /// surgeries, journal lines and Options::max_attempts) and fn alone runs again. When no
-  /// surgery retries it, or fn changed tracked state before it threw, the exception leaves
-  /// after_update and fails the step as it would have without it. Outside a guard: fn().
+  /// Runs fn(): work of the step after its update that changes no tracked state (tensors,
+  /// values) and draws no random numbers, such as a checkpoint written with torch::save or a
+  /// metric uploaded. If fn throws, re-running the step would apply its update twice, so the
+  /// guard would roll back to the newest snapshot and re-run every step since; here instead a
+  /// path problem or a transient error is repaired by the surgeries (journaled as any other)
+  /// and fn alone runs again, at most Options::max_attempts times per attempt of the step.
+  /// Anything else, a failure no surgery retries, a change to tracked state before the throw,
+  /// or a distributed session: the exception leaves after_update and fails the step as it
+  /// would have without it. Outside a guard: fn().
   /// Example:
   ///   optimizer.step();
   ///   if (step.index() % 1000 == 999) step.after_update([&] { torch::save(model, "ckpt/model.pt"); });
@@ -126,8 +128,8 @@ class DAIFU_API Step {
       fn();
       return;
     }
-    run_after_update([](void* f) { (*static_cast<std::remove_reference_t<F>*>(f))(); },
-                     const_cast<void*>(static_cast<const void*>(std::addressof(fn))));
+    auto call = [&fn] { fn(); };
+    run_after_update([](void* f) { (*static_cast<decltype(call)*>(f))(); }, &call);
   }
 
  private:

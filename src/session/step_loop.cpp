@@ -203,6 +203,9 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       if (decision.rollback) {
         pending_attempt_[index] = step.attempt() + 1;
         index = window_start_;
+        // Failures come in runs (a flaky disk, a bad stretch of data): the retry starts from a
+        // snapshot of its own, so a second failure of it re-runs nothing.
+        impl_.snapshot_requested = true;
         break;
       }
       ++StepAccess::attempt(step);
@@ -330,7 +333,10 @@ void StepLoop::commit(const Step& step, bool rerun) {
     uses_micro_batches_ = true;
     impl_.micro_batching_loops.insert(where_);
   }
-  if (step.attempt() > 0) SurgeryRegistryAccess::reset_step(impl_.surgeries);
+  if (step.attempt() > 0 || repaired_after_update_) {
+    SurgeryRegistryAccess::reset_step(impl_.surgeries);
+    repaired_after_update_ = false;
+  }
   if (!rerun) SurgeryRegistryAccess::step_committed(impl_.surgeries, session_, step.index());
   if (!impl_.step_metrics.empty()) {
     impl_.metric_rows.push_back({step.index(), std::move(impl_.step_metrics)});
@@ -360,6 +366,7 @@ void StepLoop::skip(const Step& step, double recovery_us) {
   high_water_ = std::max(high_water_, step.index() + 1);
   pending_attempt_.erase(step.index());
   SurgeryRegistryAccess::reset_step(impl_.surgeries);
+  repaired_after_update_ = false;
   nlohmann::json line = {{"event", event::skip}, {"step", step.index()}, {"attempt", step.attempt()}};
   if (recovery_us >= 0) line["recovery_us"] = recovery_us;
   impl_.journal.write(line);
@@ -443,21 +450,13 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   std::vector<std::string> tried;
   for (Surgery* surgery : impl_.surgeries.candidates(failure)) {
     RepairContext context(session_, step, failure, SurgeryRegistryAccess::fired_this_step(impl_.surgeries, *surgery));
-    impl_.active_repair = &context;
     const int64_t stamp = impl_.state.version_stamp();
-    Action action = Action::Escalate;
-    try {
-      action = surgery->apply(context);
-    } catch (...) {
-      impl_.active_repair = nullptr;
-      const Failure inner = impl_.classifier.classify(std::current_exception());
-      impl_.journal.write({{"event", event::surgery_failed}, {"step", step.index()}, {"surgery", surgery->name()},
-                           {"exception_type", inner.exception_type}, {"message", inner.message}});
-      impl_.journal.record_warning("Surgery " + surgery->name() + " failed: " + inner.message);
+    const std::optional<Action> applied = apply_surgery(*surgery, context, step);
+    if (!applied) {
       tried.push_back(surgery->name() + " (threw)");
       continue;
     }
-    impl_.active_repair = nullptr;
+    const Action action = *applied;
     if (action == Action::Decline) {
       // Knob changes made before declining stay (and are journaled by the knob); a surgery
       // that declines should not change anything.
@@ -488,46 +487,59 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
                  std::move(tried), decision);
 }
 
-bool StepLoop::repair_after_update(Step& step, int64_t tries, int64_t stamp) {
-  const auto caught = Clock::now();
-  // What the step's own handling must see: a fatal error, a control exception of daifu's, a
-  // change to tracked state (the step has to be re-run from its snapshot), attempts used up.
+std::optional<Action> StepLoop::apply_surgery(Surgery& surgery, RepairContext& context, const Step& step) {
+  impl_.active_repair = &context;
   try {
-    throw;
+    const Action action = surgery.apply(context);
+    impl_.active_repair = nullptr;
+    return action;
+  } catch (...) {
+    impl_.active_repair = nullptr;
+    const Failure inner = impl_.classifier.classify(std::current_exception());
+    impl_.journal.write({{"event", event::surgery_failed}, {"step", step.index()}, {"surgery", surgery.name()},
+                         {"exception_type", inner.exception_type}, {"message", inner.message}});
+    impl_.journal.record_warning("Surgery " + surgery.name() + " failed: " + inner.message);
+    return std::nullopt;
+  }
+}
+
+bool StepLoop::repair_after_update(Step& step, int64_t tries, int64_t stamp) noexcept {
+  const auto caught = Clock::now();
+  try {
+    throw;  // daifu's own exceptions (a detection, a peer's failure, misuse) are the step's to handle
   } catch (const Unrecovered&) {
     return false;
-  } catch (const Error&) {  // daifu's own: a detection, a peer's failure, a nested loop, misuse
+  } catch (const Error&) {
     return false;
   } catch (...) {
   }
-  if (tries + 1 >= impl_.options.max_attempts() || impl_.state.version_stamp() != stamp) return false;
-  if (impl_.classifier.classify(std::current_exception()).kind == FailureKind::Fatal) return false;
-
-  const Reported failed = record_failure(step, /*after_update=*/true);
-  for (Surgery* surgery : impl_.surgeries.candidates(failed.failure)) {
-    RepairContext context(session_, step, failed.failure, SurgeryRegistryAccess::fired_this_step(impl_.surgeries, *surgery));
-    impl_.active_repair = &context;
-    Action action = Action::Escalate;
-    try {
-      action = surgery->apply(context);
-    } catch (...) {
-      impl_.active_repair = nullptr;
-      const Failure inner = impl_.classifier.classify(std::current_exception());
-      impl_.journal.write({{"event", event::surgery_failed}, {"step", step.index()}, {"surgery", surgery->name()},
-                           {"exception_type", inner.exception_type}, {"message", inner.message}});
-      continue;
+  // One rank retrying alone would split a distributed session (its knobs, collectives in fn);
+  // a change to tracked state needs the step re-run from its snapshot.
+  if (impl_.agreement || tries + 1 >= impl_.options.max_attempts() || impl_.state.version_stamp() != stamp) return false;
+  try {
+    // Only failures whose repair acts outside the tracked state and the step's data.
+    const FailureKind kind = impl_.classifier.classify(std::current_exception()).kind;
+    if (kind != FailureKind::PathProblem && kind != FailureKind::TransientRuntime) return false;
+    const Reported failed = record_failure(step, /*after_update=*/true);
+    for (Surgery* surgery : impl_.surgeries.candidates(failed.failure)) {
+      RepairContext context(session_, step, failed.failure, SurgeryRegistryAccess::fired_this_step(impl_.surgeries, *surgery));
+      const std::optional<Action> action = apply_surgery(*surgery, context, step);
+      if (!action || (*action == Action::Decline && impl_.state.version_stamp() == stamp)) continue;
+      if (*action != Action::Retry || impl_.state.version_stamp() != stamp) break;
+      SurgeryRegistryAccess::record_fire(impl_.surgeries, *surgery);
+      repaired_after_update_ = true;
+      record_repair(step, failed, surgery->name(), *action, context);
+      ++impl_.stats.retries;
+      const double recovery_us = std::chrono::duration<double, std::micro>(Clock::now() - caught).count();
+      impl_.incidents.back().recovery_us = recovery_us;
+      impl_.journal.write({{"event", event::resume}, {"step", step.index()}, {"attempt", step.attempt()},
+                           {"after_update", true}, {"recovery_us", recovery_us}});
+      return true;
     }
-    impl_.active_repair = nullptr;
-    if (action == Action::Decline && impl_.state.version_stamp() == stamp) continue;
-    if (action != Action::Retry || impl_.state.version_stamp() != stamp) return false;  // the step's handling decides
-    SurgeryRegistryAccess::record_fire(impl_.surgeries, *surgery);
-    record_repair(step, failed, surgery->name(), action, context);
-    ++impl_.stats.retries;
-    const double recovery_us = std::chrono::duration<double, std::micro>(Clock::now() - caught).count();
-    impl_.incidents.back().recovery_us = recovery_us;
-    impl_.journal.write({{"event", event::resume}, {"step", step.index()}, {"attempt", step.attempt()},
-                         {"after_update", true}, {"recovery_us", recovery_us}});
-    return true;
+    // Handed to the step, whose handling records it again: counted once, as the step's.
+    impl_.incidents.pop_back();
+    --impl_.stats.failures;
+  } catch (...) {  // journaling failed: the step's handling meets the original exception
   }
   return false;
 }

@@ -35,11 +35,12 @@ class StepLoop {
   void run(int64_t first, int64_t last, StepBodyRef body, BatchSource* source);
 
   /// The exception being handled, thrown by the function of Step::after_update in `step` (its
-  /// `tries`-th failure there): journals it and lets the surgeries repair it without re-running
-  /// the step. True if a surgery retries and no tracked state changed since `stamp` (taken
-  /// before the function ran): run the function again. False: rethrow; the exception fails the
-  /// step as any other would (and is journaled again, as the step's).
-  bool repair_after_update(Step& step, int64_t tries, int64_t stamp);
+  /// `tries`-th failure there): a path problem or a transient error, in a single-process
+  /// session, with no tracked state changed since `stamp` (taken before the function ran), is
+  /// journaled and repaired without re-running the step. True if a surgery retries it: run the
+  /// function again. False: rethrow; the exception fails the step as any other would (its
+  /// failure line, if one was written here, is then followed by the step's). Never throws.
+  bool repair_after_update(Step& step, int64_t tries, int64_t stamp) noexcept;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -60,6 +61,8 @@ class StepLoop {
   void refuse_nested_loop(const Step& step);
   /// Classifies the exception being handled, journals it, starts its report and its incident.
   Reported record_failure(const Step& step, bool after_update = false);
+  /// Runs `surgery` in `context`; nullopt if it threw (journaled as surgery_failed).
+  std::optional<Action> apply_surgery(Surgery& surgery, RepairContext& context, const Step& step);
   /// `rollback`: restore the snapshot even if this process did not modify tracked state (a
   /// distributed session's agreement said another rank did).
   Decision handle_failure(Step& step, Clock::time_point caught, bool rollback = false);
@@ -125,6 +128,9 @@ class StepLoop {
   } last_repair_;
   // Steps below this index were committed once; running them again is a re-run.
   int64_t high_water_ = 0;
+  // A surgery repaired a failure of Step::after_update in the running step: its per-step
+  // counts are reset when the step commits, as after a retry of the step.
+  bool repaired_after_update_ = false;
   // Failed steps awaiting their retry after a rollback, with the attempt to resume at, and
   // those a surgery chose to skip.
   std::map<int64_t, int64_t> pending_attempt_;

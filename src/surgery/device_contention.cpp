@@ -77,12 +77,16 @@ Action DeviceContentionSurgery::operate(RepairContext& context) {
     // Another process holds the device: it may let go soon.
     const auto wait = jittered_backoff(o.contention_backoff(), n, o.max_backoff(), jitter_);
     const std::string which = "(wait " + std::to_string(n + 1) + " of " + std::to_string(o.contention_waits()) + ")";
-    if (!o.device_probe()) {
+    if (n == 0) probe_said_free_ = probe_was_wrong_ = false;
+    if (probe_said_free_) probe_was_wrong_ = true;  // the retry after the probe's "free" was refused
+    if (!o.device_probe() || probe_was_wrong_) {
       context.wait(wait);
-      context.explain("waited for the device " + which);
+      context.explain(std::string(probe_was_wrong_ ? "the device probe said free but the device was refused; " : "") +
+                      "waited for the device " + which);
       return Action::Retry;
     }
     const ProbedWait w = wait_probing(o.device_probe(), wait);
+    probe_said_free_ = w.free;
     context.note("wait_us", "0", std::to_string(w.waited.count()));
     context.note("probes", "0", std::to_string(w.probes));
     context.explain(std::string(w.free ? "the device probe said free" : "the device probe still said busy") +

@@ -31,6 +31,10 @@ class DeviceContentionSurgery final : public Surgery {
  private:
   RepairServices& session_;
   std::minstd_rand jitter_;
+  // This step's last probed wait ended with the probe saying free; a refusal after that makes
+  // the rest of the step's waits sleep out their backoff.
+  bool probe_said_free_ = false;
+  bool probe_was_wrong_ = false;
 };
 
 }  // namespace daifu::detail

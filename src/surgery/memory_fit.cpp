@@ -1,5 +1,7 @@
 #include "surgery/memory_fit.h"
 
+#include "core/bounded_regex.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -27,10 +29,13 @@ int64_t size_of(const std::string& number, const std::string& unit) {
 }
 
 int64_t find_size(const std::string& message, const std::regex& pattern) {
+  const auto end = message.begin() + static_cast<std::ptrdiff_t>(std::min(message.size(), kRegexWindow));
   std::smatch m;
-  if (!std::regex_search(message, m, pattern)) return -1;
+  if (!std::regex_search(message.begin(), end, m, pattern)) return -1;
   return size_of(m[1].str(), m[2].str());
 }
+
+int64_t saturating_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
 
 }  // namespace
 
@@ -45,13 +50,15 @@ OomMessage parse_oom_message(const std::string& message) {
   static const std::regex allocated_1x("; " + size + " already allocated");
   static const std::regex reserved_1x("; " + size + " reserved in total by PyTorch");
   OomMessage m;
+  m.cpu = message.find("DefaultCPUAllocator") != std::string::npos ||
+          message.find("can't allocate memory") != std::string::npos;
   try {
     m.requested = find_size(message, requested);
     if (const int64_t f = find_size(message, free_2x); f >= 0) {
-      m.free = f + std::max<int64_t>(0, find_size(message, unallocated_2x));
+      m.free = saturating_add(f, std::max<int64_t>(0, find_size(message, unallocated_2x)));
     } else if (const int64_t f1 = find_size(message, free_1x); f1 >= 0) {
       const int64_t allocated = find_size(message, allocated_1x), reserved = find_size(message, reserved_1x);
-      m.free = f1 + (allocated >= 0 && reserved > allocated ? reserved - allocated : 0);
+      m.free = saturating_add(f1, allocated >= 0 && reserved > allocated ? reserved - allocated : 0);
     }
   } catch (const std::exception&) {  // a number beyond stod's range: say nothing
     return {};

@@ -12,9 +12,11 @@ namespace daifu::detail {
 struct OomMessage {
   int64_t requested = -1;  ///< the refused allocation: "tried to allocate N bytes" (CPU), "Tried to allocate 2.00 GiB" (CUDA)
   int64_t free = -1;       ///< CUDA: the device's free memory plus what PyTorch reserved but had not allocated
+  bool cpu = false;        ///< the CPU allocator's ("DefaultCPUAllocator: can't allocate memory")
 };
 
-/// Parses the CPU allocator's and CUDA caching allocator's messages (LibTorch 1.13 and 2.x).
+/// Parses the CPU allocator's and CUDA caching allocator's messages (LibTorch 1.13 and 2.x),
+/// their first kRegexWindow characters (core/bounded_regex.h).
 OomMessage parse_oom_message(const std::string& message);
 
 /// What this process may still map under its address-space cap (RLIMIT_AS minus VmSize);

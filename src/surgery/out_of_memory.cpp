@@ -46,10 +46,14 @@ int64_t shrunk_value(RepairContext& context, int64_t old, int64_t floor, std::st
   const OomMessage refused = parse_oom_message(context.failure().message);
   std::optional<int64_t> headroom;
   std::string source;
+  int64_t least = 0;
   if (refused.free >= 0) {
     headroom = refused.free;
     source = "free on the device by the allocator's message";
-  } else if (refused.requested > 0) {
+    // Said while the failed step still held its own memory, which is free again now: the
+    // figure undercounts by an unknown amount, so it may cut at most to a quarter.
+    least = old / 4;
+  } else if (refused.requested > 0 && refused.cpu) {
     headroom = address_space_headroom();
     source = "left under the address-space cap (RLIMIT_AS)";
   }
@@ -58,7 +62,7 @@ int64_t shrunk_value(RepairContext& context, int64_t old, int64_t floor, std::st
     context.note("headroom_bytes", "null", std::to_string(*headroom));
     const auto fit = fitting_batch(old, refused.requested, *headroom);
     if (fit && *fit < smaller) {
-      smaller = *fit;
+      smaller = std::max(*fit, least);
       how = "sized to fit (" + std::to_string(refused.requested) + " bytes refused, " + std::to_string(*headroom) +
             " bytes " + source + ")";
     }

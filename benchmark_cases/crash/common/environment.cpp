@@ -77,8 +77,9 @@ int hold_device(const std::string& lock, int64_t release_after_ms, int64_t max_s
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  const int64_t released = monotonic_ns();
   ::close(fd);
-  std::ofstream(lock + ".released") << monotonic_ns() << "\n";
+  std::ofstream(lock + ".released") << released << "\n";
   std::filesystem::remove(lock + ".held");
   return 0;
 }
