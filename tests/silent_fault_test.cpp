@@ -158,6 +158,62 @@ TEST(SilentFaults, HugeWeightIsCaughtByTheParameterBound) {
   EXPECT_TRUE(bitwise_equal(nan, clean));
 }
 
+// (b) in the detectors' warm-up (a weight set at step 5, before 20 steps make a median): the
+// parameter bound judges it against the largest |parameter| so far.
+TEST(SilentFaults, HugeWeightInTheWarmUpIsCaughtAgainstTheLargestValueSoFar) {
+  const auto detectors = daifu::DetectorOptions::none().param_spikes(true);
+  const Trained clean = train(no_plan().detectors(detectors), fresh_dir("clean"));
+  const Trained run = train(no_plan().detectors(detectors).inject("value=1.6e7:param!:model.fc2.bias@5"), fresh_dir());
+  EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"param_spike"});
+  const auto detections = events(run.workplace, "detection");
+  ASSERT_EQ(detections.size(), 1u);
+  EXPECT_EQ(detections[0]["step"], 5);
+  EXPECT_GT(detections[0]["reference"].get<double>(), 0) << detections[0];
+  EXPECT_NE(detections[0]["message"].get<std::string>().find("warm-up"), std::string::npos) << detections[0];
+  EXPECT_TRUE(bitwise_equal(run, clean));
+}
+
+// A spike that entered the state unnoticed (a weight doubling every step, by less than the
+// ratio each time) is caught once it stands out of the window; the state the rollback restores
+// holds it too. It is journaled once as the new baseline, not detected and skipped every step.
+TEST(SilentFaults, ASpikeAlreadyInTheRestoredStateBecomesTheBaselineOnce) {
+  const auto wp = fresh_dir();
+  torch::manual_seed(5);
+  torch::nn::Linear model(4, 2);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(1e-3));
+  const auto x = torch::randn({8, 4});
+  const auto y = torch::randn({8, 2});
+  daifu::SessionStats stats;
+  {
+    daifu::Session session(no_plan().workplace(wp.string()).snapshot_every(1).detectors(
+        daifu::DetectorOptions::none().param_spikes(true)));
+    session.track("model", *model);
+    session.track("optimizer", optimizer);
+    DAIFU_GUARD(session, step, 0, 40) {
+      optimizer.zero_grad();
+      auto loss = F::mse_loss(model->forward(x), y);
+      loss.backward();
+      optimizer.step();
+      if (step.index() >= 5 && step.index() < 25) {
+        torch::NoGradGuard no_grad;
+        model->bias.mul_(2);
+        model->bias.add_(1);
+      }
+    };
+    stats = session.stats();
+  }
+  const auto detections = events(wp, "detection");
+  ASSERT_EQ(detections.size(), 1u);
+  EXPECT_EQ(detections[0]["detector"], "param_spike");
+  const auto resets = events(wp, "baseline_reset");
+  ASSERT_EQ(resets.size(), 1u);
+  EXPECT_EQ(resets[0]["step"], detections[0]["step"]) << "the snapshot restored is the failed step's own";
+  EXPECT_EQ(resets[0]["detector"], "param_spike");
+  EXPECT_EQ(stats.skipped_steps, 0);
+  EXPECT_EQ(stats.rollbacks, 1);
+  EXPECT_EQ(stats.committed_steps, 40);
+}
+
 // (c) ISCA's Masked outcome: 0.06 written into one weight changes nothing that matters.
 TEST(SilentFaults, SmallMaskedFaultTriggersNothing) {
   daifu::ValueFault fault;
@@ -359,6 +415,22 @@ TEST(RobustWindow, FlagsHundredfoldSpikesOnlyAfterWarmup) {
   EXPECT_EQ(w.count(), 20) << "a non-finite value is not recorded";
   for (int64_t i = 20; i < 300; ++i) w.add(i, 2.0);
   EXPECT_EQ(w.count(), 100);
+}
+
+TEST(RobustWindow, BoundsTheWarmUpByTheLargestValueSoFarWhenAsked) {
+  daifu::detail::RobustWindow w(100);
+  EXPECT_FALSE(w.spike(1e9, 100, 20, 20, /*bound_warmup=*/true)) << "no value: nothing to compare with";
+  w.add(0, 1.0);
+  w.add(1, -2.0);
+  w.add(2, 1.5);
+  EXPECT_FALSE(w.spike(1e9, 100, 20, 20)) << "without the bound, the warm-up judges nothing";
+  EXPECT_FALSE(w.spike(199, 100, 20, 20, true)) << "under 100 times the largest |value|, 2";
+  const auto s = w.spike(201, 100, 20, 20, true);
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->warmup);
+  EXPECT_EQ(s->median, 2.0);
+  w.clear();
+  EXPECT_EQ(w.count(), 0);
 }
 
 // A gradient of many chunks of the detectors' parallel loop (2^16 floats each): a NaN in its

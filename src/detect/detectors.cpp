@@ -22,6 +22,7 @@
 #include <functional>
 #include <limits>
 #include <set>
+#include <utility>
 
 namespace daifu::detail {
 namespace {
@@ -129,6 +130,8 @@ struct Detectors::Parameters {
   std::size_t objects = 0;
   std::vector<std::pair<std::string, at::Tensor>> list;
   std::vector<std::pair<std::string, at::Tensor>> buffers;  // floating buffers of the tracked modules
+  std::vector<at::Tensor> floating;                         // the floating parameters of `list`
+  std::vector<const std::string*> floating_names;           // and their names
 
   const std::vector<std::pair<std::string, at::Tensor>>& of(const TrackedState& state) {
     if (generation == state.generation() && objects == state.objects().size()) return list;
@@ -161,11 +164,38 @@ struct Detectors::Parameters {
         }
       }
     }
+    floating.clear();
+    floating_names.clear();
+    for (const auto& [name, p] : list) {
+      if (!at::isFloatingType(p.scalar_type())) continue;
+      floating.push_back(p);
+      floating_names.push_back(&name);
+    }
     generation = state.generation();
     objects = state.objects().size();
     return list;
   }
 };
+
+namespace {
+
+// The moments of every tracked Adam/AdamW optimizer: exp_avg into `first`, exp_avg_sq into `second`.
+void adam_moments(const TrackedState& state, std::vector<at::Tensor>& first, std::vector<at::Tensor>& second) {
+  for (const auto& o : state.objects()) {
+    if (o.optimizer == nullptr) continue;
+    for (const auto& [key, s] : o.optimizer->state()) {
+      if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(s.get())) {
+        first.push_back(a->exp_avg());
+        second.push_back(a->exp_avg_sq());
+      } else if (auto* w = dynamic_cast<torch::optim::AdamWParamState*>(s.get())) {
+        first.push_back(w->exp_avg());
+        second.push_back(w->exp_avg_sq());
+      }
+    }
+  }
+}
+
+}  // namespace
 
 Detectors::Detectors(DetectorOptions options, Journal& journal, TrackedState& state)
     : options_(std::move(options)),
@@ -183,6 +213,13 @@ Detectors::~Detectors() = default;
 void Detectors::begin_attempt(int64_t step, int64_t attempt) noexcept {
   step_ = step;
   attempt_ = attempt;
+  if (!recheck_.empty()) {
+    const std::string detector = std::exchange(recheck_, std::string());
+    try {
+      accept_inherited(detector);
+    } catch (...) {  // unmeasured: the attempt's own checks judge as before
+    }
+  }
   grad_norm_.reset();
   loss_.reset();
   param_magnitude_.reset();
@@ -197,13 +234,20 @@ void Detectors::detected(const std::string& detector, const std::string& message
   details["detector"] = detector;
   details["message"] = message;
   journal_.write(std::move(details));
+  if (detector == "param_spike" || detector == "adam_moments") recheck_ = detector;
   throw FaultDetected(detector, message + " (step " + std::to_string(step_) + ", attempt " + std::to_string(attempt_) + ")");
 }
 
 void Detectors::check_spike(const std::string& detector, const std::string& what, double value,
-                            const RobustWindow& window) {
-  const auto s = window.spike(value, options_.spike_ratio(), options_.spike_mads(), options_.warmup());
+                            const RobustWindow& window, bool bound_warmup) {
+  const auto s = window.spike(value, options_.spike_ratio(), options_.spike_mads(), options_.warmup(), bound_warmup);
   if (!s) return;
+  if (s->warmup) {
+    detected(detector,
+             what + " " + fmt(value) + " is " + fmt(value / s->median) + " times the largest value " +
+                 fmt(s->median) + " of the first " + std::to_string(window.count()) + " steps (warm-up)",
+             {{"value", json_number(value)}, {"reference", s->median}});
+  }
   detected(detector,
            what + " " + fmt(value) + " is " + fmt(std::abs(s->median) > 0 ? value / s->median : value) +
                " times the median " + fmt(s->median) + " of the last " + std::to_string(window.count()) +
@@ -226,7 +270,7 @@ void Detectors::before_update() {
   const double norm = std::sqrt(squared_norm(grads));
   if (std::isfinite(norm)) {
     grad_norm_ = norm;
-    if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_);
+    if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_, /*bound_warmup=*/true);
     return;
   }
   // The slow path, only when something is wrong: which gradient, and how.
@@ -260,7 +304,7 @@ void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& m
     }
     if (name != options_.loss_metric()) continue;
     loss_ = value;
-    if (options_.loss_spikes()) check_spike("loss_spike", "the loss", value, losses_);
+    if (options_.loss_spikes()) check_spike("loss_spike", "the loss", value, losses_, /*bound_warmup=*/true);
   }
   if (options_.nonfinite_buffers()) check_buffers();
   if (options_.param_spikes()) check_params();
@@ -286,20 +330,14 @@ void Detectors::check_buffers() {
 }
 
 void Detectors::check_params() {
-  const auto& params = parameters_->of(state_);
-  std::vector<at::Tensor> tensors;
-  tensors.reserve(params.size());
-  std::vector<const std::string*> names;
-  for (const auto& [name, p] : params) {
-    if (!at::isFloatingType(p.scalar_type())) continue;
-    tensors.push_back(p);
-    names.push_back(&name);
-  }
+  parameters_->of(state_);
+  const auto& tensors = parameters_->floating;
   if (tensors.empty()) return;
   c10::NoGradGuard no_grad;
   const double largest = largest_magnitude(tensors, /*non_negative=*/false);
   const bool finite = std::isfinite(largest);
-  if (finite && !param_magnitudes_.spike(largest, options_.spike_ratio(), options_.spike_mads(), options_.warmup())) {
+  if (finite && !param_magnitudes_.spike(largest, options_.spike_ratio(), options_.spike_mads(), options_.warmup(),
+                                         /*bound_warmup=*/true)) {
     param_magnitude_ = largest;
     return;
   }
@@ -311,28 +349,18 @@ void Detectors::check_params() {
     if (std::isnan(m) || m > worst_value) worst = i, worst_value = m;
     if (std::isnan(m)) break;
   }
-  const std::string& name = *names[worst];
+  const std::string& name = *parameters_->floating_names[worst];
   if (!finite) {
     detected("nonfinite_param", "the parameter " + name + " holds " + fmt(worst_value),
              {{"parameter", name}, {"value", json_number(worst_value)}});
   }
-  check_spike("param_spike", "the largest |parameter| (in " + name + ")", largest, param_magnitudes_);
+  check_spike("param_spike", "the largest |parameter| (in " + name + ")", largest, param_magnitudes_,
+              /*bound_warmup=*/true);
 }
 
 void Detectors::check_adam_moments() {
   std::vector<at::Tensor> first, second;
-  for (const auto& o : state_.objects()) {
-    if (o.optimizer == nullptr) continue;
-    for (const auto& [key, state] : o.optimizer->state()) {
-      if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(state.get())) {
-        first.push_back(a->exp_avg());
-        second.push_back(a->exp_avg_sq());
-      } else if (auto* w = dynamic_cast<torch::optim::AdamWParamState*>(state.get())) {
-        first.push_back(w->exp_avg());
-        second.push_back(w->exp_avg_sq());
-      }
-    }
-  }
+  adam_moments(state_, first, second);
   if (first.empty()) return;
   c10::NoGradGuard no_grad;
   const double m = largest_magnitude(first, /*non_negative=*/false);
@@ -345,6 +373,44 @@ void Detectors::check_adam_moments() {
   second_moment_ = v;
   check_spike("adam_moments", "Adam's largest |first moment|", m, first_moments_);
   check_spike("adam_moments", "Adam's largest sqrt(second moment)", v, second_moments_);
+}
+
+void Detectors::accept_inherited(const std::string& detector) {
+  c10::NoGradGuard no_grad;
+  const double ratio = options_.spike_ratio(), mads = options_.spike_mads();
+  const int64_t warmup = options_.warmup();
+  std::vector<std::pair<double, RobustWindow*>> held;  // finite values that spike against their window
+  if (detector == "param_spike") {
+    parameters_->of(state_);
+    if (parameters_->floating.empty()) return;
+    const double largest = largest_magnitude(parameters_->floating, /*non_negative=*/false);
+    if (std::isfinite(largest) && param_magnitudes_.spike(largest, ratio, mads, warmup, /*bound_warmup=*/true)) {
+      held.emplace_back(largest, &param_magnitudes_);
+    }
+  } else {
+    std::vector<at::Tensor> first, second;
+    adam_moments(state_, first, second);
+    if (first.empty()) return;
+    const double m = largest_magnitude(first, /*non_negative=*/false);
+    const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
+    if (!std::isfinite(m) || !std::isfinite(v)) return;
+    if (first_moments_.spike(m, ratio, mads, warmup) || second_moments_.spike(v, ratio, mads, warmup)) {
+      held = {{m, &first_moments_}, {v, &second_moments_}};
+    }
+  }
+  if (held.empty()) return;
+  for (auto& [value, window] : held) {
+    window->clear();
+    window->add(step_ - 1, value);  // the state the step starts from
+  }
+  journal_.write({{"event", event::baseline_reset},
+                  {"step", step_},
+                  {"attempt", attempt_},
+                  {"detector", detector},
+                  {"value", json_number(held.front().first)}});
+  journal_.record_warning("The " + detector + " detector found its spike (" + fmt(held.front().first) +
+                          ") already in the state that step " + std::to_string(step_) +
+                          " starts from: rolling back cannot remove it, so it is taken as the new baseline");
 }
 
 void Detectors::commit(int64_t step) {

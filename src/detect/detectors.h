@@ -42,16 +42,24 @@ class Detectors {
   /// Journals a "detection" line and throws daifu::FaultDetected.
   [[noreturn]] void detected(const std::string& detector, const std::string& message, nlohmann::json details);
   /// Throws if `value` spikes against `window`; `what` names the value in the message.
-  void check_spike(const std::string& detector, const std::string& what, double value, const RobustWindow& window);
+  /// `bound_warmup`: RobustWindow::spike's bound in the warm-up applies.
+  void check_spike(const std::string& detector, const std::string& what, double value, const RobustWindow& window,
+                   bool bound_warmup = false);
   void check_buffers();
   void check_params();
   void check_adam_moments();
+  /// After `detector` (param_spike, adam_moments) fired: if the state this attempt starts from
+  /// (restored by the rollback) still spikes, no rollback removes it and every later step
+  /// would fire again: its value becomes the window's only one, journaled once
+  /// ("baseline_reset"). Else nothing; the attempt's own checks judge it as before.
+  void accept_inherited(const std::string& detector);
 
   DetectorOptions options_;
   Journal& journal_;
   TrackedState& state_;
   std::unique_ptr<Parameters> parameters_;
   int64_t step_ = 0, attempt_ = 0;
+  std::string recheck_;  // the state detector that fired last, until the next attempt begins
   RobustWindow grad_norms_, losses_, param_magnitudes_, first_moments_, second_moments_;
   // Values of the running attempt, recorded when it commits.
   std::optional<double> grad_norm_, loss_, param_magnitude_, first_moment_, second_moment_;

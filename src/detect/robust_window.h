@@ -18,13 +18,21 @@ class RobustWindow {
   void add(int64_t step, double value);
   int64_t count() const noexcept { return static_cast<int64_t>(values_.size()); }
 
+  /// Forgets every value.
+  void clear() noexcept { values_.clear(); }
+
   struct Spike {
     double value, median, mad;
+    /// Judged in the warm-up: `median` is then the largest |value| recorded so far.
+    bool warmup = false;
   };
   /// The spike, if `value` exceeds the median by more than (ratio - 1) * |median| and by more
   /// than mads * MAD, with at least `warmup` values recorded. A window whose median and MAD
-  /// are both 0 judges nothing (no scale to compare with).
-  std::optional<Spike> spike(double value, double ratio, double mads, int64_t warmup) const;
+  /// are both 0 judges nothing (no scale to compare with). With `bound_warmup`, a window with
+  /// 1 to warmup - 1 values judges `value` against the largest |value| recorded: a spike if
+  /// above ratio times it (a quantity that grows by the ratio within the warm-up, like a
+  /// parameter's magnitude, is not a healthy one).
+  std::optional<Spike> spike(double value, double ratio, double mads, int64_t warmup, bool bound_warmup = false) const;
 
  private:
   int64_t size_;

@@ -31,12 +31,13 @@
   X(injected, "attempt model target where permanent elements positions before after")                   \
   X(injection_missed, "attempt target where reason")                                                    \
   X(detection, "attempt detector message value median mad parameter buffer nan inf metric "             \
-               "largest first_moment second_moment_sqrt")                                               \
+               "largest first_moment second_moment_sqrt reference")                                               \
   X(failure, "attempt where kind exception_type message matched_by report after_update")                \
   X(rollback, "to_step mutated rerun_steps restore_ms")                                                 \
   X(surgery_declined, "surgery reason")                                                                 \
   X(surgery_failed, "surgery exception_type message")                                                   \
   X(persistent_fault, "attempt detector signature")                                                     \
+  X(baseline_reset, "attempt detector value")                                                           \
   X(repair, "attempt surgery action matched changes reason report")                                     \
   X(grow_back, "name before after good_steps shrunk_at lr")                                            \
   X(patch_loading, "path sha256")                                                                       \
