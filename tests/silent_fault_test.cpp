@@ -167,10 +167,34 @@ TEST(SilentFaults, HugeWeightInTheWarmUpIsCaughtAgainstTheLargestValueSoFar) {
   EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"param_spike"});
   const auto detections = events(run.workplace, "detection");
   ASSERT_EQ(detections.size(), 1u);
-  EXPECT_EQ(detections[0]["step"], 5);
+  EXPECT_EQ(detections[0]["step"], 5) << "the state checks run every step in the warm-up";
   EXPECT_GT(detections[0]["reference"].get<double>(), 0) << detections[0];
   EXPECT_NE(detections[0]["message"].get<std::string>().find("warm-up"), std::string::npos) << detections[0];
   EXPECT_TRUE(bitwise_equal(run, clean));
+}
+
+// The state checks run every state_check_every() steps and before every snapshot: a weight
+// set at step 30 is caught at step 34, after which the snapshot of step 35 was due, and the
+// rollback goes to the snapshot of step 28, which they had seen.
+TEST(SilentFaults, TheStateChecksRunEveryKStepsAndBeforeEverySnapshot) {
+  const auto detectors = daifu::DetectorOptions::none().param_spikes(true);
+  const auto options = no_plan().snapshot_every(7).detectors(detectors);
+  const Trained clean = train(options, fresh_dir("clean"));
+  const Trained run = train(daifu::Options(options).inject("value=1.6e7:param!:model.fc2.bias@30"), fresh_dir());
+  const auto detections = events(run.workplace, "detection");
+  ASSERT_EQ(detections.size(), 1u);
+  EXPECT_EQ(detections[0]["step"], 34);
+  const auto rollbacks = events(run.workplace, "rollback");
+  ASSERT_EQ(rollbacks.size(), 1u);
+  EXPECT_EQ(rollbacks[0]["to_step"], 28);
+  EXPECT_TRUE(bitwise_equal(run, clean));
+
+  const Trained late = train(no_plan().snapshot_every(100).detectors(detectors).inject("value=1.6e7:param!:model.fc2.bias@30"),
+                             fresh_dir("late"));
+  const auto late_detections = events(late.workplace, "detection");
+  ASSERT_EQ(late_detections.size(), 1u);
+  EXPECT_EQ(late_detections[0]["step"], 39) << "the 10th step after the 30th";
+  EXPECT_TRUE(bitwise_equal(late, train(no_plan().snapshot_every(100).detectors(detectors), fresh_dir("late-clean"))));
 }
 
 // A spike that entered the state unnoticed (a weight doubling every step, by less than the
@@ -397,6 +421,9 @@ TEST(SilentFaults, RefusesNonsenseDetectorOptions) {
                daifu::Error);
   EXPECT_THROW(daifu::Session(daifu::Options().workplace(dir.string()).detectors(daifu::DetectorOptions().window(0))),
                daifu::Error);
+  EXPECT_THROW(
+      daifu::Session(daifu::Options().workplace(dir.string()).detectors(daifu::DetectorOptions().state_check_every(0))),
+      daifu::Error);
   daifu::ValueFault fault;
   fault.where = "x";
   fault.bit = 32;

@@ -11,9 +11,9 @@
 namespace daifu {
 
 /// Which detectors run and how sensitive the spike detectors are. The default set (the
-/// non-finite and spike checks) costs a few scalar comparisons, one norm per floating buffer
-/// and one pass over the parameters per step, plus one pass over the gradients in steps that
-/// call Step::before_update(); adam_moments is off by default.
+/// non-finite and spike checks) costs a few scalar comparisons and one norm per floating buffer
+/// per step, one pass over the parameters every state_check_every() steps, plus one pass over
+/// the gradients in steps that call Step::before_update(); adam_moments is off by default.
 /// Example:
 ///   daifu::Options().detectors(daifu::DetectorOptions().adam_moments(true).spike_ratio(1e3))
 class DAIFU_API DetectorOptions {
@@ -54,6 +54,15 @@ class DAIFU_API DetectorOptions {
   DetectorOptions& adam_moments(bool on) { adam_moments_ = on; return *this; }
   bool adam_moments() const noexcept { return adam_moments_; }
 
+  /// The state checks (param_spikes, adam_moments) look at values that stay until something
+  /// overwrites them, so they need not run every step: they run at the end of every step until
+  /// they have warmup() values, then of every k-th step (step index + 1 a multiple of k) and of
+  /// every step after which a snapshot is due (every step in a distributed session), so that no
+  /// snapshot holds a state they have not seen and a rollback always restores a checked one. A fault they catch was at most k - 1 steps old;
+  /// the rollback undoes those steps as it would undo one. 1: every step.
+  DetectorOptions& state_check_every(int64_t k) { state_check_every_ = k; return *this; }
+  int64_t state_check_every() const noexcept { return state_check_every_; }
+
   /// A value x spikes when both x - median > (spike_ratio - 1) * |median| and
   /// x - median > spike_mads * MAD, over the values of the last window() committed steps,
   /// once warmup() steps have been seen.
@@ -80,6 +89,7 @@ class DAIFU_API DetectorOptions {
   bool param_spikes_ = true;
   std::string loss_metric_ = "loss";
   bool adam_moments_ = false;
+  int64_t state_check_every_ = 10;
   double spike_ratio_ = 100;
   double spike_mads_ = 20;
   int64_t window_ = 100;

@@ -296,7 +296,7 @@ void Detectors::before_update() {
            {{"value", "inf"}, {"parameter", *names[worst]}, {"largest", largest}});
 }
 
-void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& metrics) {
+void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool snapshot_next) {
   for (const auto& [name, value] : metrics) {
     if (options_.nonfinite_loss() && !std::isfinite(value)) {
       detected("nonfinite_loss", "the metric \"" + name + "\" reported by the step is " + fmt(value),
@@ -307,6 +307,10 @@ void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& m
     if (options_.loss_spikes()) check_spike("loss_spike", "the loss", value, losses_, /*bound_warmup=*/true);
   }
   if (options_.nonfinite_buffers()) check_buffers();
+  // Every step in the warm-up, where a fault is judged against the values so far.
+  const int64_t seen = std::min(options_.param_spikes() ? param_magnitudes_.count() : options_.warmup(),
+                                options_.adam_moments() ? first_moments_.count() : options_.warmup());
+  if (!snapshot_next && seen >= options_.warmup() && (step_ + 1) % options_.state_check_every() != 0) return;
   if (options_.param_spikes()) check_params();
   if (options_.adam_moments()) check_adam_moments();
 }

@@ -31,9 +31,10 @@ class Detectors {
   void begin_attempt(int64_t step, int64_t attempt) noexcept;
   /// Step::before_update(): non-finite gradients and gradient-norm spikes.
   void before_update();
-  /// After the body returned: non-finite metrics and buffers, loss and parameter spikes, Adam
-  /// moments.
-  void end_attempt(const std::vector<std::pair<std::string, double>>& metrics);
+  /// After the body returned: non-finite metrics and buffers, loss spikes; the state checks
+  /// (parameter spikes, Adam moments) when `snapshot_next` (a snapshot is due before the next
+  /// step) or at every state_check_every()-th step.
+  void end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool snapshot_next);
   /// The step committed: the values it measured join the running statistics.
   void commit(int64_t step);
 

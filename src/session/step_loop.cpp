@@ -130,6 +130,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       Decision decision;
       bool committed = false;
       bool exhausted = false;
+      double step_seconds = 0;  // the body's, as the snapshot policy records it
       try {
         if (impl_.agreement) impl_.agreement->raise_if_failed();  // told while settling for a snapshot
         // Fetching the batch is part of the step: a loader that throws fails the step. An injected
@@ -142,7 +143,8 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
           impl_.injector.end_attempt();
           if (impl_.armed_fault) fire_armed();
           impl_.state.synchronize_devices();
-          impl_.detectors.end_attempt(impl_.step_metrics);
+          step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+          impl_.detectors.end_attempt(impl_.step_metrics, snapshot_due_after(index, step_seconds));
           if (impl_.agreement) impl_.agreement->end_point();
           committed = true;
         }
@@ -162,7 +164,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       }
       if (committed) {
         impl_.detectors.commit(index);
-        impl_.policy.record_step(std::chrono::duration<double>(Clock::now() - started).count());
+        impl_.policy.record_step(step_seconds);
         commit(step, rerun);
         if (!rerun && impl_.checks.due(index)) run_checks(index);
         ++index;
@@ -229,6 +231,14 @@ void StepLoop::fire_armed() {
   const std::string fault = *impl_.armed_fault;
   impl_.armed_fault.reset();
   throw_injected(fault, (impl_.workplace / "inject").string());
+}
+
+bool StepLoop::snapshot_due_after(int64_t index, double step_seconds) const {
+  if (impl_.state.objects().empty()) return false;
+  if (impl_.agreement || window_start_ < 0 || impl_.snapshot_requested) return true;
+  SnapshotPolicy policy = impl_.policy;  // as maybe_snapshot() will find it once the step is recorded
+  policy.record_step(step_seconds);
+  return index + 1 - window_start_ >= policy.every();
 }
 
 void StepLoop::maybe_snapshot(int64_t index) {
