@@ -32,7 +32,9 @@ struct Scrubbed {
 }  // namespace
 
 ExceptionalDataSurgery::ExceptionalDataSurgery(SurgeryLimits limits, RepairServices& session)
-    : Surgery("exceptional_data", limits), session_(session) {}
+    : Surgery("exceptional_data", limits), session_(session) {
+  names_non_finite("");  // compiles its regex now, not at the first failure
+}
 
 bool ExceptionalDataSurgery::matches(const Failure& failure) const {
   return failure.kind == FailureKind::ExceptionalData ||

@@ -74,6 +74,7 @@ std::vector<PathMention> paths_in_message(const std::string& message) {
 
 PathProblemSurgery::PathProblemSurgery(SurgeryLimits limits, std::vector<fs::path> roots)
     : Surgery("path_problem", limits) {
+  paths_in_message("");  // compiles its regexes now, not at the first failure
   for (const auto& r : roots) roots_.push_back(resolved(r));
 }
 
