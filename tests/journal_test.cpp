@@ -100,6 +100,21 @@ TEST(Journal, ASkippedStepSaysHowLongTheRecoveryTook) {
   EXPECT_GT(skip["recovery_us"].get<double>(), 0);
 }
 
+// A report is symbolized in the background, but not while its failure is being repaired: the
+// retry runs first, and the report is handed to the writer when the repaired step commits.
+TEST(Journal, AFailureReportIsWrittenOnlyOnceTheRepairedStepCommitted) {
+  const auto wp = fresh_dir();
+  bool during_retry = true;
+  {
+    daifu::Session session(daifu::Options().workplace(wp.string()).inject("transient@1"));
+    DAIFU_GUARD(session, step, 0, 3) {
+      if (step.index() == 1 && step.attempt() == 1) during_retry = std::filesystem::exists(wp / "failures" / "0001.json");
+    };
+  }
+  EXPECT_FALSE(during_retry);
+  EXPECT_TRUE(std::filesystem::exists(wp / "failures" / "0001.json")) << "written by the session's end";
+}
+
 TEST(Journal, ReportNumbersContinueAcrossRuns) {
   const auto wp = fresh_dir();
   for (int run = 0; run < 2; ++run) {

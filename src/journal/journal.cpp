@@ -146,6 +146,7 @@ Journal::Journal(std::filesystem::path workplace, bool echo)
 }
 
 Journal::~Journal() {
+  release_reports();
   {
     std::lock_guard<std::mutex> lock(report_mutex_);
     stopping_ = true;
@@ -257,13 +258,25 @@ void Journal::write_report(std::filesystem::path path, nlohmann::json report, Ra
   }
   try {
     std::lock_guard<std::mutex> lock(report_mutex_);
-    pending_.push_back(std::move(pending));
+    held_.push_back(std::move(pending));
+    holding_ = true;
     if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
   } catch (...) {
     write_report_now(pending);
-    return;
   }
-  report_cv_.notify_one();
+}
+
+void Journal::release_reports() noexcept {
+  if (!holding_) return;
+  {
+    std::lock_guard<std::mutex> lock(report_mutex_);
+    while (!held_.empty()) {
+      pending_.push_back(std::move(held_.front()));
+      held_.pop_front();
+    }
+    holding_ = false;
+  }
+  report_cv_.notify_all();
 }
 
 void Journal::start_report_writer() {
@@ -290,6 +303,7 @@ void Journal::writer_loop() {
 }
 
 void Journal::flush_reports() noexcept {
+  release_reports();
   std::unique_lock<std::mutex> lock(report_mutex_);
   report_cv_.wait(lock, [this] { return pending_.empty() && !writer_busy_; });
 }

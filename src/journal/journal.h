@@ -51,9 +51,14 @@ class Journal {
   /// Reserves the next report number (unique in the workplace) and returns its path.
   std::pair<int64_t, std::filesystem::path> reserve_report();
   /// Writes a report: `report` plus the symbolized `stack`. Symbolizing takes milliseconds,
-  /// so unless `synchronous` the work runs on a background thread (flush_reports waits).
+  /// so unless `synchronous` the work is held for a background thread, which starts on it at
+  /// release_reports() or flush_reports(): while a failure is being repaired it would compete
+  /// with the repair for the CPU and for the address space's lock (its mappings and page faults).
   void write_report(std::filesystem::path path, nlohmann::json report, RawStack stack,
                     bool synchronous) noexcept;
+  /// Hands the held reports to the background thread (cheap when none is held).
+  void release_reports() noexcept;
+  /// Releases the held reports and waits until every report is written.
   void flush_reports() noexcept;
   /// Starts the report thread now rather than at the first failure, keeping its start-up
   /// (tens of microseconds) off the first recovery.
@@ -87,7 +92,9 @@ class Journal {
   std::mutex report_mutex_;
   int64_t next_report_ = 1;
   std::condition_variable report_cv_;
-  std::deque<PendingReport> pending_;
+  std::deque<PendingReport> held_;     // written, not yet released to the thread
+  std::atomic<bool> holding_{false};   // held_ is not empty
+  std::deque<PendingReport> pending_;  // released, not yet written
   bool writer_busy_ = false;
   bool stopping_ = false;
   std::thread writer_;

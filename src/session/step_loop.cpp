@@ -326,6 +326,7 @@ void StepLoop::restore_snapshot(const Step& failed, const std::vector<std::strin
 }
 
 void StepLoop::commit(const Step& step, bool rerun) {
+  impl_.journal.release_reports();  // the reports of this step's failures, held while it was repaired
   ++impl_.global_step;
   if (rerun) {
     ++impl_.stats.rerun_steps;
