@@ -184,8 +184,8 @@ TEST(Distributed, OverNcclATransientErrorOnRank1IsRetriedByBothRanksAndEndsBitwi
 
 // Rank 1 fails after its optimizer step: every rank has updated its weights, so every rank
 // restores the same snapshot and re-runs the steps since it together. The others learn of it
-// when they settle that step's end point: at the next step's update point (22), before the
-// snapshot of the next step (24: snapshots every 5 steps), or at the loop's end (39).
+// at the next step's update point, which carries that step's end (22), when they settle the end point before
+// the snapshot of the next step (24: snapshots every 5 steps), or at the loop's end (39).
 class AfterUpdate : public ::testing::TestWithParam<int> {};
 
 TEST_P(AfterUpdate, EveryRankRollsBackToTheSameSnapshotAndEndsBitwiseAsWithoutTheFault) {

@@ -8,7 +8,8 @@
 //             gradients (the update point) and the end point is one more small all-reduce;
 //   plain+1 - plain with one more all-reduce of 4 floats per step: the floor of the end point.
 // agreed - guarded is what the agreement costs; guarded - plain the guard itself.
-// Usage: bench_agreement [--world N] [--steps S] [--blocks B] [--json]
+// Usage: bench_agreement [--world N] [--steps S] [--blocks B] [--hidden H] [--json]
+// --hidden: the MLP's hidden width (256), which sets the step's length and the gradient's size.
 #include <daifu/daifu.h>
 #include <daifu/gloo_group.h>
 #include <torch/torch.h>
@@ -69,7 +70,7 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, bool json) {
+int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, int64_t hidden, bool json) {
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(port);
   so.isServer = rank == 0;
@@ -79,7 +80,7 @@ int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, bool
   auto group = daifu::make_gloo_group(c10::make_intrusive<c10d::PrefixStore>("bench", store), rank, world,
                                       std::chrono::seconds(30), /*threads=*/1);
   torch::manual_seed(1);
-  torch::nn::Sequential net(torch::nn::Linear(784, 256), torch::nn::ReLU(), torch::nn::Linear(256, 10));
+  torch::nn::Sequential net(torch::nn::Linear(784, hidden), torch::nn::ReLU(), torch::nn::Linear(hidden, 10));
   torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   const auto params = net->parameters();
   torch::manual_seed(100 + rank);
@@ -147,13 +148,14 @@ int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, bool
   const double plain = median(us["plain"]), plain1 = median(us["plain+1"]), guarded = median(us["guarded"]),
                agreed = median(us["agreed"]);
   if (json) {
-    std::printf("{\"world\": %d, \"steps\": %lld, \"blocks\": %lld, \"plain_us\": %.1f, \"plain_plus_one_us\": %.1f, "
+    std::printf("{\"world\": %d, \"hidden\": %lld, \"steps\": %lld, \"blocks\": %lld, \"plain_us\": %.1f, \"plain_plus_one_us\": %.1f, "
                 "\"guarded_us\": %.1f, \"agreed_us\": %.1f, \"agreement_us\": %.1f, \"agreement_fraction\": %.4f}\n",
-                world, static_cast<long long>(steps), static_cast<long long>(blocks), plain, plain1, guarded, agreed,
+                world, static_cast<long long>(hidden), static_cast<long long>(steps), static_cast<long long>(blocks), plain,
+                plain1, guarded, agreed,
                 agreed - guarded, (agreed - guarded) / guarded);
   } else {
-    std::printf("%d ranks, MLP 784-256-10, batch 64 per rank, %lld steps x %lld blocks (medians per step)\n", world,
-                static_cast<long long>(steps), static_cast<long long>(blocks));
+    std::printf("%d ranks, MLP 784-%lld-10, batch 64 per rank, %lld steps x %lld blocks (medians per step)\n", world,
+                static_cast<long long>(hidden), static_cast<long long>(steps), static_cast<long long>(blocks));
     std::printf("  plain (no daifu, manual all-reduce)   %8.1f us\n", plain);
     std::printf("  plain + one all-reduce of 4 floats    %8.1f us\n", plain1);
     std::printf("  guarded (single-process session)      %8.1f us\n", guarded);
@@ -168,7 +170,7 @@ int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, bool
 
 int main(int argc, char** argv) {
   int world = 2, rank = 0, port = 0;
-  int64_t steps = 200, blocks = 5;
+  int64_t steps = 200, blocks = 5, hidden = 256;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -176,24 +178,25 @@ int main(int argc, char** argv) {
     else if (i + 1 < argc && a == "--world") world = std::atoi(argv[++i]);
     else if (i + 1 < argc && a == "--steps") steps = std::atoll(argv[++i]);
     else if (i + 1 < argc && a == "--blocks") blocks = std::atoll(argv[++i]);
+    else if (i + 1 < argc && a == "--hidden") hidden = std::atoll(argv[++i]);
     else if (i + 1 < argc && a == "--rank") rank = std::atoi(argv[++i]);
     else if (i + 1 < argc && a == "--port") port = std::atoi(argv[++i]);
     else {
-      std::cerr << "usage: bench_agreement [--world N] [--steps S] [--blocks B] [--json]\n";
+      std::cerr << "usage: bench_agreement [--world N] [--steps S] [--blocks B] [--hidden H] [--json]\n";
       return 2;
     }
   }
-  if (world < 2 || steps < 2 || blocks < 1) {
-    std::cerr << "bench_agreement: needs --world >= 2, --steps >= 2, --blocks >= 1\n";
+  if (world < 2 || steps < 2 || blocks < 1 || hidden < 1) {
+    std::cerr << "bench_agreement: needs --world >= 2, --steps >= 2, --blocks >= 1, --hidden >= 1\n";
     return 2;
   }
-  if (port != 0) return rank_main(rank, world, port, steps, blocks, json);
+  if (port != 0) return rank_main(rank, world, port, steps, blocks, hidden, json);
   port = free_port();
   std::vector<pid_t> children;
   for (int r = 1; r < world; ++r) {
     std::vector<std::string> args = {"/proc/self/exe", "--rank", std::to_string(r), "--world", std::to_string(world),
                                      "--port", std::to_string(port), "--steps", std::to_string(steps),
-                                     "--blocks", std::to_string(blocks)};
+                                     "--blocks", std::to_string(blocks), "--hidden", std::to_string(hidden)};
     std::vector<char*> cargs;
     for (auto& s : args) cargs.push_back(s.data());
     cargs.push_back(nullptr);
@@ -204,7 +207,7 @@ int main(int argc, char** argv) {
     }
     children.push_back(pid);
   }
-  const int rc = rank_main(0, world, port, steps, blocks, json);
+  const int rc = rank_main(0, world, port, steps, blocks, hidden, json);
   int worst = rc;
   for (pid_t pid : children) {
     int status = 0;

@@ -33,6 +33,7 @@ struct Agreement::Impl {
   TrackedState& state;
   int64_t rank, world;
   int64_t step = 0, attempt = 0;
+  bool next_follows = false;
   bool want_snapshot = false;
   Phase phase = Phase::Start;
   Outcome outcome;
@@ -45,21 +46,36 @@ struct Agreement::Impl {
     int64_t step = 0, attempt = 0;
   };
   std::optional<PendingEnd> pending;
+  // The previous step ended well on this rank and its end point rides on this step's update
+  // point: {step, attempt}.
+  std::optional<std::pair<int64_t, int64_t>> deferred;
   std::optional<std::pair<int64_t, int64_t>> previous_failed;  // {step, attempt} told by settle()
 
   // The tracked parameters that require gradients, each once, in tracking order: the same
-  // list on every rank, since every rank builds the same model.
-  std::vector<at::Tensor> parameters() const {
-    std::vector<at::Tensor> out;
+  // list on every rank, since every rank builds the same model. Looked up again when the
+  // tracked state changes.
+  std::vector<at::Tensor> params;
+  int64_t params_generation = -1;
+  std::size_t params_objects = 0;
+  const std::vector<at::Tensor>& parameters() {
+    if (params_generation == state.generation() && params_objects == state.objects().size()) return params;
+    params.clear();
     std::set<const c10::TensorImpl*> seen;
     for (const auto& o : state.objects()) {
       if (o.module == nullptr) continue;
       for (const auto& p : o.module->parameters(/*recurse=*/true)) {
-        if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) out.push_back(p);
+        if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) params.push_back(p);
       }
     }
-    return out;
+    params_generation = state.generation();
+    params_objects = state.objects().size();
+    return params;
   }
+
+  // Whether this attempt's end point rides on the next step's update point.
+  bool defers_end() const { return next_follows && !snapshot_next; }
+
+  int64_t flag_count() const { return 2 * world + 2; }
 
   at::TensorOptions payload_options(const std::vector<at::Tensor>& params) const {
     if (params.empty()) return at::TensorOptions().dtype(at::kFloat);
@@ -92,23 +108,36 @@ struct Agreement::Impl {
              first_line(e);
   }
 
-  // Flags after the gradients: one per rank (failed), then mutated, then snapshot wanted.
-  void write_flags(at::Tensor flags, bool failed, bool mutated, bool snapshot) const {
-    flags.zero_();
-    if (failed) flags[rank].fill_(1);
-    flags[world].fill_(mutated ? 1 : 0);
-    flags[world + 1].fill_(snapshot ? 1 : 0);
+  // Flags after the gradients: one per rank (failed), then mutated, then snapshot wanted, then
+  // one per rank (its previous step failed after its update, told on this update point).
+  void write_flags(at::Tensor flags, bool failed, bool mutated, bool snapshot, bool previous = false) const {
+    std::vector<float> f(static_cast<std::size_t>(flag_count()), 0.0F);
+    if (failed) f[rank] = 1;
+    f[world] = mutated ? 1 : 0;
+    f[world + 1] = snapshot ? 1 : 0;
+    if (previous) f[world + 2 + rank] = 1;
+    flags.copy_(at::from_blob(f.data(), {flag_count()}, at::kFloat));
   }
 
-  // Reads summed flags; true if some rank failed (outcome and phase are then set).
+  // Reads summed flags; true if some rank failed (outcome and phase are then set). A failure of
+  // the previous step, told on an update point, is that step's: previous_failed() says which
+  // on the ranks that ended it well.
   bool read_flags(const at::Tensor& summed, bool update_point) {
     const at::Tensor flags = summed.to(at::kCPU, at::kDouble);
     const double* f = flags.data_ptr<double>();
-    std::vector<int64_t> failed;
+    std::vector<int64_t> failed, previous;
     for (int64_t r = 0; r < world; ++r) {
       if (f[r] > 0.5) failed.push_back(r);
+      if (f[world + 2 + r] > 0.5) previous.push_back(r);
     }
     if (update_point) snapshot_next = f[world + 1] > 0.5;
+    const std::optional<std::pair<int64_t, int64_t>> ended = std::exchange(deferred, std::nullopt);
+    if (!previous.empty()) {
+      if (ended) previous_failed = ended;
+      outcome = Outcome{std::move(previous), true};  // the other ranks committed that step's update
+      phase = Phase::Failed;
+      return true;
+    }
     if (failed.empty()) return false;
     outcome = Outcome{std::move(failed), f[world] > 0.5};
     phase = Phase::Failed;
@@ -128,20 +157,23 @@ struct Agreement::Impl {
   }
 
   // The update point: gradients (zeros from a failed rank) and flags in one all-reduce.
-  void update(bool failed, bool mutated) {
-    const auto params = options.average_gradients() ? parameters() : std::vector<at::Tensor>{};
+  // `previous`: this rank's previous step failed after its update (its end point rides here).
+  void update(bool failed, bool mutated, bool previous = false) {
+    static const std::vector<at::Tensor> none;
+    const auto& params = options.average_gradients() ? parameters() : none;
     std::vector<at::Tensor> parts;
     const auto opts = payload_options(params);
+    const bool sends = !failed && !previous;
     for (const auto& p : params) {
       const at::Tensor& g = p.grad();
-      parts.push_back(!failed && g.defined() ? g.detach().reshape(-1).to(opts) : at::zeros({p.numel()}, opts));
+      parts.push_back(sends && g.defined() ? g.detach().reshape(-1).to(opts) : at::zeros({p.numel()}, opts));
     }
-    parts.push_back(at::empty({world + 2}, opts));
-    write_flags(parts.back(), failed, mutated, !failed && want_snapshot);
+    parts.push_back(at::empty({flag_count()}, opts));
+    write_flags(parts.back(), failed, mutated, sends && want_snapshot, previous);
     at::Tensor payload = at::cat(parts);
     wait(*issue(payload));
     phase = Phase::UpdatePassed;
-    const int64_t grads = payload.numel() - (world + 2);
+    const int64_t grads = payload.numel() - flag_count();
     if (read_flags(payload.slice(0, grads), true)) return;
     c10::NoGradGuard no_grad;
     int64_t offset = 0;
@@ -156,9 +188,15 @@ struct Agreement::Impl {
     }
   }
 
-  // The end point of a failed attempt, waited for: the others learn of it when they settle.
+  // The end point of an attempt that failed after its update point, waited for: on the next
+  // step's update point if that is where the others tell their end (they learn of it there),
+  // else an all-reduce of its own (they learn of it when they settle).
   void end_failed(bool mutated) {
-    at::Tensor payload = at::empty({world + 2}, payload_options(parameters()));
+    if (defers_end()) {
+      update(false, mutated, /*previous=*/true);
+      return;
+    }
+    at::Tensor payload = at::empty({flag_count()}, payload_options(parameters()));
     write_flags(payload, true, mutated, false);
     wait(*issue(payload));
     read_flags(payload, false);
@@ -186,9 +224,10 @@ Agreement::~Agreement() = default;
 int64_t Agreement::rank() const noexcept { return impl_->rank; }
 int64_t Agreement::world() const noexcept { return impl_->world; }
 
-void Agreement::begin_attempt(int64_t step, int64_t attempt) noexcept {
+void Agreement::begin_attempt(int64_t step, int64_t attempt, bool next_follows) noexcept {
   impl_->step = step;
   impl_->attempt = attempt;
+  impl_->next_follows = next_follows;
   impl_->want_snapshot = false;
   impl_->phase = Phase::Start;
   impl_->outcome = Outcome{};
@@ -211,15 +250,19 @@ void Agreement::update_point() {
 void Agreement::end_point() {
   update_point();
   if (impl_->phase != Phase::UpdatePassed) return;
+  impl_->phase = Phase::EndIssued;
+  if (impl_->defers_end()) {
+    impl_->deferred = std::make_pair(impl_->step, impl_->attempt);
+    return;
+  }
   // This rank ran its whole step: its optimizer has updated the weights, traceably or not.
   Impl::PendingEnd end;
-  end.payload = at::empty({impl_->world + 2}, impl_->payload_options(impl_->parameters()));
+  end.payload = at::empty({impl_->flag_count()}, impl_->payload_options(impl_->parameters()));
   impl_->write_flags(end.payload, false, true, false);
   end.work = impl_->issue(end.payload);
   end.step = impl_->step;
   end.attempt = impl_->attempt;
   impl_->pending = std::move(end);
-  impl_->phase = Phase::EndIssued;
 }
 
 bool Agreement::settle() {
@@ -238,6 +281,7 @@ const Agreement::Outcome& Agreement::fail(bool mutated) {
 }
 
 bool Agreement::failed() const noexcept { return impl_->phase == Phase::Failed; }
+bool Agreement::previous_confirmed() const noexcept { return !impl_->pending && !impl_->deferred; }
 std::optional<std::pair<int64_t, int64_t>> Agreement::previous_failed() const noexcept {
   return impl_->previous_failed;
 }

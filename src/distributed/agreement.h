@@ -1,12 +1,15 @@
 // The step agreement of a distributed session (Options::distributed). Every attempt of a step
 // has two points at which each rank says whether its attempt failed and whether it modified
-// tracked state, each one all-reduce: the update point (Step::before_update(), or the step's
-// end if the step never called it), which also carries the gradients and the ranks' votes for
-// a snapshot before the next step, and the end point, after the step. A failure on any rank is
-// thus known to all of them at the same point. The end point is not waited for when the step
-// ends well: it completes while the next step computes, and is settled before that step's
-// update point, before a snapshot, at this rank's own failure and at the loop's end. Then the
-// lowest failing rank decides the repair and exchange() hands it to the others.
+// tracked state: the update point (Step::before_update(), or the step's end if the step never
+// called it), one all-reduce that also carries the gradients and the ranks' votes for a
+// snapshot before the next step, and the end point, after the step. A failure on any rank is
+// thus known to all of them at the same point. The end point costs no collective of its own
+// when the next step of the loop follows without a snapshot: it rides on that step's update
+// point (each rank adds whether its previous step failed after its update). Before a snapshot
+// and after the loop's last step it is an all-reduce of its own, not waited for when the step
+// ends well: it completes while the next step computes, and is settled before a snapshot, at
+// this rank's own failure and at the loop's end. Then the lowest failing rank decides the
+// repair and exchange() hands it to the others.
 // Torch-free header; the work is in agreement.cpp.
 #pragma once
 
@@ -44,8 +47,9 @@ class Agreement {
     int64_t leader() const { return failed.front(); }
   };
 
-  /// A new attempt of step `step` begins: neither point is passed.
-  void begin_attempt(int64_t step, int64_t attempt) noexcept;
+  /// A new attempt of step `step` begins: neither point is passed. `next_follows`: the loop
+  /// runs another step after this one (the end point may then ride on its update point).
+  void begin_attempt(int64_t step, int64_t attempt, bool next_follows) noexcept;
   /// This rank's vote, at the update point, for a snapshot before the next step.
   void vote_snapshot(bool want) noexcept;
   /// Throws daifu::PeerFailed if settle() told of a failure since begin_attempt().
@@ -56,11 +60,15 @@ class Agreement {
   /// step, or the previous one after its update). A second call in the same attempt does nothing.
   void update_point();
   /// The step went well on this rank: the update point if it was not passed, then the end
-  /// point, issued without waiting. Throws daifu::PeerFailed if the update point told of a failure.
+  /// point, issued without waiting or left to the next step's update point. Throws
+  /// daifu::PeerFailed if the update point told of a failure.
   void end_point();
   /// Waits for the previous step's end point; false if it told of a failure (failed() is then
   /// true and previous_failed() says which step).
   bool settle();
+  /// Whether every rank is known to have ended the previous step well (settle() returned true
+  /// and its end point was not left to this step's update point): a snapshot needs that.
+  bool previous_confirmed() const noexcept;
   /// This rank's attempt failed: settles the previous end point, then takes part in the point
   /// it had not passed, with `mutated` (this rank modified tracked state). When a point already
   /// told of a failure, returns what it said without a collective.

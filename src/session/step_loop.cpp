@@ -113,7 +113,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
     impl_.current_step = index;
     if (!rerun && step.attempt() == 0 && impl_.replayer.pending()) impl_.replayer.step_starting(session_, where_, step);
     for (;;) {
-      if (impl_.agreement) impl_.agreement->begin_attempt(index, step.attempt());
+      if (impl_.agreement) impl_.agreement->begin_attempt(index, step.attempt(), index + 1 < last);
       // A snapshot a surgery asked for (e.g. after changing a parameter's shape) is taken
       // before the retry, not only at the next step.
       if (!rerun && (step.attempt() == 0 || impl_.snapshot_requested)) maybe_snapshot(index);
@@ -123,7 +123,8 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       impl_.step_metrics.clear();
       impl_.detectors.begin_attempt(index, step.attempt());
       if (impl_.agreement) {
-        impl_.agreement->vote_snapshot(impl_.snapshot_requested || index + 1 - window_start_ >= impl_.policy.every());
+        impl_.agreement->vote_snapshot(window_start_ < 0 || impl_.snapshot_requested ||
+                                       index + 1 - window_start_ >= impl_.policy.every());
       }
       StepAccess::session(step) = &impl_;
       const auto started = Clock::now();
@@ -252,6 +253,9 @@ void StepLoop::maybe_snapshot(int64_t index) {
     Step at;
     StepAccess::index(at) = index;
     if (!settle(at)) return;  // the attempt raises what it told
+    // The previous step's end rides on this step's update point (no snapshot was voted for, but
+    // one was asked for since): taken before the next step, which the vote now asks for.
+    if (!impl_.agreement->previous_confirmed()) return;
   }
   const int64_t every_before = impl_.policy.every();
   const auto started = Clock::now();
