@@ -213,13 +213,8 @@ Detectors::~Detectors() = default;
 void Detectors::begin_attempt(int64_t step, int64_t attempt) noexcept {
   step_ = step;
   attempt_ = attempt;
-  if (!recheck_.empty()) {
-    const std::string detector = std::exchange(recheck_, std::string());
-    try {
-      accept_inherited(detector);
-    } catch (...) {  // unmeasured: the attempt's own checks judge as before
-    }
-  }
+  recheck_.clear();  // a detection whose failure restored no snapshot
+  ran_state_checks_ = false;
   grad_norm_.reset();
   loss_.reset();
   param_magnitude_.reset();
@@ -296,7 +291,7 @@ void Detectors::before_update() {
            {{"value", "inf"}, {"parameter", *names[worst]}, {"largest", largest}});
 }
 
-void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool snapshot_next) {
+void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool every_step) {
   for (const auto& [name, value] : metrics) {
     if (options_.nonfinite_loss() && !std::isfinite(value)) {
       detected("nonfinite_loss", "the metric \"" + name + "\" reported by the step is " + fmt(value),
@@ -304,15 +299,22 @@ void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& m
     }
     if (name != options_.loss_metric()) continue;
     loss_ = value;
-    if (options_.loss_spikes()) check_spike("loss_spike", "the loss", value, losses_, /*bound_warmup=*/true);
+    if (options_.loss_spikes()) check_spike("loss_spike", "the loss", value, losses_);
   }
   if (options_.nonfinite_buffers()) check_buffers();
+  if (!state_checks_on()) return;
   // Every step in the warm-up, where a fault is judged against the values so far.
-  const int64_t seen = std::min(options_.param_spikes() ? param_magnitudes_.count() : options_.warmup(),
-                                options_.adam_moments() ? first_moments_.count() : options_.warmup());
-  if (!snapshot_next && seen >= options_.warmup() && (step_ + 1) % options_.state_check_every() != 0) return;
+  const bool due = every_step || force_state_check_ || state_checks_committed_ < options_.warmup() ||
+                   (step_ + 1) % options_.state_check_every() == 0;
+  force_state_check_ = false;
+  if (!due) {
+    state_checked_ = false;
+    return;
+  }
+  ran_state_checks_ = true;
   if (options_.param_spikes()) check_params();
   if (options_.adam_moments()) check_adam_moments();
+  state_checked_ = true;
 }
 
 void Detectors::check_buffers() {
@@ -379,6 +381,48 @@ void Detectors::check_adam_moments() {
   check_spike("adam_moments", "Adam's largest sqrt(second moment)", v, second_moments_);
 }
 
+bool Detectors::state_clean_now() noexcept {
+  if (state_checked_ || !state_checks_on()) return true;
+  try {
+    c10::NoGradGuard no_grad;
+    const double ratio = options_.spike_ratio(), mads = options_.spike_mads();
+    const int64_t warmup = options_.warmup();
+    bool clean = true;
+    if (options_.param_spikes()) {
+      parameters_->of(state_);
+      if (!parameters_->floating.empty()) {
+        const double largest = largest_magnitude(parameters_->floating, /*non_negative=*/false);
+        clean = std::isfinite(largest) && !param_magnitudes_.spike(largest, ratio, mads, warmup, /*bound_warmup=*/true);
+      }
+    }
+    if (clean && options_.adam_moments()) {
+      std::vector<at::Tensor> first, second;
+      adam_moments(state_, first, second);
+      if (!first.empty()) {
+        const double m = largest_magnitude(first, /*non_negative=*/false);
+        const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
+        clean = std::isfinite(m) && std::isfinite(v) && !first_moments_.spike(m, ratio, mads, warmup) &&
+                !second_moments_.spike(v, ratio, mads, warmup);
+      }
+    }
+    state_checked_ = clean;
+    force_state_check_ = !clean;
+    return clean;
+  } catch (...) {
+    return true;  // unmeasurable here: the snapshot is taken as without the check
+  }
+}
+
+void Detectors::state_restored() noexcept {
+  state_checked_ = true;  // a snapshot holds only states the checks have seen
+  if (recheck_.empty()) return;
+  const std::string detector = std::exchange(recheck_, std::string());
+  try {
+    accept_inherited(detector);
+  } catch (...) {  // unmeasured: the retry's own checks judge as before
+  }
+}
+
 void Detectors::accept_inherited(const std::string& detector) {
   c10::NoGradGuard no_grad;
   const double ratio = options_.spike_ratio(), mads = options_.spike_mads();
@@ -407,14 +451,13 @@ void Detectors::accept_inherited(const std::string& detector) {
     window->clear();
     window->add(step_ - 1, value);  // the state the step starts from
   }
-  journal_.write({{"event", event::baseline_reset},
-                  {"step", step_},
-                  {"attempt", attempt_},
-                  {"detector", detector},
-                  {"value", json_number(held.front().first)}});
+  nlohmann::json line = {{"event", event::baseline_reset}, {"step", step_}, {"attempt", attempt_},
+                         {"detector", detector}, {"value", json_number(held.front().first)}};
+  if (held.size() > 1) line["second_moment_sqrt"] = json_number(held[1].first);
+  journal_.write(std::move(line));
   journal_.record_warning("The " + detector + " detector found its spike (" + fmt(held.front().first) +
-                          ") already in the state that step " + std::to_string(step_) +
-                          " starts from: rolling back cannot remove it, so it is taken as the new baseline");
+                          ") in the snapshot restored after step " + std::to_string(step_) +
+                          " failed: rolling back cannot remove it, so it is taken as the new baseline");
 }
 
 void Detectors::commit(int64_t step) {
@@ -423,6 +466,7 @@ void Detectors::commit(int64_t step) {
   if (param_magnitude_) param_magnitudes_.add(step, *param_magnitude_);
   if (first_moment_) first_moments_.add(step, *first_moment_);
   if (second_moment_) second_moments_.add(step, *second_moment_);
+  if (ran_state_checks_) ++state_checks_committed_;
   begin_attempt(step + 1, 0);
 }
 

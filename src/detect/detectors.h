@@ -32,9 +32,18 @@ class Detectors {
   /// Step::before_update(): non-finite gradients and gradient-norm spikes.
   void before_update();
   /// After the body returned: non-finite metrics and buffers, loss spikes; the state checks
-  /// (parameter spikes, Adam moments) when `snapshot_next` (a snapshot is due before the next
-  /// step) or at every state_check_every()-th step.
-  void end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool snapshot_next);
+  /// (parameter spikes, Adam moments) in the warm-up, at every state_check_every()-th step, when
+  /// state_clean_now() found the state faulty, and at every step if `every_step`.
+  void end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool every_step);
+  /// Before a snapshot: whether the state the state checks would see now is clean, measured only
+  /// if they have not seen it (the last committed attempt skipped them). If not, the snapshot
+  /// must not be taken, and this attempt's end runs the checks, which detect it. Never throws.
+  bool state_clean_now() noexcept;
+  /// A snapshot was restored: its state is one the checks have seen. After a param_spike or
+  /// adam_moments detection, a restored state that still spikes cannot be cleaned by any
+  /// rollback: its value becomes the detector's only reference, journaled once
+  /// ("baseline_reset"), instead of a detection at every later step.
+  void state_restored() noexcept;
   /// The step committed: the values it measured join the running statistics.
   void commit(int64_t step);
 
@@ -49,18 +58,20 @@ class Detectors {
   void check_buffers();
   void check_params();
   void check_adam_moments();
-  /// After `detector` (param_spike, adam_moments) fired: if the state this attempt starts from
-  /// (restored by the rollback) still spikes, no rollback removes it and every later step
-  /// would fire again: its value becomes the window's only one, journaled once
-  /// ("baseline_reset"). Else nothing; the attempt's own checks judge it as before.
+  /// state_restored()'s work after `detector` fired.
   void accept_inherited(const std::string& detector);
+  bool state_checks_on() const noexcept { return options_.param_spikes() || options_.adam_moments(); }
 
   DetectorOptions options_;
   Journal& journal_;
   TrackedState& state_;
   std::unique_ptr<Parameters> parameters_;
   int64_t step_ = 0, attempt_ = 0;
-  std::string recheck_;  // the state detector that fired last, until the next attempt begins
+  std::string recheck_;  // the state detector that fired, until a restore or the next attempt
+  bool state_checked_ = true;       // the state checks have seen the state as it is
+  bool force_state_check_ = false;  // state_clean_now() found it faulty: check at this attempt's end
+  bool ran_state_checks_ = false;   // in the running attempt
+  int64_t state_checks_committed_ = 0;  // committed attempts that ran them (the warm-up)
   RobustWindow grad_norms_, losses_, param_magnitudes_, first_moments_, second_moments_;
   // Values of the running attempt, recorded when it commits.
   std::optional<double> grad_norm_, loss_, param_magnitude_, first_moment_, second_moment_;

@@ -24,7 +24,7 @@ void RobustWindow::add(int64_t step, double value) {
 std::optional<RobustWindow::Spike> RobustWindow::spike(double value, double ratio, double mads,
                                                        int64_t warmup, bool bound_warmup) const {
   if (count() < std::max<int64_t>(warmup, 1)) {
-    if (!bound_warmup || values_.empty()) return std::nullopt;
+    if (!bound_warmup || count() < kWarmupBoundFrom) return std::nullopt;
     double largest = 0;
     for (const auto& [step, x] : values_) largest = std::max(largest, std::abs(x));
     if (largest > 0 && value > ratio * largest) return Spike{value, largest, 0, /*warmup=*/true};

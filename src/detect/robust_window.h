@@ -11,6 +11,8 @@ namespace daifu::detail {
 
 class RobustWindow {
  public:
+  static constexpr int64_t kWarmupBoundFrom = 3;
+
   explicit RobustWindow(int64_t size) : size_(size) {}
 
   /// Records the value of committed step `step`; a step run again after a rollback replaces
@@ -29,9 +31,9 @@ class RobustWindow {
   /// The spike, if `value` exceeds the median by more than (ratio - 1) * |median| and by more
   /// than mads * MAD, with at least `warmup` values recorded. A window whose median and MAD
   /// are both 0 judges nothing (no scale to compare with). With `bound_warmup`, a window with
-  /// 1 to warmup - 1 values judges `value` against the largest |value| recorded: a spike if
-  /// above ratio times it (a quantity that grows by the ratio within the warm-up, like a
-  /// parameter's magnitude, is not a healthy one).
+  /// kWarmupBoundFrom to warmup - 1 values judges `value` against the largest |value| recorded:
+  /// a spike if above ratio times it (a quantity that grows by the ratio within the warm-up,
+  /// like a parameter's magnitude, is not a healthy one).
   std::optional<Spike> spike(double value, double ratio, double mads, int64_t warmup, bool bound_warmup = false) const;
 
  private:

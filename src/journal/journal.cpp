@@ -258,12 +258,14 @@ void Journal::write_report(std::filesystem::path path, nlohmann::json report, Ra
   }
   try {
     std::lock_guard<std::mutex> lock(report_mutex_);
-    held_.push_back(std::move(pending));
-    holding_ = true;
     if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
+    held_.push_back(std::move(pending));  // moves only if it succeeds
+    holding_ = true;
   } catch (...) {
     write_report_now(pending);
+    return;
   }
+  report_cv_.notify_one();  // the writer's clock for kHoldAtMost starts
 }
 
 void Journal::release_reports() noexcept {
@@ -289,7 +291,19 @@ void Journal::writer_loop() {
   ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
   std::unique_lock<std::mutex> lock(report_mutex_);
   for (;;) {
-    report_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+    report_cv_.wait(lock, [this] { return stopping_ || !pending_.empty() || !held_.empty(); });
+    if (pending_.empty() && !held_.empty()) {
+      // Held while a repair runs: written once released, or kHoldAtMost after it was held, so a
+      // process that dies in the retry still leaves the report of the failure before.
+      if (stopping_ || !report_cv_.wait_for(lock, kHoldAtMost, [this] { return stopping_ || !pending_.empty(); })) {
+        while (!held_.empty()) {
+          pending_.push_back(std::move(held_.front()));
+          held_.pop_front();
+        }
+        holding_ = false;
+      }
+      continue;
+    }
     if (pending_.empty()) return;  // stopping, nothing left
     PendingReport next = std::move(pending_.front());
     pending_.pop_front();

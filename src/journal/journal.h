@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -52,8 +53,9 @@ class Journal {
   std::pair<int64_t, std::filesystem::path> reserve_report();
   /// Writes a report: `report` plus the symbolized `stack`. Symbolizing takes milliseconds,
   /// so unless `synchronous` the work is held for a background thread, which starts on it at
-  /// release_reports() or flush_reports(): while a failure is being repaired it would compete
-  /// with the repair for the CPU and for the address space's lock (its mappings and page faults).
+  /// release_reports(), flush_reports() or kHoldAtMost after it was held: while a failure is
+  /// being repaired it would compete with the repair for the CPU and for the address space's
+  /// lock (its mappings and page faults).
   void write_report(std::filesystem::path path, nlohmann::json report, RawStack stack,
                     bool synchronous) noexcept;
   /// Hands the held reports to the background thread (cheap when none is held).
@@ -66,6 +68,8 @@ class Journal {
 
   /// The JSON form of a failure, as used on journal lines and in reports.
   static nlohmann::json to_json(const Failure& failure);
+
+  static constexpr std::chrono::milliseconds kHoldAtMost{10};
 
  private:
   struct PendingReport {

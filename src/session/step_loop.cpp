@@ -131,7 +131,6 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       Decision decision;
       bool committed = false;
       bool exhausted = false;
-      double step_seconds = 0;  // the body's, as the snapshot policy records it
       try {
         if (impl_.agreement) impl_.agreement->raise_if_failed();  // told while settling for a snapshot
         // Fetching the batch is part of the step: a loader that throws fails the step. An injected
@@ -144,8 +143,10 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
           impl_.injector.end_attempt();
           if (impl_.armed_fault) fire_armed();
           impl_.state.synchronize_devices();
-          step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
-          impl_.detectors.end_attempt(impl_.step_metrics, snapshot_due_after(index, step_seconds));
+          // The state is checked at a loop's last step (the next loop's first snapshot holds it,
+          // and no rollback reaches back into this loop) and at every step of a distributed
+          // session (its snapshots are voted for before the detectors run; every rank takes them).
+          impl_.detectors.end_attempt(impl_.step_metrics, /*every_step=*/impl_.agreement != nullptr || index + 1 >= last);
           if (impl_.agreement) impl_.agreement->end_point();
           committed = true;
         }
@@ -165,7 +166,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
       }
       if (committed) {
         impl_.detectors.commit(index);
-        impl_.policy.record_step(step_seconds);
+        impl_.policy.record_step(std::chrono::duration<double>(Clock::now() - started).count());
         commit(step, rerun);
         if (!rerun && impl_.checks.due(index)) run_checks(index);
         ++index;
@@ -215,6 +216,7 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
     }
   }
   impl_.current_step = -1;
+  impl_.journal.release_reports();
   impl_.journal.write({{"event", event::loop_end}, {"step", last}, {"where", where_},
                        {"global_step", impl_.global_step}});
 }
@@ -234,14 +236,6 @@ void StepLoop::fire_armed() {
   throw_injected(fault, (impl_.workplace / "inject").string());
 }
 
-bool StepLoop::snapshot_due_after(int64_t index, double step_seconds) const {
-  if (impl_.state.objects().empty()) return false;
-  if (impl_.agreement || window_start_ < 0 || impl_.snapshot_requested) return true;
-  SnapshotPolicy policy = impl_.policy;  // as maybe_snapshot() will find it once the step is recorded
-  policy.record_step(step_seconds);
-  return index + 1 - window_start_ >= policy.every();
-}
-
 void StepLoop::maybe_snapshot(int64_t index) {
   if (impl_.state.objects().empty()) return;
   // Ranks of a distributed session take their snapshots at the same steps, as voted at the
@@ -257,6 +251,9 @@ void StepLoop::maybe_snapshot(int64_t index) {
     // one was asked for since): taken before the next step, which the vote now asks for.
     if (!impl_.agreement->previous_confirmed()) return;
   }
+  // No snapshot holds a state the detectors' state checks have not seen: one they find faulty
+  // is not captured, and the check at this attempt's end fires (rolling back to the older one).
+  if (!impl_.detectors.state_clean_now()) return;
   const int64_t every_before = impl_.policy.every();
   const auto started = Clock::now();
   try {
@@ -315,6 +312,7 @@ void StepLoop::restore_snapshot(const Step& failed, const std::vector<std::strin
   const auto started = Clock::now();
   impl_.snapshot.restore(impl_.state);
   impl_.values.restore_snapshot();
+  impl_.detectors.state_restored();
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
   impl_.snapshot_stats.last_restore_ms = ms;
   impl_.global_step = impl_.snapshot.global_step();
@@ -330,7 +328,7 @@ void StepLoop::restore_snapshot(const Step& failed, const std::vector<std::strin
 }
 
 void StepLoop::commit(const Step& step, bool rerun) {
-  impl_.journal.release_reports();  // the reports of this step's failures, held while it was repaired
+  impl_.journal.release_reports();  // the reports held while this step or the steps before it were repaired
   ++impl_.global_step;
   if (rerun) {
     ++impl_.stats.rerun_steps;
@@ -386,6 +384,7 @@ void StepLoop::skip(const Step& step, double recovery_us) {
   if (recovery_us >= 0) line["recovery_us"] = recovery_us;
   impl_.journal.write(line);
   impl_.journal.record("Step " + std::to_string(step.index()) + " skipped");
+  impl_.journal.release_reports();
 }
 
 StepLoop::Reported StepLoop::record_failure(const Step& step, bool after_update) {
@@ -441,14 +440,23 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   const bool out_of_attempts = step.attempt() + 1 >= impl_.options.max_attempts();
   const std::string attempts_why = "the step failed " + std::to_string(step.attempt() + 1) + " times (max_attempts)";
   if (out_of_attempts && impl_.on_unrecovered != OnUnrecovered::Pause) escalate(failure, report, attempts_why, {});
-  if (!mutated.empty() || rollback) {
+  // A state check's detection is of the state, which an earlier step may have spoiled (the
+  // checks run every few steps): the snapshot, which they had seen, is restored even if this
+  // attempt changed nothing.
+  const bool state_fault = failure.kind == FailureKind::NumericFault &&
+                           (failure.detector == "param_spike" || failure.detector == "nonfinite_param" ||
+                            failure.detector == "adam_moments");
+  if (!mutated.empty() || rollback || state_fault) {
     std::string names;
     for (const auto& n : mutated) names += (names.empty() ? "" : ", ") + n;
     if (window_start_ < 0 || !impl_.snapshot.valid()) {
       escalate(failure, report,
-               "tracked state (" + (names.empty() ? std::string("on another rank") : names) +
-                   ") was modified in place before the failure and there is no snapshot to restore it from; "
-                   "running the step again would apply part of it twice",
+               names.empty() && state_fault
+                   ? "the detector " + failure.detector + " found the tracked state faulty and there is no snapshot "
+                     "to restore it from"
+                   : "tracked state (" + (names.empty() ? std::string("on another rank") : names) +
+                         ") was modified in place before the failure and there is no snapshot to restore it from; "
+                         "running the step again would apply part of it twice",
                {});
     }
     // Surgeries see (and may change) the state as of the snapshot; the steps since it are run

@@ -96,11 +96,6 @@ class StepLoop {
   /// Raises the armed fault that did not land during the body.
   void fire_armed();
   void maybe_snapshot(int64_t index);
-  /// Whether a snapshot will be due before step index + 1 if step `index`, whose body took
-  /// `step_seconds`, commits now (the detectors' state checks then run, so that no snapshot
-  /// holds a state they have not seen). Always true in a distributed session, whose snapshot
-  /// before the next step is agreed at an update point that may come after the detectors.
-  bool snapshot_due_after(int64_t index, double step_seconds) const;
   void restore_snapshot(const Step& failed, const std::vector<std::string>& mutated);
   void commit(const Step& step, bool rerun);
   /// The silent-bug checks after step `index` committed (Options::bug_checks).
