@@ -44,28 +44,32 @@ class DAIFU_API DetectorOptions {
 
   /// At the step end: the largest |value| of the tracked parameters must be finite and must
   /// not spike: a weight that a fault set to 1e7 can leave every gradient and loss ordinary
-  /// (a saturated output) while training degrades. One pass over the parameters per step.
+  /// (a saturated output) while training degrades. A state check (state_check_every): one pass
+  /// over the parameters every few steps.
   DetectorOptions& param_spikes(bool on) { param_spikes_ = on; return *this; }
   bool param_spikes() const noexcept { return param_spikes_; }
 
   /// At the step end: the largest |first moment| and sqrt(second moment) of every tracked
-  /// Adam/AdamW optimizer must be finite and must not spike (the ISCA'23 mitigation). One
-  /// pass over the moments per step.
+  /// Adam/AdamW optimizer must be finite and must not spike (the ISCA'23 mitigation). A state
+  /// check (state_check_every): one pass over the moments every few steps.
   DetectorOptions& adam_moments(bool on) { adam_moments_ = on; return *this; }
   bool adam_moments() const noexcept { return adam_moments_; }
 
   /// The state checks (param_spikes, adam_moments) look at values that stay until something
-  /// overwrites them, so they need not run every step: they run at the end of every step until
-  /// they have warmup() values, then of every k-th step (step index + 1 a multiple of k) and of
-  /// every step after which a snapshot is due (every step in a distributed session), so that no
-  /// snapshot holds a state they have not seen and a rollback always restores a checked one. A fault they catch was at most k - 1 steps old;
-  /// the rollback undoes those steps as it would undo one. 1: every step.
+  /// overwrites them, so they need not run every step: they run at the end of each step until
+  /// warmup() steps ran them, then of every k-th step (step index + 1 a multiple of k), of a
+  /// loop's last step, and of every step in a distributed session. A snapshot is never taken of
+  /// a state they have not seen (it is measured first, and a faulty one is not captured), so a
+  /// rollback restores a checked state. A fault they catch is at most k - 1 steps old, and its
+  /// detection always restores the snapshot. 1: every step.
   DetectorOptions& state_check_every(int64_t k) { state_check_every_ = k; return *this; }
   int64_t state_check_every() const noexcept { return state_check_every_; }
 
   /// A value x spikes when both x - median > (spike_ratio - 1) * |median| and
-  /// x - median > spike_mads * MAD, over the values of the last window() committed steps,
-  /// once warmup() steps have been seen.
+  /// x - median > spike_mads * MAD, over the last window() values (one per committed step; for
+  /// the state checks, per committed step that ran them), once warmup() values have been seen.
+  /// Before that, from 3 values on, the gradient norm and the state checks' values spike above
+  /// spike_ratio times the largest value so far.
   DetectorOptions& spike_ratio(double r) { spike_ratio_ = r; return *this; }
   double spike_ratio() const noexcept { return spike_ratio_; }
   DetectorOptions& spike_mads(double k) { spike_mads_ = k; return *this; }
