@@ -14,6 +14,9 @@ OUT/runs.jsonl, so a campaign that was stopped resumes where it was. Prints the 
               [--fp-steps 100000] [--fp-length 10] [--jobs 2]
   campaign.py --smoke --runner ... --out DIR     # a few short runs: the pipeline works
   campaign.py --report --out DIR                 # the tables of what OUT/runs.jsonl holds
+  campaign.py --recheck OLD/runs.jsonl --runner ... --out DIR
+      # after a change to the detectors: the guarded runs again, of the injections of an earlier
+      # campaign that plain training did not mask or that its guarded run hurt
 """
 import argparse
 import concurrent.futures
@@ -126,6 +129,18 @@ def jobs(args, campaign):
     return todo
 
 
+def rechecks(args, campaign):
+    """The guarded runs of the injections whose plain runs --recheck kept in OUT/runs.jsonl."""
+    plains = [r for r in campaign.done.values() if r["kind"] == "injection" and r["mode"] == "plain"]
+    steps = {w: args.steps or campaign.targets(w)["steps"] for w in {r["workload"] for r in plains}}
+    todo = []
+    for r in plains:
+        meta = {k: v for k, v in r.items() if k not in ("key", "workload", "mode", "seed", "result")}
+        todo.append((r["key"].rsplit("/", 1)[0] + "/guarded", meta, r["workload"], "guarded", r["seed"],
+                     steps[r["workload"]], r["fault"], r["fault_seed"]))
+    return todo
+
+
 def fmt(q):
     return "n/a" if q is None else f"{q:.4g}"
 
@@ -135,73 +150,105 @@ def within(q, reference, width, higher):
     return q is not None and ((reference - q) if higher else (q - reference)) <= width
 
 
-def report(out):
+def classify(records, w, reference, width, higher):
+    """The injections of workload `w` with both runs: (rows, not_applied, died), a row being
+    (key, plain record, plain outcome, guarded outcome, guarded result)."""
+    pairs = {}  # inj/<seed>/<workload>/<id> -> {"plain": record, "guarded": record}
+    for r in records.values():
+        if r["kind"] == "injection" and r["workload"] == w:
+            pairs.setdefault(r["key"].rsplit("/", 1)[0], {})[r["mode"]] = r
+    plain_outcomes, rows, not_applied, died = {}, [], 0, []
+    for i, p in sorted(pairs.items()):
+        if "plain" not in p or "guarded" not in p:
+            continue
+        pr, gr = p["plain"]["result"], p["guarded"]["result"]
+        if "process_died" in pr or "process_died" in gr:
+            died.append(i)  # not the fault's outcome: a runner that did not finish
+            continue
+        if pr.get("injected", 0) == 0 and not pr.get("crashed"):
+            not_applied += 1  # its target never came (a gradient that did not flow there)
+            continue
+        if pr.get("crashed"):
+            outcome = "crash"
+        elif pr.get("first_nonfinite_loss_step", -1) >= 0 or not pr.get("weights_finite", True) or pr.get("quality") is None:
+            outcome = "inf_nan"
+        elif within(pr["quality"], reference, width, higher):
+            outcome = "masked"
+        else:
+            outcome = "slow_degrade"
+        # A detection before the fault's step is not about the fault.
+        detections = [d for d in gr.get("detections", []) if d["step"] >= p["plain"]["step"]]
+        gr = dict(gr, detections=detections)
+        detected = bool(detections)
+        ok = not gr.get("crashed") and gr.get("weights_finite", False) and within(gr.get("quality"), reference, width, higher)
+        if outcome == "masked":
+            g = "false_alarm" if detected else "quiet"
+            if not ok:
+                g = "hurt"  # masked plain, but the guarded run ended outside the spread
+        elif detected:
+            g = "recovered" if ok else "detected_not_recovered"
+        else:
+            g = "fine_undetected" if ok else "missed"
+        rows.append((i, p["plain"], outcome, g, gr))
+        plain_outcomes.setdefault(outcome, {}).setdefault(g, 0)
+        plain_outcomes[outcome][g] += 1
+    return rows, plain_outcomes, not_applied, died
+
+
+def load(path):
     records = {}
-    with open(os.path.join(out, "runs.jsonl")) as f:
+    with open(path) as f:
         for line in f:
             try:
                 r = json.loads(line)
             except ValueError:
-                continue
+                continue  # a line cut short when the campaign was stopped
             records[r["key"]] = r
+    return records
+
+
+def spread(records, w):
+    """(reference, width, higher_is_better) of workload w's clean runs; None without them."""
+    clean = [r["result"] for r in records.values() if r["kind"] == "clean" and r["workload"] == w]
+    if not clean or any(c.get("quality") is None for c in clean):
+        return None
+    qs = [c["quality"] for c in clean]
+    # The injections train with seed 1: their reference is the clean run of seed 1.
+    reference = next((c["quality"] for c in clean if c["seed"] == 1), None)
+    return None if reference is None else (reference, max(qs) - min(qs), clean[0]["higher_is_better"])
+
+
+def recheck_selection(path):
+    """For --recheck: the clean runs of a finished campaign, and the plain runs of its injections
+    that plain training did not mask or whose guarded run was hurt."""
+    records = load(path)
+    keep = [r for r in records.values() if r["kind"] == "clean"]
+    for w in sorted({r["workload"] for r in records.values()}):
+        s = spread(records, w)
+        if s is None:
+            continue
+        rows = classify(records, w, *s)[0]
+        keep += [plain for _, plain, outcome, g, _ in rows if outcome != "masked" or g == "hurt"]
+    return keep
+
+
+def report(out):
+    records = load(os.path.join(out, "runs.jsonl"))
     workloads = sorted({r["workload"] for r in records.values()})
     lines = []
     for w in workloads:
+        s = spread(records, w)
+        if s is None:
+            lines.append(f"{w}: no clean spread yet (or no clean run of seed 1)")
+            continue
+        reference, width, higher = s
         clean = [r["result"] for r in records.values() if r["kind"] == "clean" and r["workload"] == w]
-        if not clean or any(c.get("quality") is None for c in clean):
-            lines.append(f"{w}: no clean spread yet")
-            continue
-        higher = clean[0]["higher_is_better"]
         qs = [c["quality"] for c in clean]
-        width = max(qs) - min(qs)
-        # The injections train with seed 1: their reference is the clean run of seed 1.
-        reference = next((c["quality"] for c in clean if c["seed"] == 1), None)
-        if reference is None:
-            lines.append(f"{w}: no clean run of seed 1 yet")
-            continue
         name = clean[0]["quality_name"]
         lines.append(f"\n### {w}: {name}; clean runs, {len(qs)} seeds: {min(qs):.4f} .. {max(qs):.4f} "
                      f"(spread {width:.4f}); seed 1: {reference:.4f}; within: at most {width:.4f} "
                      f"{'below' if higher else 'above'} seed 1\n")
-        pairs = {}  # inj/<seed>/<workload>/<id> -> {"plain": record, "guarded": record}
-        for r in records.values():
-            if r["kind"] == "injection" and r["workload"] == w:
-                pairs.setdefault(r["key"].rsplit("/", 1)[0], {})[r["mode"]] = r
-        plain_outcomes, rows, not_applied, died = {}, [], 0, []
-        for i, p in sorted(pairs.items()):
-            if "plain" not in p or "guarded" not in p:
-                continue
-            pr, gr = p["plain"]["result"], p["guarded"]["result"]
-            if "process_died" in pr or "process_died" in gr:
-                died.append(i)  # not the fault's outcome: a runner that did not finish
-                continue
-            if pr.get("injected", 0) == 0 and not pr.get("crashed"):
-                not_applied += 1  # its target never came (a gradient that did not flow there)
-                continue
-            if pr.get("crashed"):
-                outcome = "crash"
-            elif pr.get("first_nonfinite_loss_step", -1) >= 0 or not pr.get("weights_finite", True) or pr.get("quality") is None:
-                outcome = "inf_nan"
-            elif within(pr["quality"], reference, width, higher):
-                outcome = "masked"
-            else:
-                outcome = "slow_degrade"
-            # A detection before the fault's step is not about the fault.
-            detections = [d for d in gr.get("detections", []) if d["step"] >= p["plain"]["step"]]
-            gr = dict(gr, detections=detections)
-            detected = bool(detections)
-            ok = not gr.get("crashed") and gr.get("weights_finite", False) and within(gr.get("quality"), reference, width, higher)
-            if outcome == "masked":
-                g = "false_alarm" if detected else "quiet"
-                if not ok:
-                    g = "hurt"  # masked plain, but the guarded run ended outside the spread
-            elif detected:
-                g = "recovered" if ok else "detected_not_recovered"
-            else:
-                g = "fine_undetected" if ok else "missed"
-            rows.append((i, p["plain"], outcome, g, gr))
-            plain_outcomes.setdefault(outcome, {}).setdefault(g, 0)
-            plain_outcomes[outcome][g] += 1
+        rows, plain_outcomes, not_applied, died = classify(records, w, reference, width, higher)
         n = len(rows)
         lines.append(f"{n} injections ({not_applied} more never applied: their target was not reached"
                      + (f"; {len(died)} whose runner died: {died[:5]}" if died else "") + ")\n")
@@ -250,6 +297,7 @@ def main():
     p.add_argument("--timeout", type=int, default=900, help="seconds one run may take")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--report", action="store_true")
+    p.add_argument("--recheck", metavar="OLD_RUNS_JSONL")
     args = p.parse_args()
     if args.report:
         if not os.path.exists(os.path.join(args.out, "runs.jsonl")):
@@ -259,8 +307,15 @@ def main():
     if args.smoke:  # every workload: 2 clean seeds, 1 injection, 1 short false-alarm run
         args.steps, args.injections, args.clean_seeds, args.fp_steps, args.fp_length = 12, 3, 2, 36, 1
         subprocess.run(["rm", "-rf", args.out])
+    if args.recheck:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "runs.jsonl")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                for r in recheck_selection(args.recheck):
+                    f.write(json.dumps(r) + "\n")
     campaign = Campaign(args)
-    todo = jobs(args, campaign)
+    todo = rechecks(args, campaign) if args.recheck else jobs(args, campaign)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
     try:
         for f in [pool.submit(campaign.run, *job) for job in todo]:
