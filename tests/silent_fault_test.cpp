@@ -287,6 +287,23 @@ TEST(SilentFaults, TheStateChecksWarmUpEndsWithoutAnAdamOptimizer) {
   EXPECT_EQ(detections[0]["step"], 39) << "not 31: past the warm-up, the checks run every 10th step";
 }
 
+// A weight corrupted at step 31 on every attempt of it (a permanent fault) is caught at step
+// 39; the re-run after the rollback checks every step, so step 31 is found, found again on its
+// retry, and skipped: not step 39, whose skip would leave step 31 to corrupt the weight again.
+TEST(SilentFaults, AStateFaultFoundLateIsBlamedOnTheStepThatBroughtIt) {
+  const auto detectors = daifu::DetectorOptions::none().param_spikes(true);
+  const Trained run =
+      train(no_plan().snapshot_every(100).detectors(detectors).inject("value=1.6e7:param!:model.fc2.bias@31*"), fresh_dir());
+  std::vector<int64_t> steps;
+  for (const auto& d : events(run.workplace, "detection")) steps.push_back(d["step"].get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{39, 31, 31}));
+  const auto skips = events(run.workplace, "skip");
+  ASSERT_EQ(skips.size(), 1u);
+  EXPECT_EQ(skips[0]["step"], 31);
+  EXPECT_EQ(run.stats.skipped_steps, 1);
+  EXPECT_TRUE(events(run.workplace, "baseline_reset").empty());
+}
+
 // A spike that entered the state unnoticed (a weight doubling every step, by less than the
 // ratio each time) is caught once it stands out of the window; the state the rollback restores
 // holds it too. It is journaled once as the new baseline, not detected and skipped every step.

@@ -230,6 +230,12 @@ void Detectors::detected(const std::string& detector, const std::string& message
   details["message"] = message;
   journal_.write(std::move(details));
   if (detector == "param_spike" || detector == "adam_moments") recheck_ = detector;
+  // A state check finds a fault up to state_check_every() - 1 steps late: the steps re-run
+  // after the rollback are checked each, so the one that brought it is the one blamed (and
+  // skipped, if it brings it again).
+  if (detector == "param_spike" || detector == "nonfinite_param" || detector == "adam_moments") {
+    dense_until_ = std::max(dense_until_, step_);
+  }
   throw FaultDetected(detector, message + " (step " + std::to_string(step_) + ", attempt " + std::to_string(attempt_) + ")");
 }
 
@@ -305,7 +311,7 @@ void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& m
   if (!state_checks_on()) return;
   // Every step in the warm-up, where a fault is judged against the values so far.
   const bool due = every_step || force_state_check_ || state_checks_committed_ < options_.warmup() ||
-                   (step_ + 1) % options_.state_check_every() == 0;
+                   step_ <= dense_until_ || (step_ + 1) % options_.state_check_every() == 0;
   force_state_check_ = false;
   if (!due) {
     state_checked_ = false;

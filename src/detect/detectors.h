@@ -72,6 +72,7 @@ class Detectors {
   bool force_state_check_ = false;  // state_clean_now() found it faulty: check at this attempt's end
   bool ran_state_checks_ = false;   // in the running attempt
   int64_t state_checks_committed_ = 0;  // committed attempts that ran them (the warm-up)
+  int64_t dense_until_ = -1;            // they run at every step up to this one (a re-run)
   RobustWindow grad_norms_, losses_, param_magnitudes_, first_moments_, second_moments_;
   // Values of the running attempt, recorded when it commits.
   std::optional<double> grad_norm_, loss_, param_magnitude_, first_moment_, second_moment_;
