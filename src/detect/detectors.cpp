@@ -341,19 +341,38 @@ void Detectors::check_buffers() {
   }
 }
 
-void Detectors::check_params() {
+std::optional<double> Detectors::largest_param() {
   parameters_->of(state_);
-  const auto& tensors = parameters_->floating;
-  if (tensors.empty()) return;
+  if (parameters_->floating.empty()) return std::nullopt;
   c10::NoGradGuard no_grad;
-  const double largest = largest_magnitude(tensors, /*non_negative=*/false);
+  return largest_magnitude(parameters_->floating, /*non_negative=*/false);
+}
+
+std::optional<std::pair<double, double>> Detectors::largest_moments() {
+  std::vector<at::Tensor> first, second;
+  adam_moments(state_, first, second);
+  if (first.empty()) return std::nullopt;
+  c10::NoGradGuard no_grad;
+  return std::make_pair(largest_magnitude(first, /*non_negative=*/false),
+                        std::sqrt(largest_magnitude(second, /*non_negative=*/true)));
+}
+
+bool Detectors::spikes(double value, const RobustWindow& window, bool bound_warmup) const {
+  return window.spike(value, options_.spike_ratio(), options_.spike_mads(), options_.warmup(), bound_warmup).has_value();
+}
+
+void Detectors::check_params() {
+  const std::optional<double> measured = largest_param();
+  if (!measured) return;
+  const double largest = *measured;
   const bool finite = std::isfinite(largest);
-  if (finite && !param_magnitudes_.spike(largest, options_.spike_ratio(), options_.spike_mads(), options_.warmup(),
-                                         /*bound_warmup=*/true)) {
+  if (finite && !spikes(largest, param_magnitudes_, /*bound_warmup=*/true)) {
     param_magnitude_ = largest;
     return;
   }
   // The slow path, only when something is wrong: which parameter.
+  c10::NoGradGuard no_grad;
+  const auto& tensors = parameters_->floating;
   std::size_t worst = 0;
   double worst_value = 0;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -371,12 +390,9 @@ void Detectors::check_params() {
 }
 
 void Detectors::check_adam_moments() {
-  std::vector<at::Tensor> first, second;
-  adam_moments(state_, first, second);
-  if (first.empty()) return;
-  c10::NoGradGuard no_grad;
-  const double m = largest_magnitude(first, /*non_negative=*/false);
-  const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
+  const auto measured = largest_moments();
+  if (!measured) return;
+  const auto [m, v] = *measured;
   if (!std::isfinite(m) || !std::isfinite(v)) {
     detected("adam_moments", "Adam's moments hold non-finite values (largest |m| " + fmt(m) + ", sqrt(v) " + fmt(v) + ")",
              {{"first_moment", json_number(m)}, {"second_moment_sqrt", json_number(v)}});
@@ -390,25 +406,14 @@ void Detectors::check_adam_moments() {
 bool Detectors::state_clean_now() noexcept {
   if (state_checked_ || !state_checks_on()) return true;
   try {
-    c10::NoGradGuard no_grad;
-    const double ratio = options_.spike_ratio(), mads = options_.spike_mads();
-    const int64_t warmup = options_.warmup();
     bool clean = true;
     if (options_.param_spikes()) {
-      parameters_->of(state_);
-      if (!parameters_->floating.empty()) {
-        const double largest = largest_magnitude(parameters_->floating, /*non_negative=*/false);
-        clean = std::isfinite(largest) && !param_magnitudes_.spike(largest, ratio, mads, warmup, /*bound_warmup=*/true);
-      }
+      if (const auto p = largest_param()) clean = std::isfinite(*p) && !spikes(*p, param_magnitudes_, /*bound_warmup=*/true);
     }
     if (clean && options_.adam_moments()) {
-      std::vector<at::Tensor> first, second;
-      adam_moments(state_, first, second);
-      if (!first.empty()) {
-        const double m = largest_magnitude(first, /*non_negative=*/false);
-        const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
-        clean = std::isfinite(m) && std::isfinite(v) && !first_moments_.spike(m, ratio, mads, warmup) &&
-                !second_moments_.spike(v, ratio, mads, warmup);
+      if (const auto mv = largest_moments()) {
+        const auto [m, v] = *mv;
+        clean = std::isfinite(m) && std::isfinite(v) && !spikes(m, first_moments_) && !spikes(v, second_moments_);
       }
     }
     state_checked_ = clean;
@@ -430,26 +435,15 @@ void Detectors::state_restored() noexcept {
 }
 
 void Detectors::accept_inherited(const std::string& detector) {
-  c10::NoGradGuard no_grad;
-  const double ratio = options_.spike_ratio(), mads = options_.spike_mads();
-  const int64_t warmup = options_.warmup();
   std::vector<std::pair<double, RobustWindow*>> held;  // finite values that spike against their window
   if (detector == "param_spike") {
-    parameters_->of(state_);
-    if (parameters_->floating.empty()) return;
-    const double largest = largest_magnitude(parameters_->floating, /*non_negative=*/false);
-    if (std::isfinite(largest) && param_magnitudes_.spike(largest, ratio, mads, warmup, /*bound_warmup=*/true)) {
-      held.emplace_back(largest, &param_magnitudes_);
-    }
+    const auto p = largest_param();
+    if (p && std::isfinite(*p) && spikes(*p, param_magnitudes_, /*bound_warmup=*/true)) held.emplace_back(*p, &param_magnitudes_);
   } else {
-    std::vector<at::Tensor> first, second;
-    adam_moments(state_, first, second);
-    if (first.empty()) return;
-    const double m = largest_magnitude(first, /*non_negative=*/false);
-    const double v = std::sqrt(largest_magnitude(second, /*non_negative=*/true));
-    if (!std::isfinite(m) || !std::isfinite(v)) return;
-    if (first_moments_.spike(m, ratio, mads, warmup) || second_moments_.spike(v, ratio, mads, warmup)) {
-      held = {{m, &first_moments_}, {v, &second_moments_}};
+    const auto mv = largest_moments();
+    if (!mv || !std::isfinite(mv->first) || !std::isfinite(mv->second)) return;
+    if (spikes(mv->first, first_moments_) || spikes(mv->second, second_moments_)) {
+      held = {{mv->first, &first_moments_}, {mv->second, &second_moments_}};
     }
   }
   if (held.empty()) return;

@@ -58,6 +58,12 @@ class Detectors {
   void check_buffers();
   void check_params();
   void check_adam_moments();
+  /// The largest |value| of the tracked floating parameters; nullopt without any.
+  std::optional<double> largest_param();
+  /// Adam's largest |first moment| and sqrt(second moment); nullopt without an Adam optimizer.
+  std::optional<std::pair<double, double>> largest_moments();
+  /// Whether `value` spikes against `window` with the options' ratio, MADs and warm-up.
+  bool spikes(double value, const RobustWindow& window, bool bound_warmup = false) const;
   /// state_restored()'s work after `detector` fired.
   void accept_inherited(const std::string& detector);
   bool state_checks_on() const noexcept { return options_.param_spikes() || options_.adam_moments(); }
