@@ -197,6 +197,10 @@ void adam_moments(const TrackedState& state, std::vector<at::Tensor>& first, std
 
 }  // namespace
 
+bool is_state_check(const std::string& detector) noexcept {
+  return detector == "param_spike" || detector == "nonfinite_param" || detector == "adam_moments";
+}
+
 Detectors::Detectors(DetectorOptions options, Journal& journal, TrackedState& state)
     : options_(std::move(options)),
       journal_(journal),
@@ -233,9 +237,7 @@ void Detectors::detected(const std::string& detector, const std::string& message
   // A state check finds a fault up to state_check_every() - 1 steps late: the steps re-run
   // after the rollback are checked each, so the one that brought it is the one blamed (and
   // skipped, if it brings it again).
-  if (detector == "param_spike" || detector == "nonfinite_param" || detector == "adam_moments") {
-    dense_until_ = std::max(dense_until_, step_);
-  }
+  if (is_state_check(detector)) dense_until_ = std::max(dense_until_, step_);
   throw FaultDetected(detector, message + " (step " + std::to_string(step_) + ", attempt " + std::to_string(attempt_) + ")");
 }
 

@@ -22,6 +22,10 @@ namespace daifu::detail {
 class Journal;
 class TrackedState;
 
+/// Whether `detector` is a state check's (param_spike, nonfinite_param, adam_moments): its fault
+/// is in the tracked state and may be up to DetectorOptions::state_check_every() - 1 steps old.
+bool is_state_check(const std::string& detector) noexcept;
+
 class Detectors {
  public:
   Detectors(DetectorOptions options, Journal& journal, TrackedState& state);

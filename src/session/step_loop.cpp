@@ -443,9 +443,7 @@ StepLoop::Decision StepLoop::handle_failure(Step& step, Clock::time_point caught
   // A state check's detection is of the state, which an earlier step may have spoiled (the
   // checks run every few steps): the snapshot, which they had seen, is restored even if this
   // attempt changed nothing.
-  const bool state_fault = failure.kind == FailureKind::NumericFault &&
-                           (failure.detector == "param_spike" || failure.detector == "nonfinite_param" ||
-                            failure.detector == "adam_moments");
+  const bool state_fault = failure.kind == FailureKind::NumericFault && is_state_check(failure.detector);
   if (!mutated.empty() || rollback || state_fault) {
     std::string names;
     for (const auto& n : mutated) names += (names.empty() ? "" : ", ") + n;
