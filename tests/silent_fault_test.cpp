@@ -121,13 +121,33 @@ TEST(SilentFaults, HugeActivationIsDetectedRolledBackAndReExecutedBitwise) {
   EXPECT_TRUE(bitwise_equal(run, clean_run()));
 }
 
-// (b) ISCA's SlowDegrade: ~9e17 in a gradient, caught before the optimizer applies it.
+// (b) ISCA's SlowDegrade: ~9e17 in a gradient, caught before the optimizer applies it. A
+// weight's own gradient is read at the full gradient checks' steps (grad_check_every(): 10, so
+// step 29), or at every step with grad_check_every(1).
 TEST(SilentFaults, HugeGradientIsCaughtByTheSpikeDetectorBeforeTheUpdate) {
-  const Trained run = train(no_plan().inject("value=9e17:grad:model.fc1.weight@30"), fresh_dir());
+  for (const auto& [options, step] : {std::pair{no_plan().inject("value=9e17:grad:model.fc1.weight@29"), 29},
+                                      std::pair{no_plan()
+                                                    .inject("value=9e17:grad:model.fc1.weight@30")
+                                                    .detectors(daifu::DetectorOptions().grad_check_every(1)),
+                                                30}}) {
+    const Trained run = train(options, fresh_dir(std::to_string(step)));
+    EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"grad_spike"});
+    const auto detections = events(run.workplace, "detection");
+    ASSERT_EQ(detections.size(), 1u);
+    EXPECT_EQ(detections[0]["step"], step);
+    EXPECT_GT(detections[0]["value"].get<double>(), 1e17);
+    EXPECT_TRUE(bitwise_equal(run, clean_run()));
+  }
+}
+
+// A fault in a layer's output gradient reaches its bias's gradient, checked at every step.
+TEST(SilentFaults, HugeOutputGradientIsCaughtAtEveryStepThroughTheBiasGradients) {
+  const Trained run = train(no_plan().inject("value=9e17:grad:fc1.out@30"), fresh_dir());
   EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"grad_spike"});
   const auto detections = events(run.workplace, "detection");
   ASSERT_EQ(detections.size(), 1u);
-  EXPECT_GT(detections[0]["value"].get<double>(), 1e17);
+  EXPECT_EQ(detections[0]["step"], kFaultStep);
+  EXPECT_NE(detections[0]["message"].get<std::string>().find("1-D parameters"), std::string::npos);
   EXPECT_TRUE(bitwise_equal(run, clean_run()));
 }
 
@@ -530,6 +550,9 @@ TEST(SilentFaults, RefusesNonsenseDetectorOptions) {
                daifu::Error);
   EXPECT_THROW(
       daifu::Session(daifu::Options().workplace(dir.string()).detectors(daifu::DetectorOptions().state_check_every(0))),
+      daifu::Error);
+  EXPECT_THROW(
+      daifu::Session(daifu::Options().workplace(dir.string()).detectors(daifu::DetectorOptions().grad_check_every(-1))),
       daifu::Error);
   daifu::ValueFault fault;
   fault.where = "x";

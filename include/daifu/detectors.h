@@ -13,7 +13,8 @@ namespace daifu {
 /// Which detectors run and how sensitive the spike detectors are. The default set (the
 /// non-finite and spike checks) costs a few scalar comparisons and one norm per floating buffer
 /// per step, one pass over the parameters every state_check_every() steps, plus one pass over
-/// the gradients in steps that call Step::before_update(); adam_moments is off by default.
+/// the gradients every grad_check_every() steps that call Step::before_update(); adam_moments
+/// is off by default.
 /// Example:
 ///   daifu::Options().detectors(daifu::DetectorOptions().adam_moments(true).spike_ratio(1e3))
 class DAIFU_API DetectorOptions {
@@ -28,11 +29,13 @@ class DAIFU_API DetectorOptions {
   DetectorOptions& nonfinite_buffers(bool on) { nonfinite_buffers_ = on; return *this; }
   bool nonfinite_buffers() const noexcept { return nonfinite_buffers_; }
 
-  /// In Step::before_update(): every gradient of the tracked parameters must be finite.
+  /// In Step::before_update() (see grad_check_every): every gradient of the tracked parameters
+  /// must be finite.
   DetectorOptions& nonfinite_grads(bool on) { nonfinite_grads_ = on; return *this; }
   bool nonfinite_grads() const noexcept { return nonfinite_grads_; }
 
-  /// In Step::before_update(): the total gradient norm must not spike (see spike_ratio).
+  /// In Step::before_update() (see grad_check_every): the total gradient norm must not spike
+  /// (see spike_ratio).
   DetectorOptions& grad_spikes(bool on) { grad_spikes_ = on; return *this; }
   bool grad_spikes() const noexcept { return grad_spikes_; }
 
@@ -65,6 +68,20 @@ class DAIFU_API DetectorOptions {
   DetectorOptions& state_check_every(int64_t k) { state_check_every_ = k; return *this; }
   int64_t state_check_every() const noexcept { return state_check_every_; }
 
+  /// The gradient checks (nonfinite_grads, grad_spikes) in Step::before_update(). Every call
+  /// checks the gradients of the 1-D parameters (biases, normalization scales; their own norm
+  /// and window): a bias's gradient is its layer's output gradient summed over the batch, so a
+  /// fault in any layer's output or output gradient shows there and in the layers before it.
+  /// Every gradient (one pass over all of them, more than 0.1 % of a short step) is checked
+  /// until warmup() steps did, then at every k-th step (step index + 1 a multiple of k: the
+  /// state checks' steps when k is the same), at every step of a distributed session, and at
+  /// every step re-run after any detection, up to the detecting step. A fault in a weight's own
+  /// gradient at a step in between reaches the weight, where the loss, the parameter bound or
+  /// Adam's moments may find it later; the rollback then re-runs the steps with every check on,
+  /// so the step that brought it is the one blamed. 1: every gradient at every step.
+  DetectorOptions& grad_check_every(int64_t k) { grad_check_every_ = k; return *this; }
+  int64_t grad_check_every() const noexcept { return grad_check_every_; }
+
   /// A value x spikes when both x - median > (spike_ratio - 1) * |median| and
   /// x - median > spike_mads * MAD, over the last window() values (one per committed step; for
   /// the state checks, per committed step that ran them), once warmup() values have been seen.
@@ -94,6 +111,7 @@ class DAIFU_API DetectorOptions {
   std::string loss_metric_ = "loss";
   bool adam_moments_ = false;
   int64_t state_check_every_ = 10;
+  int64_t grad_check_every_ = 10;
   double spike_ratio_ = 100;
   double spike_mads_ = 20;
   int64_t window_ = 100;

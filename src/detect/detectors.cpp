@@ -207,6 +207,7 @@ Detectors::Detectors(DetectorOptions options, Journal& journal, TrackedState& st
       state_(state),
       parameters_(std::make_unique<Parameters>()),
       grad_norms_(options_.window()),
+      vector_norms_(options_.window()),
       losses_(options_.window()),
       param_magnitudes_(options_.window()),
       first_moments_(options_.window()),
@@ -220,6 +221,7 @@ void Detectors::begin_attempt(int64_t step, int64_t attempt) noexcept {
   recheck_.clear();  // a detection whose failure restored no snapshot
   ran_state_checks_ = false;
   grad_norm_.reset();
+  vector_norm_.reset();
   loss_.reset();
   param_magnitude_.reset();
   first_moment_.reset();
@@ -234,10 +236,10 @@ void Detectors::detected(const std::string& detector, const std::string& message
   details["message"] = message;
   journal_.write(std::move(details));
   if (detector == "param_spike" || detector == "adam_moments") recheck_ = detector;
-  // A state check finds a fault up to state_check_every() - 1 steps late: the steps re-run
-  // after the rollback are checked each, so the one that brought it is the one blamed (and
-  // skipped, if it brings it again).
-  if (is_state_check(detector)) dense_until_ = std::max(dense_until_, step_);
+  // A fault can be found steps after the one that brought it (a state check's or a gradient
+  // check's skipped steps): the steps re-run after the rollback are checked each, so the one
+  // that brought it is the one blamed (and skipped, if it brings it again).
+  dense_until_ = std::max(dense_until_, step_);
   throw FaultDetected(detector, message + " (step " + std::to_string(step_) + ", attempt " + std::to_string(attempt_) + ")");
 }
 
@@ -258,24 +260,42 @@ void Detectors::check_spike(const std::string& detector, const std::string& what
            {{"value", json_number(value)}, {"median", s->median}, {"mad", s->mad}});
 }
 
-void Detectors::before_update() {
+void Detectors::before_update(bool every_step) {
   if (!options_.nonfinite_grads() && !options_.grad_spikes()) return;
   const auto& params = parameters_->of(state_);
-  std::vector<at::Tensor> grads;
+  const bool all = every_step || grad_norms_.count() < options_.warmup() || step_ <= dense_until_ ||
+                   (step_ + 1) % options_.grad_check_every() == 0;
+  std::vector<at::Tensor> grads, vectors;  // vectors: the gradients of the 1-D parameters
   std::vector<const std::string*> names;
   for (const auto& [name, p] : params) {
     if (!p.grad().defined()) continue;
+    if (p.dim() <= 1) vectors.push_back(p.grad());
+    if (!all && p.dim() > 1) continue;
     grads.push_back(p.grad());
     names.push_back(&name);
   }
   if (grads.empty()) return;
   c10::NoGradGuard no_grad;
-  const double norm = std::sqrt(squared_norm(grads));
-  if (std::isfinite(norm)) {
-    grad_norm_ = norm;
-    if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_, /*bound_warmup=*/true);
-    return;
+  const double vector_sq = squared_norm(vectors);
+  double norm = std::sqrt(vector_sq);
+  if (std::isfinite(norm) && !vectors.empty()) {
+    vector_norm_ = norm;
+    if (options_.grad_spikes()) {
+      check_spike("grad_spike", "the gradient norm of the 1-D parameters", norm, vector_norms_, /*bound_warmup=*/true);
+    }
   }
+  if (all && std::isfinite(norm)) {
+    std::vector<at::Tensor> rest;
+    for (const auto& g : grads) {
+      if (g.dim() > 1) rest.push_back(g);
+    }
+    norm = std::sqrt(vector_sq + squared_norm(rest));
+    if (std::isfinite(norm)) {
+      grad_norm_ = norm;
+      if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_, /*bound_warmup=*/true);
+    }
+  }
+  if (std::isfinite(norm)) return;
   // The slow path, only when something is wrong: which gradient, and how.
   for (std::size_t i = 0; i < grads.size(); ++i) {
     const at::Tensor& g = grads[i];
@@ -464,6 +484,7 @@ void Detectors::accept_inherited(const std::string& detector) {
 
 void Detectors::commit(int64_t step) {
   if (grad_norm_) grad_norms_.add(step, *grad_norm_);
+  if (vector_norm_) vector_norms_.add(step, *vector_norm_);
   if (loss_) losses_.add(step, *loss_);
   if (param_magnitude_) param_magnitudes_.add(step, *param_magnitude_);
   if (first_moment_) first_moments_.add(step, *first_moment_);

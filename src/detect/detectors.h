@@ -33,8 +33,11 @@ class Detectors {
 
   /// An attempt of `step` begins: values measured by an earlier attempt are dropped.
   void begin_attempt(int64_t step, int64_t attempt) noexcept;
-  /// Step::before_update(): non-finite gradients and gradient-norm spikes.
-  void before_update();
+  /// Step::before_update(): non-finite gradients and gradient-norm spikes of the 1-D parameters
+  /// (biases, normalization scales) at every call; of all parameters in the warm-up, at every
+  /// grad_check_every()-th step, in a re-run up to a detection's step, and at every step if
+  /// `every_step`.
+  void before_update(bool every_step);
   /// After the body returned: non-finite metrics and buffers, loss spikes; the state checks
   /// (parameter spikes, Adam moments) in the warm-up, at every state_check_every()-th step, when
   /// state_clean_now() found the state faulty, and at every step if `every_step`.
@@ -82,10 +85,11 @@ class Detectors {
   bool force_state_check_ = false;  // state_clean_now() found it faulty: check at this attempt's end
   bool ran_state_checks_ = false;   // in the running attempt
   int64_t state_checks_committed_ = 0;  // committed attempts that ran them (the warm-up)
-  int64_t dense_until_ = -1;            // they run at every step up to this one (a re-run)
-  RobustWindow grad_norms_, losses_, param_magnitudes_, first_moments_, second_moments_;
+  int64_t dense_until_ = -1;  // every check runs at every step up to this one (a re-run)
+  // vector_norms_: the gradient norm of the 1-D parameters, measured at every before_update().
+  RobustWindow grad_norms_, vector_norms_, losses_, param_magnitudes_, first_moments_, second_moments_;
   // Values of the running attempt, recorded when it commits.
-  std::optional<double> grad_norm_, loss_, param_magnitude_, first_moment_, second_moment_;
+  std::optional<double> grad_norm_, vector_norm_, loss_, param_magnitude_, first_moment_, second_moment_;
 };
 
 }  // namespace daifu::detail

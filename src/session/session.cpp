@@ -80,8 +80,9 @@ void validate(const Options& o) {
     throw Error("daifu: DetectorOptions window(" + std::to_string(d.window()) + ") must be >= 1 and warmup(" +
                 std::to_string(d.warmup()) + ") in [0, window]");
   }
-  if (d.state_check_every() < 1) {
-    throw Error("daifu: DetectorOptions state_check_every(" + std::to_string(d.state_check_every()) + ") must be >= 1");
+  if (d.state_check_every() < 1 || d.grad_check_every() < 1) {
+    throw Error("daifu: DetectorOptions state_check_every(" + std::to_string(d.state_check_every()) +
+                ") and grad_check_every(" + std::to_string(d.grad_check_every()) + ") must be >= 1");
   }
   if (!(d.spike_ratio() > 1) || !(d.spike_mads() >= 0)) {
     throw Error("daifu: DetectorOptions spike_ratio(" + std::to_string(d.spike_ratio()) + ") must be > 1 and spike_mads(" +
