@@ -36,6 +36,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -294,9 +295,10 @@ std::vector<double> group_means(const std::vector<double>& block, int64_t group)
   return out;
 }
 
-// The detectors' cost per step, in seconds: the median over runs of state_check_every()
-// consecutive steps of detector_block() (each run holds one step with the state checks, so
-// their cost is counted and a rare snapshot is not) in a session with `detectors`, minus that in
+// The detectors' cost per step, in seconds: the median over runs of lcm(state_check_every(),
+// grad_check_every()) consecutive steps of detector_block() (each run holds the steps with the
+// state checks and with all gradients checked, so their cost is counted and a rare snapshot is
+// not) in a session with `detectors`, minus that in
 // a session with none; blocks interleaved, the same tracked state.
 double detector_cost(Workload& w, const daifu::DetectorOptions& detectors, const Args& args, int64_t& next,
                      bool before_update = true) {
@@ -313,7 +315,7 @@ double detector_cost(Workload& w, const daifu::DetectorOptions& detectors, const
       auto& into = (rep + half) % 2 == 0 ? with : without;
       const auto block = group_means(
           detector_block((rep + half) % 2 == 0 ? on : off, next, args.empty_steps, before_update),
-          detectors.state_check_every());
+          std::lcm(detectors.state_check_every(), detectors.grad_check_every()));
       into.insert(into.end(), block.begin(), block.end());
       next += args.empty_steps;
     }
@@ -352,10 +354,10 @@ nlohmann::json measure(Workload& w, daifu::Session& session, const Args& args, i
   // A capture costs about a loop entry (the entry is a capture plus one journal line).
   const double snapshot_share = guarded.entry * static_cast<double>(periodic) / guarded_steps;
 
-  // The silent-fault detectors: the default set, the same with the state checks every step, and
+  // The silent-fault detectors: the default set, the same with every check at every step, and
   // Adam's moment bound alone.
   const double detectors = detector_cost(w, daifu::DetectorOptions(), args, next);
-  const double every_step = detector_cost(w, daifu::DetectorOptions().state_check_every(1), args, next);
+  const double every_step = detector_cost(w, daifu::DetectorOptions().state_check_every(1).grad_check_every(1), args, next);
   const double step_end = detector_cost(w, daifu::DetectorOptions(), args, next, /*before_update=*/false);
   const double moments = detector_cost(w, daifu::DetectorOptions::none().adam_moments(true), args, next);
 
@@ -438,7 +440,7 @@ void print_table(const nlohmann::json& results) {
                 r["estimated_overhead_pct"].get<double>());
   }
   std::printf("\n| workload | plain mean step | default detectors, with before_update() | share "
-              "| the same, state checks every step | share | default, without before_update() | share "
+              "| the same, every check every step | share | default, without before_update() | share "
               "| adam_moments alone | share |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : results) {
