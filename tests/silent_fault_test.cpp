@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <random>
 
 #include "detect/robust_window.h"
 #include "test_util.h"
@@ -589,6 +590,39 @@ TEST(RobustWindow, BoundsTheWarmUpByTheLargestValueSoFarWhenAsked) {
   EXPECT_EQ(s->median, 2.0);
   w.clear();
   EXPECT_EQ(w.count(), 0);
+}
+
+// The shortcut past the median (a value at most ratio times the smallest one) never changes a
+// verdict: random windows, some with negative values, judged against the rule itself.
+TEST(RobustWindow, TheShortcutPastTheMedianAgreesWithTheRule) {
+  std::mt19937 gen(7);
+  std::lognormal_distribution<double> size(0, 2);
+  std::uniform_real_distribution<double> unit(0, 1);
+  for (int trial = 0; trial < 300; ++trial) {
+    daifu::detail::RobustWindow w(50);
+    std::vector<double> values;
+    const bool signed_values = trial % 3 == 0;
+    for (int64_t i = 0; i < 50; ++i) {
+      const double x = size(gen) * (signed_values && unit(gen) < 0.3 ? -1 : 1);
+      w.add(i, x);
+      values.push_back(x);
+    }
+    auto median_of = [](std::vector<double> v) {
+      std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+      return v[v.size() / 2];
+    };
+    const double median = median_of(values);
+    std::vector<double> deviations;
+    for (const double x : values) deviations.push_back(std::abs(x - median));
+    const double mad = median_of(deviations);
+    for (const double ratio : {1.5, 10.0, 100.0}) {
+      for (int k = 0; k < 20; ++k) {
+        const double value = size(gen) * ratio * unit(gen) * 3;
+        const bool expected = value - median > (ratio - 1) * std::abs(median) && value - median > 2 * mad;
+        EXPECT_EQ(w.spike(value, ratio, 2, 20).has_value(), expected) << value << " against median " << median;
+      }
+    }
+  }
 }
 
 // A gradient of many chunks of the detectors' parallel loop (2^16 floats each): a NaN in its

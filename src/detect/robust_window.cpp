@@ -19,6 +19,16 @@ void RobustWindow::add(int64_t step, double value) {
   if (!std::isfinite(value)) return;
   values_[step] = value;
   while (static_cast<int64_t>(values_.size()) > size_) values_.erase(values_.begin());
+  smallest_.reset();
+}
+
+double RobustWindow::smallest() const {
+  if (!smallest_) {
+    double low = values_.begin()->second;
+    for (const auto& [step, x] : values_) low = std::min(low, x);
+    smallest_ = low;
+  }
+  return *smallest_;
 }
 
 std::optional<RobustWindow::Spike> RobustWindow::spike(double value, double ratio, double mads,
@@ -30,6 +40,9 @@ std::optional<RobustWindow::Spike> RobustWindow::spike(double value, double rati
     if (largest > 0 && value > ratio * largest) return Spike{value, largest, 0, /*warmup=*/true};
     return std::nullopt;
   }
+  // With a non-negative median, a value at most ratio times the smallest one (<= the median)
+  // exceeds the median by at most (ratio - 1) * median: no spike, without the median's sorting.
+  if (const double low = smallest(); low >= 0 && value <= ratio * low) return std::nullopt;
   std::vector<double> v;
   v.reserve(values_.size());
   for (const auto& [step, x] : values_) v.push_back(x);

@@ -21,7 +21,10 @@ class RobustWindow {
   int64_t count() const noexcept { return static_cast<int64_t>(values_.size()); }
 
   /// Forgets every value.
-  void clear() noexcept { values_.clear(); }
+  void clear() noexcept {
+    values_.clear();
+    smallest_.reset();
+  }
 
   struct Spike {
     double value, median, mad;
@@ -37,8 +40,12 @@ class RobustWindow {
   std::optional<Spike> spike(double value, double ratio, double mads, int64_t warmup, bool bound_warmup = false) const;
 
  private:
+  /// The smallest value recorded (at least one is), cached until the next add or clear.
+  double smallest() const;
+
   int64_t size_;
   std::map<int64_t, double> values_;  // by step
+  mutable std::optional<double> smallest_;
 };
 
 }  // namespace daifu::detail
