@@ -141,6 +141,20 @@ TEST(SilentFaults, HugeGradientIsCaughtByTheSpikeDetectorBeforeTheUpdate) {
   }
 }
 
+// A weight corrupted between state checks that makes a gradient spike before the update: the
+// detection looks at the state first and finds the weight, so the snapshot is restored, instead
+// of a retry, a skip, and the same at every later step.
+TEST(SilentFaults, AGradientSpikeFromACorruptedWeightRestoresTheSnapshot) {
+  const Trained run = train(no_plan().inject("value=1e6:param!:model.fc2.weight@32"), fresh_dir());
+  EXPECT_EQ(detectors_fired(run), std::vector<std::string>{"param_spike"});
+  const auto detections = events(run.workplace, "detection");
+  ASSERT_EQ(detections.size(), 1u);
+  EXPECT_EQ(detections[0]["step"], 32) << "found at the gradient spike, not at step 39's state check";
+  EXPECT_EQ(events(run.workplace, "rollback").size(), 1u);
+  EXPECT_EQ(run.stats.skipped_steps, 0);
+  EXPECT_TRUE(bitwise_equal(run, clean_run()));
+}
+
 // A fault in a layer's output gradient reaches its bias's gradient, checked at every step.
 TEST(SilentFaults, HugeOutputGradientIsCaughtAtEveryStepThroughTheBiasGradients) {
   const Trained run = train(no_plan().inject("value=9e17:grad:fc1.out@30"), fresh_dir());

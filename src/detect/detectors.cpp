@@ -229,6 +229,14 @@ void Detectors::begin_attempt(int64_t step, int64_t attempt) noexcept {
 }
 
 void Detectors::detected(const std::string& detector, const std::string& message, nlohmann::json details) {
+  // A gradient that spikes before the update because a weight already does (corrupted since the
+  // last state check) is the state's fault: retrying or skipping the step cannot remove it, and
+  // every later step would fail the same way. The state is looked at first; a faulty one is
+  // detected as such, and its detection restores the snapshot.
+  if (std::exchange(in_before_update_, false) && state_checks_on()) {
+    if (options_.param_spikes()) check_params();
+    if (options_.adam_moments()) check_adam_moments();
+  }
   details["event"] = event::detection;
   details["step"] = step_;
   details["attempt"] = attempt_;
@@ -260,10 +268,10 @@ void Detectors::check_spike(const std::string& detector, const std::string& what
            {{"value", json_number(value)}, {"median", s->median}, {"mad", s->mad}});
 }
 
-void Detectors::before_update(bool every_step) {
+void Detectors::before_update() {
   if (!options_.nonfinite_grads() && !options_.grad_spikes()) return;
   const auto& params = parameters_->of(state_);
-  const bool all = every_step || grad_norms_.count() < options_.warmup() || step_ <= dense_until_ ||
+  const bool all = grad_norms_.count() < options_.warmup() || step_ <= dense_until_ ||
                    (step_ + 1) % options_.grad_check_every() == 0;
   std::vector<at::Tensor> grads, vectors;  // vectors: the gradients of the 1-D parameters
   std::vector<const std::string*> names;
@@ -276,6 +284,11 @@ void Detectors::before_update(bool every_step) {
   }
   if (grads.empty()) return;
   c10::NoGradGuard no_grad;
+  struct Raised {  // in_before_update_ while this runs (a detection resets it sooner)
+    bool& flag;
+    explicit Raised(bool& f) : flag(f) { flag = true; }
+    ~Raised() { flag = false; }
+  } raised(in_before_update_);
   const double vector_sq = squared_norm(vectors);
   double norm = std::sqrt(vector_sq);
   if (std::isfinite(norm) && !vectors.empty()) {

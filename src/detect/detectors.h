@@ -35,12 +35,12 @@ class Detectors {
   void begin_attempt(int64_t step, int64_t attempt) noexcept;
   /// Step::before_update(): non-finite gradients and gradient-norm spikes of the 1-D parameters
   /// (biases, normalization scales) at every call; of all parameters in the warm-up, at every
-  /// grad_check_every()-th step, in a re-run up to a detection's step, and at every step if
-  /// `every_step`.
-  void before_update(bool every_step);
+  /// grad_check_every()-th step, and in a re-run up to a detection's step.
+  void before_update();
   /// After the body returned: non-finite metrics and buffers, loss spikes; the state checks
   /// (parameter spikes, Adam moments) in the warm-up, at every state_check_every()-th step, when
-  /// state_clean_now() found the state faulty, and at every step if `every_step`.
+  /// state_clean_now() found the state faulty, in a re-run up to a detection's step, and if
+  /// `every_step`.
   void end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool every_step);
   /// Before a snapshot: whether the state the state checks would see now is clean, measured only
   /// if they have not seen it (the last committed attempt skipped them). If not, the snapshot
@@ -86,6 +86,7 @@ class Detectors {
   bool ran_state_checks_ = false;   // in the running attempt
   int64_t state_checks_committed_ = 0;  // committed attempts that ran them (the warm-up)
   int64_t dense_until_ = -1;  // every check runs at every step up to this one (a re-run)
+  bool in_before_update_ = false;  // a detection now looks at the state first
   // vector_norms_: the gradient norm of the 1-D parameters, measured at every before_update().
   RobustWindow grad_norms_, vector_norms_, losses_, param_magnitudes_, first_moments_, second_moments_;
   // Values of the running attempt, recorded when it commits.

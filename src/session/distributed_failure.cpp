@@ -75,6 +75,8 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
     sent = {{"action", to_string(decision.action)}, {"kind", to_string(failure.kind)},
             {"message", clipped(failure.message)}, {"surgery", last_repair_.surgery}, {"changes", changes},
             {"snapshot", impl_.snapshot_requested},
+            // Restored though no rank changed the state: a state check found it faulty.
+            {"rollback", decision.rollback},
             // The repair forgot the step's batch (out_of_memory at a new batch size): so do the others.
             {"forget_batch", had_memo && StepAccess::memos(step).empty()}};
     try {
@@ -146,7 +148,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   Decision decision;
   decision.caught = caught;
   decision.action = action == "skip" ? Action::Skip : Action::Retry;
-  if (outcome->mutated) {
+  if (outcome->mutated || got.value("rollback", false)) {
     if (window_start_ < 0 || !impl_.snapshot.valid()) {
       escalate(failure, "", "tracked state was modified before the failure and there is no snapshot to restore it from", {});
     }

@@ -15,7 +15,7 @@ namespace daifu {
 
 void Step::before_update() {
   if (session_ == nullptr) return;
-  session_->detectors.before_update(/*every_step=*/session_->agreement != nullptr);
+  session_->detectors.before_update();
   if (session_->agreement) session_->agreement->update_point();
 }
 
