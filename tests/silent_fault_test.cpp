@@ -607,8 +607,15 @@ TEST(RobustWindow, BoundsTheWarmUpByTheLargestValueSoFarWhenAsked) {
 }
 
 // The shortcut past the median (a value at most ratio times the smallest one) never changes a
-// verdict: random windows, some with negative values, judged against the rule itself.
+// verdict: random windows, some with negative values, judged against the rule itself; and the
+// smallest value it uses follows the window as values come and go.
 TEST(RobustWindow, TheShortcutPastTheMedianAgreesWithTheRule) {
+  daifu::detail::RobustWindow small(3);
+  for (int64_t i = 0; i < 3; ++i) small.add(i, 1.0);
+  EXPECT_FALSE(small.spike(50, 100, 20, 3));
+  for (int64_t i = 3; i < 6; ++i) small.add(i, 0.01);  // 1.0, the smallest so far, leaves
+  EXPECT_TRUE(small.spike(50, 100, 20, 3));
+
   std::mt19937 gen(7);
   std::lognormal_distribution<double> size(0, 2);
   std::uniform_real_distribution<double> unit(0, 1);

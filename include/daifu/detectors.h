@@ -86,7 +86,8 @@ class DAIFU_API DetectorOptions {
 
   /// A value x spikes when both x - median > (spike_ratio - 1) * |median| and
   /// x - median > spike_mads * MAD, over the last window() values (one per committed step; for
-  /// the state checks, per committed step that ran them), once warmup() values have been seen.
+  /// the state checks and the all-gradient norm, per committed step that ran them), once
+  /// warmup() values have been seen.
   /// Before that, from 3 values on, the gradient norm and the state checks' values spike above
   /// spike_ratio times the largest value so far.
   DetectorOptions& spike_ratio(double r) { spike_ratio_ = r; return *this; }

@@ -103,8 +103,10 @@ class DAIFU_API Step {
   at::Tensor probe(const std::string& name, const at::Tensor& x);
 
   /// Call between backward() and optimizer.step(): the gradient detectors (non-finite values,
-  /// norm spikes) check the tracked parameters' gradients and throw daifu::FaultDetected
-  /// before a bad gradient reaches the weights. Without this call they do not run.
+  /// norm spikes) check the tracked parameters' gradients (the 1-D parameters' at every call,
+  /// all of them every DetectorOptions::grad_check_every() steps) and throw
+  /// daifu::FaultDetected before a bad gradient they read reaches the weights. Without this
+  /// call they do not run.
   /// In a distributed session (Options::distributed) the ranks then agree that every one of
   /// them got this far, and the gradients are averaged over them; if another rank failed this
   /// throws daifu::PeerFailed, and the guard repairs the step the same way on every rank.

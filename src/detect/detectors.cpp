@@ -234,8 +234,13 @@ void Detectors::detected(const std::string& detector, const std::string& message
   // every later step would fail the same way. The state is looked at first; a faulty one is
   // detected as such, and its detection restores the snapshot.
   if (std::exchange(in_before_update_, false) && state_checks_on()) {
-    if (options_.param_spikes()) check_params();
-    if (options_.adam_moments()) check_adam_moments();
+    try {
+      if (options_.param_spikes()) check_params();
+      if (options_.adam_moments()) check_adam_moments();
+    } catch (const FaultDetected&) {
+      throw;
+    } catch (...) {  // unmeasurable (a reduction that failed): the gradient's detection stands
+    }
   }
   details["event"] = event::detection;
   details["step"] = step_;
@@ -273,16 +278,17 @@ void Detectors::before_update() {
   const auto& params = parameters_->of(state_);
   const bool all = grad_norms_.count() < options_.warmup() || step_ <= dense_until_ ||
                    (step_ + 1) % options_.grad_check_every() == 0;
-  std::vector<at::Tensor> grads, vectors;  // vectors: the gradients of the 1-D parameters
-  std::vector<const std::string*> names;
+  // The gradients of the 1-D parameters, and of the others when all are read; `read`: both, by name.
+  std::vector<at::Tensor> vectors, rest;
+  std::vector<std::pair<const std::string*, at::Tensor>> read;
   for (const auto& [name, p] : params) {
     if (!p.grad().defined()) continue;
-    if (p.dim() <= 1) vectors.push_back(p.grad());
-    if (!all && p.dim() > 1) continue;
-    grads.push_back(p.grad());
-    names.push_back(&name);
+    const bool vector = p.dim() <= 1;
+    if (!vector && !all) continue;
+    (vector ? vectors : rest).push_back(p.grad());
+    read.emplace_back(&name, p.grad());
   }
-  if (grads.empty()) return;
+  if (read.empty()) return;
   c10::NoGradGuard no_grad;
   struct Raised {  // in_before_update_ while this runs (a detection resets it sooner)
     bool& flag;
@@ -298,11 +304,8 @@ void Detectors::before_update() {
     }
   }
   if (all && std::isfinite(norm)) {
-    std::vector<at::Tensor> rest;
-    for (const auto& g : grads) {
-      if (g.dim() > 1) rest.push_back(g);
-    }
-    norm = std::sqrt(vector_sq + squared_norm(rest));
+    const double total = vector_sq + squared_norm(rest);  // beyond float's range: as squared_norm says
+    norm = total > std::numeric_limits<float>::max() ? std::numeric_limits<double>::infinity() : std::sqrt(total);
     if (std::isfinite(norm)) {
       grad_norm_ = norm;
       if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_, /*bound_warmup=*/true);
@@ -310,26 +313,24 @@ void Detectors::before_update() {
   }
   if (std::isfinite(norm)) return;
   // The slow path, only when something is wrong: which gradient, and how.
-  for (std::size_t i = 0; i < grads.size(); ++i) {
-    const at::Tensor& g = grads[i];
+  for (const auto& [name, g] : read) {
     if (!options_.nonfinite_grads() || at::isfinite(g).all().item<bool>()) continue;
     const int64_t nan = at::isnan(g).sum().item<int64_t>();
     const int64_t inf = at::isinf(g).sum().item<int64_t>();
     detected("nonfinite_grad",
-             "the gradient of " + *names[i] + " has " + std::to_string(nan) + " NaN and " + std::to_string(inf) +
+             "the gradient of " + *name + " has " + std::to_string(nan) + " NaN and " + std::to_string(inf) +
                  " infinite values",
-             {{"parameter", *names[i]}, {"nan", nan}, {"inf", inf}});
+             {{"parameter", *name}, {"nan", nan}, {"inf", inf}});
   }
   if (!options_.grad_spikes()) return;  // finite gradients whose norm overflows float32
-  std::size_t worst = 0;
+  const std::string* worst = read.front().first;
   double largest = 0;
-  for (std::size_t i = 0; i < grads.size(); ++i) {
-    const double m = grads[i].abs().max().item<double>();
-    if (m > largest) largest = m, worst = i;
+  for (const auto& [name, g] : read) {
+    const double m = g.abs().max().item<double>();
+    if (m > largest) largest = m, worst = name;
   }
-  detected("grad_spike",
-           "the gradient norm overflows float32: the gradient of " + *names[worst] + " holds " + fmt(largest),
-           {{"value", "inf"}, {"parameter", *names[worst]}, {"largest", largest}});
+  detected("grad_spike", "the gradient norm overflows float32: the gradient of " + *worst + " holds " + fmt(largest),
+           {{"value", "inf"}, {"parameter", *worst}, {"largest", largest}});
 }
 
 void Detectors::end_attempt(const std::vector<std::pair<std::string, double>>& metrics, bool every_step) {

@@ -286,7 +286,6 @@ std::optional<std::pair<int64_t, int64_t>> Agreement::previous_failed() const no
   return impl_->previous_failed;
 }
 bool Agreement::snapshot_next() const noexcept { return impl_->snapshot_next; }
-bool Agreement::update_passed() const noexcept { return impl_->phase == Phase::UpdatePassed; }
 
 std::string Agreement::exchange(const std::string& decision) {
   const bool leader = impl_->rank == impl_->outcome.leader();

@@ -81,8 +81,6 @@ class Agreement {
 
   /// Whether the last update point agreed on a snapshot before the next step.
   bool snapshot_next() const noexcept;
-  /// Whether this attempt passed its update point (snapshot_next() is then this step's vote).
-  bool update_passed() const noexcept;
 
   /// The leader of the failed point passes its repair; every rank returns the leader's.
   /// Throws daifu::Error if the leader's does not fit the exchange (16 KiB).

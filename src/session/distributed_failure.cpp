@@ -1,15 +1,20 @@
 // A failure in a distributed session. Every rank took part in the point of the agreement at
 // which the failure became known, so every rank is here for the same attempt. The lowest
 // failing rank (the leader) repairs it as a single process would; the others wait for its
-// decision, roll back if any rank had modified tracked state, take over its knob changes and
-// do what it does: retry, skip, or escalate. A failure told by the previous step's end point is
-// of that step: every rank rolls back and runs it again. Every wait is a collective of the
+// decision, roll back if any rank had modified tracked state (or a state check found it
+// faulty), take over its knob changes and do what it does: retry, skip, or escalate. A failure
+// told by the previous step's end point is of that step: every rank rolls back and runs it again. Every wait is a collective of the
 // group, bounded by the group's timeout; a collective that fails ends the run on this rank
 // (lost_peers).
+#include <daifu/errors.h>
+
+#include "detect/detectors.h"
 #include "journal/events.h"
 #include "session/step_loop.h"
 
 #include <nlohmann/json.hpp>
+
+#include <exception>
 #include <optional>
 
 namespace daifu::detail {
@@ -18,6 +23,18 @@ namespace {
 constexpr std::size_t kMaxText = 2000;  // of a message or reason handed to the other ranks
 
 std::string clipped(const std::string& text) { return text.size() > kMaxText ? text.substr(0, kMaxText) + "..." : text; }
+
+// Whether the exception being handled, if any, is a state check's detection (is_state_check).
+bool state_fault_in_flight() {
+  if (!std::current_exception()) return false;
+  try {
+    throw;
+  } catch (const FaultDetected& f) {
+    return is_state_check(f.detector());
+  } catch (...) {
+    return false;
+  }
+}
 
 }  // namespace
 
@@ -45,7 +62,9 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   const bool own = !agreement.failed();  // false: told by daifu::PeerFailed
   const Agreement::Outcome* outcome = nullptr;
   try {
-    outcome = &agreement.fail(!impl_.state.mutated_since_begin().empty());
+    // A state check's detection restores the snapshot even where nothing was modified (the state
+    // may have been spoiled steps ago): told as a modification, every rank rolls back.
+    outcome = &agreement.fail(!impl_.state.mutated_since_begin().empty() || (own && state_fault_in_flight()));
   } catch (const std::exception&) {
     lost_peers(step);
   }
@@ -75,8 +94,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
     sent = {{"action", to_string(decision.action)}, {"kind", to_string(failure.kind)},
             {"message", clipped(failure.message)}, {"surgery", last_repair_.surgery}, {"changes", changes},
             {"snapshot", impl_.snapshot_requested},
-            // Restored though no rank changed the state: a state check found it faulty.
-            {"rollback", decision.rollback},
+
             // The repair forgot the step's batch (out_of_memory at a new batch size): so do the others.
             {"forget_batch", had_memo && StepAccess::memos(step).empty()}};
     try {
@@ -148,7 +166,7 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
   Decision decision;
   decision.caught = caught;
   decision.action = action == "skip" ? Action::Skip : Action::Retry;
-  if (outcome->mutated || got.value("rollback", false)) {
+  if (outcome->mutated) {
     if (window_start_ < 0 || !impl_.snapshot.valid()) {
       escalate(failure, "", "tracked state was modified before the failure and there is no snapshot to restore it from", {});
     }

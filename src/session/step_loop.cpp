@@ -144,13 +144,9 @@ void StepLoop::run(int64_t first, int64_t last, StepBodyRef body, BatchSource* s
           if (impl_.armed_fault) fire_armed();
           impl_.state.synchronize_devices();
           // The state is checked at a loop's last step (the next loop's first snapshot holds it,
-          // and no rollback reaches back into this loop) and, in a distributed session, at each
-          // step after which the ranks voted for a snapshot, or whose vote is not known yet (no
-          // update point before the end): every rank takes a voted snapshot, so none may find
-          // its state faulty only at the capture.
-          const bool snapshot_voted =
-              impl_.agreement && (!impl_.agreement->update_passed() || impl_.agreement->snapshot_next());
-          impl_.detectors.end_attempt(impl_.step_metrics, /*every_step=*/snapshot_voted || index + 1 >= last);
+          // and no rollback reaches back into this loop) and at every step of a distributed
+          // session (its snapshots are voted for before the detectors run; every rank takes them).
+          impl_.detectors.end_attempt(impl_.step_metrics, /*every_step=*/impl_.agreement != nullptr || index + 1 >= last);
           if (impl_.agreement) impl_.agreement->end_point();
           committed = true;
         }
@@ -247,9 +243,6 @@ void StepLoop::maybe_snapshot(int64_t index) {
   const bool due = window_start_ < 0 || impl_.snapshot_requested ||
                    (impl_.agreement ? impl_.agreement->snapshot_next() : index - window_start_ >= impl_.policy.every());
   if (!due) return;
-  // A snapshot of a distributed session costs its capture and the wait for the previous step's
-  // end point (an all-reduce of its own): the policy spaces snapshots by both.
-  const auto asked = Clock::now();
   if (impl_.agreement) {
     Step at;
     StepAccess::index(at) = index;
@@ -299,7 +292,7 @@ void StepLoop::maybe_snapshot(int64_t index) {
     }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-  impl_.policy.record_capture(std::chrono::duration<double>(Clock::now() - asked).count());
+  impl_.policy.record_capture(seconds);
   impl_.snapshot_requested = false;
   window_start_ = index;
   memos_.clear();
