@@ -61,8 +61,7 @@ class DAIFU_API DetectorOptions {
   /// The state checks (param_spikes, adam_moments) look at values that stay until something
   /// overwrites them, so they need not run every step: they run at the end of each step until
   /// warmup() steps ran them, then of every k-th step (step index + 1 a multiple of k), of a
-  /// loop's last step, and in a distributed session of every step after which the ranks voted
-  /// for a snapshot (or that has no Step::before_update()). A snapshot is never taken of
+  /// loop's last step, and of every step in a distributed session. A snapshot is never taken of
   /// a state they have not seen (it is measured first, and a faulty one is not captured), so a
   /// rollback restores a checked state. A fault they catch is at most k - 1 steps old, and its
   /// detection always restores the snapshot. 1: every step.
@@ -77,10 +76,10 @@ class DAIFU_API DetectorOptions {
   /// until warmup() steps did, then at every k-th step (step index + 1 a multiple of k: the
   /// state checks' steps when k is the same), and at every step re-run after any detection, up
   /// to the detecting step (in a distributed session each rank checks its own gradients before
-  /// they are averaged). A fault in a weight's own
-  /// gradient at a step in between reaches the weight, where the loss, the parameter bound or
-  /// Adam's moments may find it later; the rollback then re-runs the steps with every check on,
-  /// so the step that brought it is the one blamed. 1: every gradient at every step.
+  /// they are averaged). A fault in a weight's own gradient at a step in between reaches the
+  /// weight, where the loss, the parameter bound or Adam's moments may find it later (a gradient
+  /// detection looks at the state first); the rollback then re-runs the steps with every check
+  /// on, so the step that brought it is the one blamed. 1: every gradient at every step.
   DetectorOptions& grad_check_every(int64_t k) { grad_check_every_ = k; return *this; }
   int64_t grad_check_every() const noexcept { return grad_check_every_; }
 

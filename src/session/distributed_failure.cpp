@@ -3,9 +3,9 @@
 // failing rank (the leader) repairs it as a single process would; the others wait for its
 // decision, roll back if any rank had modified tracked state (or a state check found it
 // faulty), take over its knob changes and do what it does: retry, skip, or escalate. A failure
-// told by the previous step's end point is of that step: every rank rolls back and runs it again. Every wait is a collective of the
-// group, bounded by the group's timeout; a collective that fails ends the run on this rank
-// (lost_peers).
+// told by the previous step's end point is of that step: every rank rolls back and runs it
+// again. Every wait is a collective of the group, bounded by the group's timeout; a collective
+// that fails ends the run on this rank (lost_peers).
 #include <daifu/errors.h>
 
 #include "detect/detectors.h"
@@ -94,7 +94,6 @@ StepLoop::Decision StepLoop::handle_distributed_failure(Step& step, Clock::time_
     sent = {{"action", to_string(decision.action)}, {"kind", to_string(failure.kind)},
             {"message", clipped(failure.message)}, {"surgery", last_repair_.surgery}, {"changes", changes},
             {"snapshot", impl_.snapshot_requested},
-
             // The repair forgot the step's batch (out_of_memory at a new batch size): so do the others.
             {"forget_batch", had_memo && StepAccess::memos(step).empty()}};
     try {
