@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <fstream>
+#include <cstdlib>
 #include <regex>
+#include <string_view>
 
 #if defined(__linux__)
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #endif
@@ -28,10 +30,17 @@ int64_t size_of(const std::string& number, const std::string& unit) {
   return v >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(v);
 }
 
-int64_t find_size(const std::string& message, const std::regex& pattern) {
-  const auto end = message.begin() + static_cast<std::ptrdiff_t>(std::min(message.size(), kRegexWindow));
+// The size `pattern` matches, searched only from just before the first `anchor`, a literal part
+// of it: std::regex takes tens of µs to scan a whole message, most of a cold repair's time.
+// -1 where the message does not say it.
+int64_t find_size(const std::string& message, std::string_view anchor, const std::regex& pattern) {
+  constexpr std::size_t kNumberWidth = 32;  // "; 13.37 GiB" before an anchor that follows the size
+  const std::size_t limit = std::min(message.size(), kRegexWindow);
+  const std::size_t at = message.find(anchor);
+  if (at == std::string::npos || at >= limit) return -1;
+  const auto from = message.begin() + static_cast<std::ptrdiff_t>(at > kNumberWidth ? at - kNumberWidth : 0);
   std::smatch m;
-  if (!std::regex_search(message.begin(), end, m, pattern)) return -1;
+  if (!std::regex_search(from, message.begin() + static_cast<std::ptrdiff_t>(limit), m, pattern)) return -1;
   return size_of(m[1].str(), m[2].str());
 }
 
@@ -53,11 +62,13 @@ OomMessage parse_oom_message(const std::string& message) {
   m.cpu = message.find("DefaultCPUAllocator") != std::string::npos ||
           message.find("can't allocate memory") != std::string::npos;
   try {
-    m.requested = find_size(message, requested);
-    if (const int64_t f = find_size(message, free_2x); f >= 0) {
-      m.free = saturating_add(f, std::max<int64_t>(0, find_size(message, unallocated_2x)));
-    } else if (const int64_t f1 = find_size(message, free_1x); f1 >= 0) {
-      const int64_t allocated = find_size(message, allocated_1x), reserved = find_size(message, reserved_1x);
+    m.requested = find_size(message, "ried to allocate ", requested);
+    if (const int64_t f = find_size(message, "of which ", free_2x); f >= 0) {
+      m.free = saturating_add(f, std::max<int64_t>(0, find_size(message, " is reserved by PyTorch but unallocated",
+                                                                unallocated_2x)));
+    } else if (const int64_t f1 = find_size(message, " free;", free_1x); f1 >= 0) {
+      const int64_t allocated = find_size(message, " already allocated", allocated_1x);
+      const int64_t reserved = find_size(message, " reserved in total by PyTorch", reserved_1x);
       m.free = saturating_add(f1, allocated >= 0 && reserved > allocated ? reserved - allocated : 0);
     }
   } catch (const std::exception&) {  // a number beyond stod's range: say nothing
@@ -70,9 +81,16 @@ std::optional<int64_t> address_space_headroom() {
 #if defined(__linux__)
   rlimit cap{};
   if (getrlimit(RLIMIT_AS, &cap) != 0 || cap.rlim_cur == RLIM_INFINITY) return std::nullopt;
-  std::ifstream statm("/proc/self/statm");
-  int64_t pages = -1;
-  if (!(statm >> pages) || pages < 0) return std::nullopt;
+  // read(2), not a stream: a stream's first use (its locale) costs more than the rest of this.
+  char text[64] = {};
+  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  const ssize_t got = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  if (got <= 0) return std::nullopt;
+  char* end = nullptr;
+  const long long pages = std::strtoll(text, &end, 10);
+  if (end == text || pages < 0) return std::nullopt;
   const int64_t used = pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
   const auto limit = static_cast<int64_t>(std::min<rlim_t>(cap.rlim_cur, INT64_MAX));
   return std::max<int64_t>(0, limit - used);
