@@ -278,15 +278,16 @@ void Detectors::before_update() {
   const auto& params = parameters_->of(state_);
   const bool all = grad_norms_.count() < options_.warmup() || step_ <= dense_until_ ||
                    (step_ + 1) % options_.grad_check_every() == 0;
-  // The gradients of the 1-D parameters, and of the others when all are read; `read`: both, by name.
+  // The gradients of the 1-D parameters, and of the others when all are read; `read`: both, by
+  // name, for the slow path (pointers into `params`, which outlives this call).
   std::vector<at::Tensor> vectors, rest;
-  std::vector<std::pair<const std::string*, at::Tensor>> read;
+  std::vector<std::pair<const std::string*, const at::Tensor*>> read;
   for (const auto& [name, p] : params) {
     if (!p.grad().defined()) continue;
     const bool vector = p.dim() <= 1;
     if (!vector && !all) continue;
     (vector ? vectors : rest).push_back(p.grad());
-    read.emplace_back(&name, p.grad());
+    read.emplace_back(&name, &p.grad());
   }
   if (read.empty()) return;
   c10::NoGradGuard no_grad;
@@ -314,9 +315,9 @@ void Detectors::before_update() {
   if (std::isfinite(norm)) return;
   // The slow path, only when something is wrong: which gradient, and how.
   for (const auto& [name, g] : read) {
-    if (!options_.nonfinite_grads() || at::isfinite(g).all().item<bool>()) continue;
-    const int64_t nan = at::isnan(g).sum().item<int64_t>();
-    const int64_t inf = at::isinf(g).sum().item<int64_t>();
+    if (!options_.nonfinite_grads() || at::isfinite(*g).all().item<bool>()) continue;
+    const int64_t nan = at::isnan(*g).sum().item<int64_t>();
+    const int64_t inf = at::isinf(*g).sum().item<int64_t>();
     detected("nonfinite_grad",
              "the gradient of " + *name + " has " + std::to_string(nan) + " NaN and " + std::to_string(inf) +
                  " infinite values",
@@ -326,7 +327,7 @@ void Detectors::before_update() {
   const std::string* worst = read.front().first;
   double largest = 0;
   for (const auto& [name, g] : read) {
-    const double m = g.abs().max().item<double>();
+    const double m = g->abs().max().item<double>();
     if (m > largest) largest = m, worst = name;
   }
   detected("grad_spike", "the gradient norm overflows float32: the gradient of " + *worst + " holds " + fmt(largest),
