@@ -221,7 +221,7 @@ TEST(Distributed, FourRanksRetryTheSameStepAndEndBitwiseAsWithoutTheFault) {
 }
 
 // A weight set to 1e6 on rank 1 at step 21 leaves the 1-D gradients bounded (the loss's
-// gradient is), and all gradients are read every 10th step only, so step 21's averaged
+// gradient is), and all gradients are read every 20th step only, so step 21's averaged
 // gradients carry it to rank 0's next layer. The state checks, at every step of a distributed
 // session, find both ranks' weights at step 21's end (param_spike on each), and every rank
 // restores step 20's snapshot. Training ends as without the fault.

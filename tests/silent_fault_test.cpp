@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "detect/robust_window.h"
@@ -123,10 +124,10 @@ TEST(SilentFaults, HugeActivationIsDetectedRolledBackAndReExecutedBitwise) {
 }
 
 // (b) ISCA's SlowDegrade: ~9e17 in a gradient, caught before the optimizer applies it. A
-// weight's own gradient is read at the full gradient checks' steps (grad_check_every(): 10, so
-// step 29), or at every step with grad_check_every(1).
+// weight's own gradient is read at the full gradient checks' steps (grad_check_every(): 20, so
+// step 39), or at every step with grad_check_every(1).
 TEST(SilentFaults, HugeGradientIsCaughtByTheSpikeDetectorBeforeTheUpdate) {
-  for (const auto& [options, step] : {std::pair{no_plan().inject("value=9e17:grad:model.fc1.weight@29"), 29},
+  for (const auto& [options, step] : {std::pair{no_plan().inject("value=9e17:grad:model.fc1.weight@39"), 39},
                                       std::pair{no_plan()
                                                     .inject("value=9e17:grad:model.fc1.weight@30")
                                                     .detectors(daifu::DetectorOptions().grad_check_every(1)),
@@ -228,7 +229,7 @@ TEST(SilentFaults, TheStateChecksRunEveryKStepsAndBeforeEverySnapshot) {
                              fresh_dir("late"));
   const auto late_detections = events(late.workplace, "detection");
   ASSERT_EQ(late_detections.size(), 1u);
-  EXPECT_EQ(late_detections[0]["step"], 39) << "the 10th step after the 30th";
+  EXPECT_EQ(late_detections[0]["step"], 39) << "the next state check's step (step index + 1 a multiple of 20)";
   EXPECT_TRUE(bitwise_equal(late, train(no_plan().snapshot_every(100).detectors(detectors), fresh_dir("late-clean"))));
 }
 
@@ -261,7 +262,7 @@ bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>&
   return torch::equal(a[0], b[0]) && torch::equal(a[1], b[1]);
 }
 
-// The state checks run every 10 steps, and always at a loop's last step: the next loop's first
+// The state checks run every state_check_every() steps, and always at a loop's last step: the next loop's first
 // snapshot would hold a fault of the steps since, and no rollback reaches back into a loop.
 TEST(SilentFaults, TheStateIsCheckedAtTheLastStepOfALoop) {
   const auto options = no_plan().snapshot_every(1000);
@@ -319,7 +320,7 @@ TEST(SilentFaults, TheStateChecksWarmUpEndsWithoutAnAdamOptimizer) {
   }
   const auto detections = events(wp, "detection");
   ASSERT_EQ(detections.size(), 1u);
-  EXPECT_EQ(detections[0]["step"], 39) << "not 31: past the warm-up, the checks run every 10th step";
+  EXPECT_EQ(detections[0]["step"], 39) << "not 31: past the warm-up, the checks run every 20th step";
 }
 
 // A weight corrupted at step 31 on every attempt of it (a permanent fault) is caught at step
@@ -642,6 +643,42 @@ TEST(RobustWindow, TheShortcutPastTheMedianAgreesWithTheRule) {
         const bool expected = value - median > (ratio - 1) * std::abs(median) && value - median > 2 * mad;
         EXPECT_EQ(w.spike(value, ratio, 2, 20).has_value(), expected) << value << " against median " << median;
       }
+    }
+  }
+}
+
+// The smallest value behind the shortcut follows the window as values come and go: after every
+// add (the next step, a step re-run after a rollback, a step older than the window) a spike
+// test, which caches it, agrees with the rule over the window a std::map of the last 20 steps
+// holds. A falling series makes most new values the smallest, which the cache must take in.
+TEST(RobustWindow, TheShortcutFollowsEvictionsAndReplacedSteps) {
+  std::mt19937 gen(11);
+  std::lognormal_distribution<double> size(0, 1);
+  std::uniform_real_distribution<double> unit(0, 1);
+  for (int trial = 0; trial < 50; ++trial) {
+    daifu::detail::RobustWindow w(20);
+    std::map<int64_t, double> model;
+    int64_t next = 0;
+    for (int op = 0; op < 200; ++op) {
+      const double u = unit(gen);
+      // Mostly the next step; sometimes a step re-run (rolled back to), sometimes one long gone.
+      const int64_t step = u < 0.9 || next < 25 ? next++ : u < 0.97 ? next - 1 - static_cast<int64_t>(unit(gen) * 5) : next - 40;
+      // Values that fall as training goes on (each new one often the smallest), or that do not.
+      const double x = trial % 2 == 0 ? std::exp(-0.3 * static_cast<double>(step)) * std::pow(size(gen), 0.3) : size(gen);
+      w.add(step, x);
+      model[step] = x;
+      while (model.size() > 20) model.erase(model.begin());
+      if (model.size() < 10) continue;
+      std::vector<double> v;
+      for (const auto& [s, value] : model) v.push_back(value);
+      std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+      const double median = v[v.size() / 2];
+      for (double& d : v) d = std::abs(d - median);
+      std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+      const double mad = v[v.size() / 2];
+      const double value = median * (0.5 + 3 * unit(gen));  // around the threshold, 1.5 x the median
+      const bool expected = value - median > 0.5 * median && value - median > 2 * mad;
+      ASSERT_EQ(w.spike(value, 1.5, 2, 10).has_value(), expected) << "trial " << trial << ", op " << op;
     }
   }
 }

@@ -112,8 +112,8 @@ class DAIFU_API DetectorOptions {
   bool param_spikes_ = true;
   std::string loss_metric_ = "loss";
   bool adam_moments_ = false;
-  int64_t state_check_every_ = 10;
-  int64_t grad_check_every_ = 10;
+  int64_t state_check_every_ = 20;
+  int64_t grad_check_every_ = 20;
   double spike_ratio_ = 100;
   double spike_mads_ = 20;
   int64_t window_ = 100;

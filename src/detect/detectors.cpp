@@ -58,23 +58,27 @@ bool plain_cpu_floats(const at::Tensor& t) {
 template <typename Kernel, typename Combine>
 double over_chunks(const std::vector<at::Tensor>& tensors, Kernel kernel, Combine combine) {
   constexpr int64_t kChunk = int64_t{1} << 16;
-  std::vector<std::pair<const float*, int64_t>> chunks;
   int64_t total = 0;
+  for (const auto& t : tensors) total += t.numel();
+  double acc = 0;
+  if (total < (int64_t{1} << 20)) {  // on the calling thread, without allocating
+    for (const auto& t : tensors) {
+      const float* data = t.data_ptr<float>();
+      for (int64_t at = 0, n = t.numel(); at < n; at += kChunk) {
+        acc = combine(acc, kernel(data + at, static_cast<std::size_t>(std::min(kChunk, n - at))));
+      }
+    }
+    return acc;
+  }
+  std::vector<std::pair<const float*, int64_t>> chunks;
   for (const auto& t : tensors) {
-    total += t.numel();
     const float* data = t.data_ptr<float>();
     for (int64_t at = 0, n = t.numel(); at < n; at += kChunk) chunks.emplace_back(data + at, std::min(kChunk, n - at));
   }
   std::vector<double> partial(chunks.size());
-  const auto run = [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) partial[c] = kernel(chunks[c].first, static_cast<std::size_t>(chunks[c].second));
-  };
-  if (total >= (int64_t{1} << 20)) {
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, run);
-  } else {
-    run(0, static_cast<int64_t>(chunks.size()));
-  }
-  double acc = 0;
+  });
   for (const double p : partial) acc = combine(acc, p);
   return acc;
 }
@@ -87,6 +91,10 @@ double larger(double a, double b) { return std::isnan(a) || std::isnan(b) ? std:
 // or if the sum of squares is beyond float's range (a float32 norm would overflow), on every
 // device alike.
 double squared_norm(const std::vector<at::Tensor>& tensors) {
+  if (std::all_of(tensors.begin(), tensors.end(), plain_cpu_floats)) {  // the usual case, without copies
+    const double sum = over_chunks(tensors, sum_of_squares, std::plus<double>());
+    return sum > std::numeric_limits<float>::max() ? std::numeric_limits<double>::infinity() : sum;
+  }
   std::vector<at::Tensor> direct, parts;
   for (const auto& t : tensors) {
     if (plain_cpu_floats(t)) {
@@ -105,6 +113,7 @@ double squared_norm(const std::vector<at::Tensor>& tensors) {
 // The largest |element| of all `tensors`; NaN if any is. `non_negative`: the tensors hold no
 // negative values, so LibTorch's path takes the largest element alone.
 double largest_magnitude(const std::vector<at::Tensor>& tensors, bool non_negative) {
+  if (std::all_of(tensors.begin(), tensors.end(), plain_cpu_floats)) return over_chunks(tensors, largest_abs, larger);
   std::vector<at::Tensor> direct, parts;
   for (const auto& t : tensors) {
     if (t.numel() == 0) continue;
@@ -132,6 +141,11 @@ struct Detectors::Parameters {
   std::vector<std::pair<std::string, at::Tensor>> buffers;  // floating buffers of the tracked modules
   std::vector<at::Tensor> floating;                         // the floating parameters of `list`
   std::vector<const std::string*> floating_names;           // and their names
+  // before_update()'s gradients, their capacity kept from one call to the next (empty between
+  // calls): of the 1-D parameters, of the others, and both by name (pointers into `list`) for
+  // the slow path.
+  std::vector<at::Tensor> vector_grads, other_grads;
+  std::vector<std::pair<const std::string*, const at::Tensor*>> read;
 
   const std::vector<std::pair<std::string, at::Tensor>>& of(const TrackedState& state) {
     if (generation == state.generation() && objects == state.objects().size()) return list;
@@ -278,10 +292,20 @@ void Detectors::before_update() {
   const auto& params = parameters_->of(state_);
   const bool all = grad_norms_.count() < options_.warmup() || step_ <= dense_until_ ||
                    (step_ + 1) % options_.grad_check_every() == 0;
-  // The gradients of the 1-D parameters, and of the others when all are read; `read`: both, by
-  // name, for the slow path (pointers into `params`, which outlives this call).
-  std::vector<at::Tensor> vectors, rest;
-  std::vector<std::pair<const std::string*, const at::Tensor*>> read;
+  // The gradients of the 1-D parameters, and of the others when all are read.
+  auto& vectors = parameters_->vector_grads;
+  auto& rest = parameters_->other_grads;
+  auto& read = parameters_->read;
+  // Emptied again on the way out, however it ends: a gradient held past this call would stay in
+  // memory after zero_grad() drops it.
+  struct Emptied {
+    Parameters& p;
+    ~Emptied() {
+      p.vector_grads.clear();
+      p.other_grads.clear();
+      p.read.clear();
+    }
+  } emptied{*parameters_};
   for (const auto& [name, p] : params) {
     if (!p.grad().defined()) continue;
     const bool vector = p.dim() <= 1;

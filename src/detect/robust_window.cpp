@@ -17,14 +17,32 @@ double median_of(std::vector<double>& v) {
 
 void RobustWindow::add(int64_t step, double value) {
   if (!std::isfinite(value)) return;
-  values_[step] = value;
-  while (static_cast<int64_t>(values_.size()) > size_) values_.erase(values_.begin());
-  smallest_.reset();
+  // A value that leaves the window as the smallest one makes the cache stale.
+  const auto dropped = [this](double old) {
+    if (smallest_ && old <= *smallest_) smallest_.reset();
+  };
+  if (values_.empty() || values_.back().first < step) {  // the usual case: the next step
+    values_.emplace_back(step, value);
+  } else {
+    const auto at = std::lower_bound(values_.begin(), values_.end(), step,
+                                     [](const std::pair<int64_t, double>& e, int64_t s) { return e.first < s; });
+    if (at->first == step) {
+      dropped(at->second);
+      at->second = value;
+    } else {
+      values_.emplace(at, step, value);
+    }
+  }
+  while (static_cast<int64_t>(values_.size()) > size_) {
+    dropped(values_.front().second);
+    values_.pop_front();
+  }
+  if (smallest_) smallest_ = std::min(*smallest_, value);
 }
 
 double RobustWindow::smallest() const {
   if (!smallest_) {
-    double low = values_.begin()->second;
+    double low = values_.front().second;
     for (const auto& [step, x] : values_) low = std::min(low, x);
     smallest_ = low;
   }

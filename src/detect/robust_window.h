@@ -3,9 +3,10 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
+#include <deque>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace daifu::detail {
 
@@ -40,11 +41,12 @@ class RobustWindow {
   std::optional<Spike> spike(double value, double ratio, double mads, int64_t warmup, bool bound_warmup = false) const;
 
  private:
-  /// The smallest value recorded (at least one is), cached until the next add or clear.
+  /// The smallest value recorded (at least one is); cached, and kept by add() unless the value
+  /// it drops or replaces was the smallest.
   double smallest() const;
 
   int64_t size_;
-  std::map<int64_t, double> values_;  // by step
+  std::deque<std::pair<int64_t, double>> values_;  // (step, value), ordered by step
   mutable std::optional<double> smallest_;
 };
 
