@@ -11,6 +11,10 @@
 #include "surgery/memory_fit.h"
 #include "test_util.h"
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -176,6 +180,47 @@ TEST(OutOfMemory, TheFittingBatchKeepsTheStepWithinTheHeadroom) {
   EXPECT_EQ(fitting_batch(64, -1, 100), std::nullopt);
   EXPECT_EQ(fitting_batch(64, 100, -1), std::nullopt);
   EXPECT_EQ(fitting_batch(0, 100, 100), std::nullopt);
+}
+
+// The headroom under RLIMIT_AS follows what the process maps from one read to the next (the
+// descriptor opened at session start is read again), here under a cap far above anything the
+// tests map (64 GiB more, restored after), and in a child forked after the parent opened it,
+// which must read its own mappings, not the parent's.
+TEST(OutOfMemory, TheAddressSpaceHeadroomFollowsTheMappingsAndTheProcess) {
+  using daifu::detail::address_space_headroom;
+  if (kAsan) GTEST_SKIP() << "AddressSanitizer reserves the address space";
+  daifu::detail::prepare_address_space_headroom();
+  // 0: fine; 10: setrlimit; 11: the first read; 12: malloc; 13: the second read.
+  const auto follows = [](long long above) {
+    std::ifstream statm("/proc/self/statm");
+    long long pages = 0;
+    statm >> pages;
+    const long long mapped = pages * sysconf(_SC_PAGESIZE);
+    rlimit cap{};
+    getrlimit(RLIMIT_AS, &cap);
+    cap.rlim_cur = static_cast<rlim_t>(mapped + above);
+    if (setrlimit(RLIMIT_AS, &cap) != 0) return 10;
+    const auto before = address_space_headroom();
+    if (!before || *before < above - (64LL << 20) || *before > above + (16LL << 20)) return 11;
+    void* block = std::malloc(std::size_t{128} << 20);  // mapped, not touched
+    if (block == nullptr) return 12;
+    const auto after = address_space_headroom();
+    std::free(block);
+    return after && *before - *after >= (128LL << 20) && *before - *after <= (140LL << 20) ? 0 : 13;
+  };
+  rlimit uncapped{};
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &uncapped), 0);
+  const int here = follows(64LL << 30);
+  setrlimit(RLIMIT_AS, &uncapped);
+  EXPECT_EQ(here, 0) << "in this process";
+
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(follows(512LL << 20));
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "in a forked child";
 }
 
 TEST(OutOfMemory, BatchKnobIsHalvedWithTheLearningRateUntilTheStepFits) {

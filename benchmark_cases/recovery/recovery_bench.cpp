@@ -4,6 +4,8 @@
 #include <daifu/daifu.h>
 
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <memory>
 #include <filesystem>
 #include <system_error>
+#include <vector>
 
 namespace {
 
@@ -120,6 +123,76 @@ void BM_TransientRecovery(benchmark::State& state) {
   state.counters["recovery_us_mean"] = recovery_us / static_cast<double>(recoveries);
 }
 BENCHMARK(BM_TransientRecovery)->Unit(benchmark::kMillisecond)->Iterations(5);
+
+// What this process may still map under its address-space cap, or -1 without one.
+int64_t address_space_left() {
+  rlimit cap{};
+  if (getrlimit(RLIMIT_AS, &cap) != 0 || cap.rlim_cur == RLIM_INFINITY) return -1;
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  long long pages = 0;
+  if (f == nullptr || std::fscanf(f, "%lld", &pages) != 1) pages = 0;
+  if (f != nullptr) std::fclose(f);
+  return static_cast<int64_t>(cap.rlim_cur) - pages * sysconf(_SC_PAGESIZE);
+}
+
+// Every step of a guarded loop runs out of memory once, for real: under an address-space cap
+// (RLIMIT_AS, 512 MiB above what the process maps), attempt 0 asks LibTorch's CPU allocator for
+// more than is left. The out_of_memory surgery sizes the knob "batch" to fit and the step is
+// retried (attempt 1 allocates nothing). Counters as BM_TransientRecovery's; 40 steps per
+// session, whose knob starts high enough for 40 shrinks.
+void BM_OutOfMemoryRecovery(benchmark::State& state) {
+  rlimit old{};
+  getrlimit(RLIMIT_AS, &old);
+  std::vector<double> throw_to_resume_us;
+  double recovery_us = 0;
+  int64_t recoveries = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto session_owner = std::make_unique<daifu::Session>(
+        daifu::Options().workplace(workplace("oom_recovery")).batch_knob("batch").inject(""));
+    daifu::Session& session = *session_owner;
+    session.knob<int64_t>("batch", int64_t{1} << 61).min(1);
+    std::FILE* f = std::fopen("/proc/self/statm", "r");
+    long long pages = 0;
+    if (f == nullptr || std::fscanf(f, "%lld", &pages) != 1) pages = 0;
+    if (f != nullptr) std::fclose(f);
+    rlimit cap = old;
+    cap.rlim_cur = static_cast<rlim_t>(pages * sysconf(_SC_PAGESIZE) + (int64_t{512} << 20));
+    if (pages == 0 || setrlimit(RLIMIT_AS, &cap) != 0) {
+      state.SkipWithError("cannot cap the address space (RLIMIT_AS)");
+      return;
+    }
+    state.ResumeTiming();
+    Clock::time_point thrown;
+    DAIFU_GUARD(session, step, 0, 40) {
+      if (step.attempt() == 1) {
+        throw_to_resume_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - thrown).count());
+        return;
+      }
+      const int64_t floats = (address_space_left() + (int64_t{64} << 20)) / 4;
+      thrown = Clock::now();
+      benchmark::DoNotOptimize(torch::empty({floats}));
+    };
+    state.PauseTiming();
+    setrlimit(RLIMIT_AS, &old);
+    for (const auto& incident : session.incidents()) recovery_us += incident.recovery_us;
+    recoveries += static_cast<int64_t>(session.incidents().size());
+    session_owner.reset();
+    state.ResumeTiming();
+  }
+  if (throw_to_resume_us.empty()) {
+    state.SkipWithError("no step ran out of memory");
+    return;
+  }
+  std::sort(throw_to_resume_us.begin(), throw_to_resume_us.end());
+  double sum = 0;
+  for (double v : throw_to_resume_us) sum += v;
+  state.counters["throw_to_resume_mean_us"] = sum / static_cast<double>(throw_to_resume_us.size());
+  state.counters["throw_to_resume_median_us"] = throw_to_resume_us[throw_to_resume_us.size() / 2];
+  state.counters["recovery_us_mean"] = recovery_us / static_cast<double>(recoveries);
+  state.counters["recoveries"] = static_cast<double>(recoveries);
+}
+BENCHMARK(BM_OutOfMemoryRecovery)->Unit(benchmark::kMillisecond)->Iterations(10);
 
 }  // namespace
 

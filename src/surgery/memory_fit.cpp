@@ -3,6 +3,7 @@
 #include "core/bounded_regex.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -77,20 +78,54 @@ OomMessage parse_oom_message(const std::string& message) {
   return m;
 }
 
+#if defined(__linux__)
+namespace {
+
+// /proc/self/statm, opened once by prepare_address_space_headroom() and read again with
+// pread(2) at offset 0 (procfs regenerates it): its open(2) took ~50 µs in a cold recovery,
+// most of the new size's computation. Another process (a fork's child) opens it each time.
+std::atomic<int> g_statm{-1};
+std::atomic<pid_t> g_statm_owner{-1};
+
+// The pages this process maps (statm's first field), or -1.
+long long mapped_pages() {
+  char text[64] = {};
+  ssize_t got = -1;
+  const int kept = g_statm.load(std::memory_order_acquire);
+  if (kept >= 0 && g_statm_owner.load(std::memory_order_acquire) == ::getpid()) {
+    got = ::pread(kept, text, sizeof text - 1, 0);
+  } else {
+    const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    got = ::read(fd, text, sizeof text - 1);
+    ::close(fd);
+  }
+  if (got <= 0) return -1;
+  char* end = nullptr;
+  const long long pages = std::strtoll(text, &end, 10);
+  return end == text || pages < 0 ? -1 : pages;
+}
+
+}  // namespace
+#endif
+
+void prepare_address_space_headroom() noexcept {
+#if defined(__linux__)
+  if (g_statm.load(std::memory_order_acquire) >= 0) return;
+  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  g_statm_owner.store(::getpid(), std::memory_order_release);
+  int none = -1;
+  if (!g_statm.compare_exchange_strong(none, fd, std::memory_order_acq_rel)) ::close(fd);  // another thread's won
+#endif
+}
+
 std::optional<int64_t> address_space_headroom() {
 #if defined(__linux__)
   rlimit cap{};
   if (getrlimit(RLIMIT_AS, &cap) != 0 || cap.rlim_cur == RLIM_INFINITY) return std::nullopt;
-  // read(2), not a stream: a stream's first use (its locale) costs more than the rest of this.
-  char text[64] = {};
-  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  const ssize_t got = ::read(fd, text, sizeof text - 1);
-  ::close(fd);
-  if (got <= 0) return std::nullopt;
-  char* end = nullptr;
-  const long long pages = std::strtoll(text, &end, 10);
-  if (end == text || pages < 0) return std::nullopt;
+  const long long pages = mapped_pages();
+  if (pages < 0) return std::nullopt;
   const int64_t used = pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
   const auto limit = static_cast<int64_t>(std::min<rlim_t>(cap.rlim_cur, INT64_MAX));
   return std::max<int64_t>(0, limit - used);

@@ -20,8 +20,11 @@ struct OomMessage {
 OomMessage parse_oom_message(const std::string& message);
 
 /// What this process may still map under its address-space cap (RLIMIT_AS minus VmSize);
-/// nullopt without a cap or where it cannot be read (not Linux).
+/// nullopt without a cap or where it cannot be read (not Linux). Thread-safe.
 std::optional<int64_t> address_space_headroom();
+/// Opens what address_space_headroom() reads, once per process, so that a recovery does not
+/// have to (called at session start). Thread-safe.
+void prepare_address_space_headroom() noexcept;
 
 /// The batch that fits in `headroom` bytes if the step's memory is proportional to its batch:
 /// at `old` the step held some S <= headroom when it asked for `requested` more, so

@@ -75,6 +75,7 @@ int64_t shrunk_value(RepairContext& context, int64_t old, int64_t floor, std::st
 OutOfMemorySurgery::OutOfMemorySurgery(SurgeryLimits limits, RepairServices& session)
     : Surgery("out_of_memory", limits), session_(session) {
   parse_oom_message("");  // compiles its regexes now, not at the first failure
+  prepare_address_space_headroom();
 }
 
 bool OutOfMemorySurgery::matches(const Failure& failure) const { return failure.kind == FailureKind::OutOfMemory; }
