@@ -71,6 +71,19 @@ void BM_Classify(benchmark::State& state) {
 }
 BENCHMARK(BM_Classify)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 
+// The counters of a recovery benchmark: the mean, median and p99 time from the throw to the
+// step's body running again, and the runtime's own recovery_us (catch -> running again).
+void recovery_counters(benchmark::State& state, std::vector<double> throw_to_resume_us, double recovery_us,
+                       int64_t recoveries) {
+  std::sort(throw_to_resume_us.begin(), throw_to_resume_us.end());
+  double sum = 0;
+  for (double v : throw_to_resume_us) sum += v;
+  state.counters["throw_to_resume_mean_us"] = sum / static_cast<double>(throw_to_resume_us.size());
+  state.counters["throw_to_resume_median_us"] = throw_to_resume_us[throw_to_resume_us.size() / 2];
+  state.counters["throw_to_resume_p99_us"] = throw_to_resume_us[throw_to_resume_us.size() * 99 / 100];
+  state.counters["recovery_us_mean"] = recovery_us / static_cast<double>(recoveries);
+}
+
 // Every step of a guarded MLP + Adam loop fails once (a transient error thrown after forward
 // and backward) and is retried. Counters: the mean and median time from the throw to the
 // step's body running again, and the runtime's own recovery_us (catch -> running again).
@@ -114,25 +127,17 @@ void BM_TransientRecovery(benchmark::State& state) {
     session_owner.reset();  // waits for the failure reports: not part of recovery
     state.ResumeTiming();
   }
-  std::sort(throw_to_resume_us.begin(), throw_to_resume_us.end());
-  double sum = 0;
-  for (double v : throw_to_resume_us) sum += v;
-  state.counters["throw_to_resume_mean_us"] = sum / static_cast<double>(throw_to_resume_us.size());
-  state.counters["throw_to_resume_median_us"] = throw_to_resume_us[throw_to_resume_us.size() / 2];
-  state.counters["throw_to_resume_p99_us"] = throw_to_resume_us[throw_to_resume_us.size() * 99 / 100];
-  state.counters["recovery_us_mean"] = recovery_us / static_cast<double>(recoveries);
+  recovery_counters(state, throw_to_resume_us, recovery_us, recoveries);
 }
 BENCHMARK(BM_TransientRecovery)->Unit(benchmark::kMillisecond)->Iterations(5);
 
-// What this process may still map under its address-space cap, or -1 without one.
-int64_t address_space_left() {
-  rlimit cap{};
-  if (getrlimit(RLIMIT_AS, &cap) != 0 || cap.rlim_cur == RLIM_INFINITY) return -1;
+// What this process maps (/proc/self/statm), 0 where it cannot be read.
+int64_t mapped_bytes() {
   std::FILE* f = std::fopen("/proc/self/statm", "r");
   long long pages = 0;
   if (f == nullptr || std::fscanf(f, "%lld", &pages) != 1) pages = 0;
   if (f != nullptr) std::fclose(f);
-  return static_cast<int64_t>(cap.rlim_cur) - pages * sysconf(_SC_PAGESIZE);
+  return pages * sysconf(_SC_PAGESIZE);
 }
 
 // Every step of a guarded loop runs out of memory once, for real: under an address-space cap
@@ -152,13 +157,10 @@ void BM_OutOfMemoryRecovery(benchmark::State& state) {
         daifu::Options().workplace(workplace("oom_recovery")).batch_knob("batch").inject(""));
     daifu::Session& session = *session_owner;
     session.knob<int64_t>("batch", int64_t{1} << 61).min(1);
-    std::FILE* f = std::fopen("/proc/self/statm", "r");
-    long long pages = 0;
-    if (f == nullptr || std::fscanf(f, "%lld", &pages) != 1) pages = 0;
-    if (f != nullptr) std::fclose(f);
+    const int64_t mapped = mapped_bytes();
     rlimit cap = old;
-    cap.rlim_cur = static_cast<rlim_t>(pages * sysconf(_SC_PAGESIZE) + (int64_t{512} << 20));
-    if (pages == 0 || setrlimit(RLIMIT_AS, &cap) != 0) {
+    cap.rlim_cur = static_cast<rlim_t>(mapped + (int64_t{512} << 20));
+    if (mapped == 0 || setrlimit(RLIMIT_AS, &cap) != 0) {
       state.SkipWithError("cannot cap the address space (RLIMIT_AS)");
       return;
     }
@@ -169,7 +171,7 @@ void BM_OutOfMemoryRecovery(benchmark::State& state) {
         throw_to_resume_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - thrown).count());
         return;
       }
-      const int64_t floats = (address_space_left() + (int64_t{64} << 20)) / 4;
+      const int64_t floats = (static_cast<int64_t>(cap.rlim_cur) - mapped_bytes() + (int64_t{64} << 20)) / 4;
       thrown = Clock::now();
       benchmark::DoNotOptimize(torch::empty({floats}));
     };
@@ -184,12 +186,7 @@ void BM_OutOfMemoryRecovery(benchmark::State& state) {
     state.SkipWithError("no step ran out of memory");
     return;
   }
-  std::sort(throw_to_resume_us.begin(), throw_to_resume_us.end());
-  double sum = 0;
-  for (double v : throw_to_resume_us) sum += v;
-  state.counters["throw_to_resume_mean_us"] = sum / static_cast<double>(throw_to_resume_us.size());
-  state.counters["throw_to_resume_median_us"] = throw_to_resume_us[throw_to_resume_us.size() / 2];
-  state.counters["recovery_us_mean"] = recovery_us / static_cast<double>(recoveries);
+  recovery_counters(state, throw_to_resume_us, recovery_us, recoveries);
   state.counters["recoveries"] = static_cast<double>(recoveries);
 }
 BENCHMARK(BM_OutOfMemoryRecovery)->Unit(benchmark::kMillisecond)->Iterations(10);
