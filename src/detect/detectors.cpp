@@ -55,6 +55,15 @@ bool plain_cpu_floats(const at::Tensor& t) {
 // 2^16 elements whose results `combine` joins in order (the same for any thread count); the
 // chunks run in parallel from 2^20 elements (4 MB) on, below which a pass over memory that the
 // backward pass just wrote takes less than starting the threads (measured: docs/performance.md).
+// `f(data, n)` for each run of at most `chunk` elements of `tensors`, in order.
+template <typename F>
+void for_each_chunk(const std::vector<at::Tensor>& tensors, int64_t chunk, F f) {
+  for (const auto& t : tensors) {
+    const float* data = t.data_ptr<float>();
+    for (int64_t at = 0, n = t.numel(); at < n; at += chunk) f(data + at, std::min(chunk, n - at));
+  }
+}
+
 template <typename Kernel, typename Combine>
 double over_chunks(const std::vector<at::Tensor>& tensors, Kernel kernel, Combine combine) {
   constexpr int64_t kChunk = int64_t{1} << 16;
@@ -62,25 +71,24 @@ double over_chunks(const std::vector<at::Tensor>& tensors, Kernel kernel, Combin
   for (const auto& t : tensors) total += t.numel();
   double acc = 0;
   if (total < (int64_t{1} << 20)) {  // on the calling thread, without allocating
-    for (const auto& t : tensors) {
-      const float* data = t.data_ptr<float>();
-      for (int64_t at = 0, n = t.numel(); at < n; at += kChunk) {
-        acc = combine(acc, kernel(data + at, static_cast<std::size_t>(std::min(kChunk, n - at))));
-      }
-    }
+    for_each_chunk(tensors, kChunk, [&](const float* data, int64_t n) {
+      acc = combine(acc, kernel(data, static_cast<std::size_t>(n)));
+    });
     return acc;
   }
   std::vector<std::pair<const float*, int64_t>> chunks;
-  for (const auto& t : tensors) {
-    const float* data = t.data_ptr<float>();
-    for (int64_t at = 0, n = t.numel(); at < n; at += kChunk) chunks.emplace_back(data + at, std::min(kChunk, n - at));
-  }
+  for_each_chunk(tensors, kChunk, [&](const float* data, int64_t n) { chunks.emplace_back(data, n); });
   std::vector<double> partial(chunks.size());
   at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) partial[c] = kernel(chunks[c].first, static_cast<std::size_t>(chunks[c].second));
   });
   for (const double p : partial) acc = combine(acc, p);
   return acc;
+}
+
+// A squared norm beyond float's range counts as infinite (a float32 norm would overflow).
+double within_float(double squared) {
+  return squared > std::numeric_limits<float>::max() ? std::numeric_limits<double>::infinity() : squared;
 }
 
 // max that keeps a NaN.
@@ -92,8 +100,7 @@ double larger(double a, double b) { return std::isnan(a) || std::isnan(b) ? std:
 // device alike.
 double squared_norm(const std::vector<at::Tensor>& tensors) {
   if (std::all_of(tensors.begin(), tensors.end(), plain_cpu_floats)) {  // the usual case, without copies
-    const double sum = over_chunks(tensors, sum_of_squares, std::plus<double>());
-    return sum > std::numeric_limits<float>::max() ? std::numeric_limits<double>::infinity() : sum;
+    return within_float(over_chunks(tensors, sum_of_squares, std::plus<double>()));
   }
   std::vector<at::Tensor> direct, parts;
   for (const auto& t : tensors) {
@@ -107,7 +114,7 @@ double squared_norm(const std::vector<at::Tensor>& tensors) {
   }
   double sum = over_chunks(direct, sum_of_squares, std::plus<double>());
   if (!parts.empty()) sum += reduce(parts, /*largest=*/false);
-  return sum > std::numeric_limits<float>::max() ? std::numeric_limits<double>::infinity() : sum;
+  return within_float(sum);
 }
 
 // The largest |element| of all `tensors`; NaN if any is. `non_negative`: the tensors hold no
@@ -329,8 +336,7 @@ void Detectors::before_update() {
     }
   }
   if (all && std::isfinite(norm)) {
-    const double total = vector_sq + squared_norm(rest);  // beyond float's range: as squared_norm says
-    norm = total > std::numeric_limits<float>::max() ? std::numeric_limits<double>::infinity() : std::sqrt(total);
+    norm = std::sqrt(within_float(vector_sq + squared_norm(rest)));
     if (std::isfinite(norm)) {
       grad_norm_ = norm;
       if (options_.grad_spikes()) check_spike("grad_spike", "the gradient norm", norm, grad_norms_, /*bound_warmup=*/true);
