@@ -63,15 +63,14 @@ std::string run_oom_target(const std::string& mode, const std::filesystem::path&
   return output;
 }
 
-TEST(OutOfMemory, RealAllocationFailureHalvesTheMicroBatchAndTrainsLikeTheUncappedRun) {
+TEST(OutOfMemory, RealAllocationFailureShrinksTheMicroBatchAndTrainsLikeTheUncappedRun) {
   if (kAsan) GTEST_SKIP() << "RLIMIT_AS cannot cap a process under AddressSanitizer (its shadow memory reserves terabytes)";
   const auto dir = fresh_dir();
   const std::string reference = run_oom_target("reference", dir);
   const std::string limited = run_oom_target("limited", dir);
   EXPECT_NE(reference.find("micro_batch=512"), std::string::npos) << reference;
-  // 256 fits with ~130 MiB to spare; 128 would still be a correct repair (a second halving).
-  EXPECT_TRUE(limited.find("micro_batch=256") != std::string::npos || limited.find("micro_batch=128") != std::string::npos)
-      << limited;
+  // 256 fits with ~130 MiB to spare. The refused 256 MiB against the 640 MiB left sizes it to
+  // fit (memory_fit.h) at a little below 256; down to 128 is still a correct repair.
   std::cout << limited;
 
   // The refused allocation is a 512 x 131072 float activation of the first micro-batch.
@@ -91,7 +90,11 @@ TEST(OutOfMemory, RealAllocationFailureHalvesTheMicroBatchAndTrainsLikeTheUncapp
     EXPECT_EQ(r["action"], "retry");
     EXPECT_FALSE(r["changes"].contains("step_memos"));  // the logical batch is kept
   }
-  EXPECT_EQ(repairs[0]["changes"]["micro_batch"], nlohmann::json::array({512, 256}));
+  EXPECT_EQ(repairs[0]["changes"]["micro_batch"][0], 512);
+  const int64_t shrunk = repairs.back()["changes"]["micro_batch"][1];
+  EXPECT_LE(shrunk, 256);
+  EXPECT_GE(shrunk, 128);
+  EXPECT_NE(limited.find("micro_batch=" + std::to_string(shrunk) + "\n"), std::string::npos) << limited;
   EXPECT_EQ(events(wp, "run_end").at(0)["status"], "ok");
   EXPECT_EQ(events(wp, "run_end").at(0)["committed_steps"], 4);
 
@@ -174,8 +177,9 @@ TEST(OutOfMemory, TheAllocatorsMessagesSayWhatWasRefusedAndWhatIsFree) {
 
 TEST(OutOfMemory, TheFittingBatchKeepsTheStepWithinTheHeadroom) {
   using daifu::detail::fitting_batch;
-  // 10000 images asked for 800 MiB more with 400 MiB left: at most 10000 * 400 / 1200, less 10%.
-  EXPECT_EQ(fitting_batch(10000, 800LL << 20, 400LL << 20), 3000);
+  // 10000 images asked for 800 MiB more with 400 MiB left, the peak taken as twice the refused
+  // size beyond what was held: at most 10000 * 400 / (400 + 1600), less a quarter.
+  EXPECT_EQ(fitting_batch(10000, 800LL << 20, 400LL << 20), 1500);
   EXPECT_EQ(fitting_batch(64, 1, 0), 0);
   EXPECT_EQ(fitting_batch(64, -1, 100), std::nullopt);
   EXPECT_EQ(fitting_batch(64, 100, -1), std::nullopt);

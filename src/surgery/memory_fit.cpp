@@ -136,8 +136,8 @@ std::optional<int64_t> address_space_headroom() {
 
 std::optional<int64_t> fitting_batch(int64_t old, int64_t requested, int64_t headroom) {
   if (old <= 0 || requested <= 0 || headroom < 0) return std::nullopt;
-  const double fits = 0.9 * static_cast<double>(old) * static_cast<double>(headroom) /
-                      (static_cast<double>(headroom) + static_cast<double>(requested));
+  const double fits = (1 - kSpare) * static_cast<double>(old) * static_cast<double>(headroom) /
+                      (static_cast<double>(headroom) + kPeakPerRefused * static_cast<double>(requested));
   return static_cast<int64_t>(std::floor(fits));
 }
 

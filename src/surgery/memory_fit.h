@@ -26,9 +26,18 @@ std::optional<int64_t> address_space_headroom();
 /// have to (called at session start). Thread-safe.
 void prepare_address_space_headroom() noexcept;
 
+/// How much the step's peak is taken to exceed what it held when it was refused, per refused
+/// byte: the refused tensor is an op's output, and the op after it (an activation, a dropout, a
+/// normalization: not in place in LibTorch) makes another of its size while it is alive.
+inline constexpr int64_t kPeakPerRefused = 2;
+/// The share of the headroom a fitted batch leaves unused: the process maps more as it runs
+/// (allocator arenas, thread stacks, caches) and the headroom shrinks with it.
+inline constexpr double kSpare = 0.25;
+
 /// The batch that fits in `headroom` bytes if the step's memory is proportional to its batch:
-/// at `old` the step held some S <= headroom when it asked for `requested` more, so
-/// old * headroom / (headroom + requested) needs at most `headroom`; 10% is kept spare.
+/// at `old` the step held some S <= headroom when it asked for `requested` more, and its peak is
+/// taken to be S + kPeakPerRefused * requested, so old * headroom / (headroom + kPeakPerRefused *
+/// requested) needs at most `headroom`; kSpare of it is kept for what the process maps later.
 /// nullopt when a figure is unknown (< 0) or nothing was requested.
 std::optional<int64_t> fitting_batch(int64_t old, int64_t requested, int64_t headroom);
 
