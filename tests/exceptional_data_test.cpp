@@ -213,13 +213,13 @@ TEST(ExceptionalData, ScrubSkipsWhenTheNanArosInTheComputationNotTheBatch) {
   const auto failure = events(wp, "failure").at(0);
   EXPECT_EQ(failure["kind"], "numeric_fault");
   EXPECT_NE(failure["message"].get<std::string>().find("returned nan values"), std::string::npos);
-  // First taken for a transient fault and re-executed; the same NaN again is persistent.
+  // A non-finite value the program (here anomaly mode) found is not re-executed: the same step
+  // would find it again. Skipped at once, the step ran once.
+  EXPECT_EQ(events(wp, "failure").size(), 1u);
   const auto repairs = events(wp, "repair");
-  ASSERT_EQ(repairs.size(), 2u);
-  EXPECT_EQ(repairs[0]["surgery"], "numeric_fault");
-  EXPECT_EQ(repairs[0]["action"], "retry");
-  EXPECT_EQ(events(wp, "persistent_fault").size(), 1u);
-  const auto& repair = repairs[1];
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_TRUE(events(wp, "persistent_fault").empty());
+  const auto& repair = repairs[0];
   EXPECT_EQ(repair["surgery"], "exceptional_data");
   EXPECT_EQ(repair["action"], "skip");
   EXPECT_NE(repair["reason"].get<std::string>().find("the memoized batch is finite"), std::string::npos) << repair;
@@ -258,6 +258,27 @@ TEST(ExceptionalData, ClaimsOnlyNonFiniteFailures) {
   EXPECT_FALSE(claims(K::OutOfMemory, "DefaultCPUAllocator: can't allocate memory: you tried to allocate 4 PiB"));
   EXPECT_FALSE(claims(K::PathProblem, "Parent directory missing-dir does not exist."));
   EXPECT_FALSE(claims(K::TensorMismatch, "mat1 and mat2 shapes cannot be multiplied (4x7 and 10x5)"));
+}
+
+// numeric_fault re-executes a step only where that may help: a detector's finding (a transient
+// corruption) or a numeric fault that is not a non-finite value. A NaN the program found comes
+// back on re-execution; exceptional_data alone is asked.
+TEST(ExceptionalData, ANonFiniteValueTheProgramFoundIsNotReExecutedFirst) {
+  daifu::Session session(options_for(fresh_dir()));
+  using daifu::testing::candidate_names;
+  using K = daifu::FailureKind;
+  const auto program = candidate_names(session, K::NumericFault, "loss is NaN at step 78", "std::runtime_error");
+  ASSERT_FALSE(program.empty());
+  EXPECT_EQ(program.front(), "exceptional_data");
+  EXPECT_EQ(std::count(program.begin(), program.end(), "numeric_fault"), 0);
+  const auto detector =
+      candidate_names(session, K::NumericFault, "non-finite gradient norm (nan) at step 20", "daifu::FaultDetected");
+  ASSERT_GE(detector.size(), 2u);
+  EXPECT_EQ(detector[0], "numeric_fault");
+  EXPECT_EQ(detector[1], "exceptional_data");
+  const auto singular = candidate_names(session, K::NumericFault, "the input matrix is singular.", "c10::Error");
+  ASSERT_FALSE(singular.empty());
+  EXPECT_EQ(singular.front(), "numeric_fault");
 }
 
 // Seed 000's "exceptional data" case: augment() returns torch.full_like(item, nan).to(float64)

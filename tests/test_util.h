@@ -90,19 +90,22 @@ inline std::vector<nlohmann::json> events(const std::filesystem::path& workplace
 }
 
 /// The names of the session's surgeries that would be asked to repair a failure of `kind`
-/// with `message`, in the order they would be asked.
-inline std::vector<std::string> candidate_names(Session& session, FailureKind kind, const std::string& message) {
+/// with `message` (thrown as `exception_type`), in the order they would be asked.
+inline std::vector<std::string> candidate_names(Session& session, FailureKind kind, const std::string& message,
+                                                const std::string& exception_type = "") {
   Failure f;
   f.kind = kind;
   f.message = message;
+  f.exception_type = exception_type;
   std::vector<std::string> out;
   for (const auto* s : session.surgeries().candidates(f)) out.push_back(s->name());
   return out;
 }
 
 /// Whether surgery `name` would be asked to repair a failure of `kind` with `message`.
-inline bool claims(Session& session, const std::string& name, FailureKind kind, const std::string& message) {
-  const auto names = candidate_names(session, kind, message);
+inline bool claims(Session& session, const std::string& name, FailureKind kind, const std::string& message,
+                   const std::string& exception_type = "") {
+  const auto names = candidate_names(session, kind, message, exception_type);
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 

@@ -6,22 +6,14 @@
 #include "core/tensor_description.h"
 #include "repair/repair_services.h"
 #include "surgery/batch_tensors.h"
+#include "surgery/non_finite.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <nlohmann/json.hpp>
 
-#include <regex>
-
 namespace daifu::detail {
 namespace {
-
-// Words by which a numeric fault says that a value is not finite.
-bool names_non_finite(const std::string& message) {
-  static const std::regex words(R"(\b(nan|inf|infinity|infinite|non-finite)\b)",
-                                std::regex::ECMAScript | std::regex::icase | std::regex::optimize);
-  return std::regex_search(message, words);
-}
 
 struct Scrubbed {
   BatchTensor target;
@@ -38,8 +30,8 @@ ExceptionalDataSurgery::ExceptionalDataSurgery(SurgeryLimits limits, RepairServi
 
 bool ExceptionalDataSurgery::matches(const Failure& failure) const {
   return failure.kind == FailureKind::ExceptionalData ||
-         (failure.kind == FailureKind::NumericFault &&
-          (failure.exception_type == "daifu::FaultDetected" || names_non_finite(failure.message)));
+         (failure.kind == FailureKind::NumericFault && failure.exception_type == "daifu::FaultDetected") ||
+         program_found_non_finite(failure);
 }
 
 Action ExceptionalDataSurgery::operate(RepairContext& context) {

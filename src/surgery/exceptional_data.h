@@ -1,9 +1,9 @@
 // Built-in surgery "exceptional_data": a step that failed on NaN or Inf values — an
-// exceptional_data failure (e.g. daifu::check_finite), or a numeric_fault from a detector or
-// whose message names nan/inf/non-finite values (anomaly mode's "Function 'SqrtBackward0'
-// returned nan values in its 0th output."), once the numeric_fault surgery found it
-// persistent — is skipped or has its batch scrubbed, as the string knob "data_policy"
-// says:
+// exceptional_data failure (e.g. daifu::check_finite), a numeric_fault whose message names
+// nan/inf/non-finite values (a program's "loss is NaN", anomaly mode's "Function
+// 'SqrtBackward0' returned nan values in its 0th output."), or a detector's numeric_fault once
+// the numeric_fault surgery found it persistent — is skipped or has its batch scrubbed, as the
+// string knob "data_policy" says:
 //   "skip" (also when the knob does not exist): Action::Skip, the step's batch is abandoned;
 //   "scrub": NaN -> 0 and +-Inf -> the tensor's largest/smallest finite value in every floating
 //            tensor the step memoized with Step::once, floating inputs cast to the model's

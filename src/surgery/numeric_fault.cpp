@@ -5,13 +5,16 @@
 #include "journal/events.h"
 #include "journal/journal.h"
 #include "repair/repair_services.h"
+#include "surgery/non_finite.h"
 
 namespace daifu::detail {
 
 NumericFaultSurgery::NumericFaultSurgery(SurgeryLimits limits, RepairServices& session)
     : Surgery("numeric_fault", limits), session_(session) {}
 
-bool NumericFaultSurgery::matches(const Failure& failure) const { return failure.kind == FailureKind::NumericFault; }
+bool NumericFaultSurgery::matches(const Failure& failure) const {
+  return failure.kind == FailureKind::NumericFault && !program_found_non_finite(failure);
+}
 
 Action NumericFaultSurgery::operate(RepairContext& context) {
   const Failure& f = context.failure();

@@ -1,10 +1,12 @@
 // Built-in surgery "numeric_fault": a numeric_fault failure (a detector's daifu::FaultDetected,
-// anomaly mode's "returned nan values", a singular matrix) is first taken for a transient
-// fault, a flipped bit or a corrupted value, and the step is re-executed (the step loop rolls
-// back the tracked state the attempt modified). If the same step then faults again the same
-// way (same exception type, rule and detector), the fault is persistent: journaled as
-// "persistent_fault" and declined, so that the exceptional_data surgery skips or scrubs the
-// batch, or, for a fault it does not take, the step escalates.
+// a singular matrix) is first taken for a transient fault, a flipped bit or a corrupted value,
+// and the step is re-executed (the step loop rolls back the tracked state the attempt
+// modified). If the same step then faults again the same way (same exception type, rule and
+// detector), the fault is persistent: journaled as "persistent_fault" and declined, so that the
+// exceptional_data surgery skips or scrubs the batch, or, for a fault it does not take, the
+// step escalates. A non-finite value the program itself found ("loss is NaN", anomaly mode's
+// "returned nan values": non_finite.h) is not taken: re-executing the same step would find it
+// again, and exceptional_data repairs it at once.
 #pragma once
 
 #include <daifu/surgery.h>

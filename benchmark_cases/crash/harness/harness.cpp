@@ -285,8 +285,7 @@ json run_case(const Config& config, const std::string& name, const json& spec, c
     }
     if (fs::exists(out / "workplace" / "journal.jsonl")) {
       const crash::JournalSummary s = crash::summarize_journal(out / "workplace" / "journal.jsonl");
-      double total = 0;
-      for (double us : s.recovery_us) total += us;
+      const double total = crash::back_past_total_us(s);
       g.update({{"failures", s.failures}, {"kinds", s.kinds}, {"surgeries", s.surgeries},
                 {"rollbacks", s.rollbacks}, {"rerun_steps", s.rerun_steps}, {"skipped", s.skipped},
                 {"patches", s.patches}, {"human_actions", s.pauses + s.commands},
@@ -295,10 +294,8 @@ json run_case(const Config& config, const std::string& name, const json& spec, c
       // The failures at the buggy program's crash step are the crash the baselines come back from.
       if (row.contains("crash_step")) {
         const int64_t crash_step = row["crash_step"].get<int64_t>();
-        double at_crash = 0, resumed = 0;
-        for (std::size_t i = 0; i < s.recovery_us.size(); ++i) {
-          if (s.recovery_steps[i] == crash_step) at_crash += s.recovery_us[i];
-        }
+        const double at_crash = crash::back_past_us(s, crash_step);
+        double resumed = 0;
         for (std::size_t i = 0; i < s.resume_us.size(); ++i) {
           if (s.resume_steps[i] == crash_step) resumed += s.resume_us[i];
         }

@@ -1,6 +1,7 @@
 #include "journal_summary.h"
 
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
 namespace crash {
@@ -18,6 +19,28 @@ double number(const nlohmann::json& line, const char* key, double fallback = -1)
 
 }  // namespace
 
+double back_past_us(const JournalSummary& s, int64_t step) {
+  double first_us = 0, first_time = 0, last_time = 0;
+  bool seen = false;
+  for (std::size_t i = 0; i < s.recovery_us.size(); ++i) {
+    if (s.recovery_steps[i] != step) continue;
+    if (!seen) {
+      first_us = s.recovery_us[i];
+      first_time = s.recovery_times[i];
+      seen = true;
+    }
+    last_time = s.recovery_times[i];
+  }
+  return seen ? first_us + 1e6 * (last_time - first_time) : 0;
+}
+
+double back_past_total_us(const JournalSummary& s) {
+  std::set<int64_t> steps(s.recovery_steps.begin(), s.recovery_steps.end());
+  double total = 0;
+  for (int64_t step : steps) total += back_past_us(s, step);
+  return total;
+}
+
 JournalSummary summarize_journal(const std::filesystem::path& journal) {
   std::ifstream in(journal);
   if (!in) throw std::runtime_error("cannot read the journal " + journal.string());
@@ -25,6 +48,7 @@ JournalSummary summarize_journal(const std::filesystem::path& journal) {
   auto recovered = [&s](const nlohmann::json& line) {
     s.recovery_us.push_back(number(line, "recovery_us", 0));
     s.recovery_steps.push_back(static_cast<int64_t>(number(line, "step")));
+    s.recovery_times.push_back(number(line, "time", 0));
   };
   std::string raw;
   int64_t number_of_line = 0;

@@ -26,6 +26,7 @@ struct JournalSummary {
   /// (the re-run of a rollback included), in microseconds.
   std::vector<double> recovery_us;
   std::vector<int64_t> recovery_steps;  ///< the step of each recovery_us entry
+  std::vector<double> recovery_times;   ///< the journal time (s) of each recovery_us entry's line
   /// One per retry: failure caught -> the step running again (a rollback's re-run excluded).
   std::vector<double> resume_us;
   std::vector<int64_t> resume_steps;
@@ -33,6 +34,14 @@ struct JournalSummary {
   std::string first_exception;  ///< "type: message" of the first failure
   std::vector<std::string> warnings;  ///< lines that were not JSON objects with an "event"
 };
+
+/// Microseconds from the first failure at `step` caught to training running past `step` for
+/// good: the first failure's recovery_us plus the time from its recovery line to the step's last
+/// one, so that attempts of the step that failed again (and what they computed first) count.
+/// 0 where no failure at `step` was recovered.
+double back_past_us(const JournalSummary& s, int64_t step);
+/// back_past_us() summed over every step with a recovered failure.
+double back_past_total_us(const JournalSummary& s);
 
 /// Reads `journal` (journal.jsonl). Never throws for bad lines: they land in `warnings`.
 /// Throws std::runtime_error if the file cannot be read.
