@@ -70,7 +70,7 @@ TEST(OutOfMemory, RealAllocationFailureShrinksTheMicroBatchAndTrainsLikeTheUncap
   const std::string limited = run_oom_target("limited", dir);
   EXPECT_NE(reference.find("micro_batch=512"), std::string::npos) << reference;
   // 256 fits with ~130 MiB to spare. The refused 256 MiB against the 640 MiB left sizes it to
-  // fit (memory_fit.h) at a little below 256; down to 128 is still a correct repair.
+  // fit (memory_fit.h) at ~210; down to 128 is still a correct repair.
   std::cout << limited;
 
   // The refused allocation is a 512 x 131072 float activation of the first micro-batch.
@@ -104,7 +104,9 @@ TEST(OutOfMemory, RealAllocationFailureShrinksTheMicroBatchAndTrainsLikeTheUncap
   ASSERT_EQ(a.size(), b.size());
   double max_rel = 0, max_abs = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(torch::allclose(a[i], b[i], /*rtol=*/1e-5, /*atol=*/1e-8)) << "parameter " << i;
+    // A micro-batch sized to fit sums the gradients in another order than 512 at once: 212 + 212
+    // + 88 gave 5.0e-6 relative; the fitted size follows the headroom, so 20x room.
+    EXPECT_TRUE(torch::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-7)) << "parameter " << i;
     const auto diff = (a[i] - b[i]).abs();
     max_abs = std::max(max_abs, diff.max().item<double>());
     const auto big = b[i].abs() > 1e-3;  // relative differences of values near 0 say nothing
@@ -123,7 +125,7 @@ TEST(OutOfMemory, ARefusalTooBigForOneHalvingIsSizedToFitInOneRepair) {
   const auto dir = fresh_dir();
   const std::string out = run_oom_target("validate", dir);
   // Halving would take three failures (4096 -> 2048 -> 1024 -> 512); the refused 2 GiB against
-  // the ~300 MiB left under the cap says ~470 samples fit.
+  // the ~300 MiB left under the cap says ~200 samples fit (memory_fit.h).
   const auto wp = dir / "validate_wp";
   const auto failures = events(wp, "failure");
   ASSERT_EQ(failures.size(), 1u) << out;
@@ -140,7 +142,7 @@ TEST(OutOfMemory, ARefusalTooBigForOneHalvingIsSizedToFitInOneRepair) {
   const int64_t sized = changes["eval_batch"][1];
   EXPECT_EQ(changes["eval_batch"][0], 4096);
   EXPECT_LT(sized, 1024);  // less than two halvings
-  EXPECT_GT(sized, 128);
+  EXPECT_GT(sized, 64);
   EXPECT_NE(repairs[0]["reason"].get<std::string>().find("sized to fit"), std::string::npos) << repairs[0];
   EXPECT_NE(out.find("eval_batch=" + std::to_string(sized)), std::string::npos) << out;
   EXPECT_EQ(events(wp, "run_end").at(0)["status"], "ok");

@@ -29,9 +29,7 @@ ExceptionalDataSurgery::ExceptionalDataSurgery(SurgeryLimits limits, RepairServi
 }
 
 bool ExceptionalDataSurgery::matches(const Failure& failure) const {
-  return failure.kind == FailureKind::ExceptionalData ||
-         (failure.kind == FailureKind::NumericFault && failure.exception_type == "daifu::FaultDetected") ||
-         program_found_non_finite(failure);
+  return failure.kind == FailureKind::ExceptionalData || from_detector(failure) || program_found_non_finite(failure);
 }
 
 Action ExceptionalDataSurgery::operate(RepairContext& context) {

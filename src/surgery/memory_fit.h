@@ -29,7 +29,7 @@ void prepare_address_space_headroom() noexcept;
 /// How much the step's peak is taken to exceed what it held when it was refused, per refused
 /// byte: the refused tensor is an op's output, and the op after it (an activation, a dropout, a
 /// normalization: not in place in LibTorch) makes another of its size while it is alive.
-inline constexpr int64_t kPeakPerRefused = 2;
+inline constexpr double kPeakPerRefused = 2;
 /// The share of the headroom a fitted batch leaves unused: the process maps more as it runs
 /// (allocator arenas, thread stacks, caches) and the headroom shrinks with it.
 inline constexpr double kSpare = 0.25;

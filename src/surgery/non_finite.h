@@ -9,8 +9,11 @@
 namespace daifu::detail {
 
 /// Whether `message` names a value that is not finite: the words nan, inf, infinity, infinite
-/// or non-finite, in any case.
+/// or non-finite, in any case, within its first kRegexWindow characters (core/bounded_regex.h).
 bool names_non_finite(const std::string& message);
+
+/// A numeric_fault that a silent-fault detector raised (daifu::FaultDetected).
+bool from_detector(const Failure& failure);
 
 /// A numeric_fault that the program or LibTorch raised on a non-finite value ("loss is NaN",
 /// anomaly mode's "returned nan values"), not a detector's daifu::FaultDetected. Re-executing

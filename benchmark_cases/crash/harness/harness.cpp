@@ -364,7 +364,7 @@ json run_case(const Config& config, const std::string& name, const json& spec, c
     row["quality_within_1pct"] = row.value("higher_is_better", true) ? rel >= -0.01 : rel <= 0.01;
   }
   // Per crash: checkpoint-retry comes back from the buggy program's one crash; daifu's time is
-  // that of the failures at the same step. Also against daifu's total over the whole run.
+  // that of getting past the same step (back_past_us). Also against daifu's total over the run.
   if (guarded.contains("recovery_total_s") && guarded["recovery_total_s"].get<double>() > 0 &&
       row.contains("checkpoint_retry") && row["checkpoint_retry"].contains("back_at_crash_s")) {
     const double baseline = row["checkpoint_retry"]["back_at_crash_s"].get<double>();

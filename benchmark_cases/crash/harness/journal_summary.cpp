@@ -1,7 +1,6 @@
 #include "journal_summary.h"
 
 #include <fstream>
-#include <set>
 #include <stdexcept>
 
 namespace crash {
@@ -20,24 +19,15 @@ double number(const nlohmann::json& line, const char* key, double fallback = -1)
 }  // namespace
 
 double back_past_us(const JournalSummary& s, int64_t step) {
-  double first_us = 0, first_time = 0, last_time = 0;
-  bool seen = false;
-  for (std::size_t i = 0; i < s.recovery_us.size(); ++i) {
-    if (s.recovery_steps[i] != step) continue;
-    if (!seen) {
-      first_us = s.recovery_us[i];
-      first_time = s.recovery_times[i];
-      seen = true;
-    }
-    last_time = s.recovery_times[i];
+  for (const auto& r : s.step_recoveries) {
+    if (r.step == step) return r.us;
   }
-  return seen ? first_us + 1e6 * (last_time - first_time) : 0;
+  return 0;
 }
 
 double back_past_total_us(const JournalSummary& s) {
-  std::set<int64_t> steps(s.recovery_steps.begin(), s.recovery_steps.end());
   double total = 0;
-  for (int64_t step : steps) total += back_past_us(s, step);
+  for (const auto& r : s.step_recoveries) total += r.us;
   return total;
 }
 
@@ -45,10 +35,27 @@ JournalSummary summarize_journal(const std::filesystem::path& journal) {
   std::ifstream in(journal);
   if (!in) throw std::runtime_error("cannot read the journal " + journal.string());
   JournalSummary s;
-  auto recovered = [&s](const nlohmann::json& line) {
-    s.recovery_us.push_back(number(line, "recovery_us", 0));
-    s.recovery_steps.push_back(static_cast<int64_t>(number(line, "step")));
-    s.recovery_times.push_back(number(line, "time", 0));
+  // The stretch of recovery lines at one step that step_recoveries.back() sums up; a loop's or
+  // a run's start or end closes it.
+  double first_us = 0, first_time = -1, summed_us = 0;
+  bool timed = false, open = false;
+  auto recovered = [&](const nlohmann::json& line) {
+    const double us = number(line, "recovery_us", 0);
+    const auto step = static_cast<int64_t>(number(line, "step"));
+    const double time = number(line, "time");
+    s.recovery_us.push_back(us);
+    s.recovery_steps.push_back(step);
+    if (!open || s.step_recoveries.back().step != step) {
+      s.step_recoveries.push_back({step, 0});
+      open = true;
+      first_us = us;
+      first_time = time;
+      summed_us = 0;
+      timed = time > 0;
+    }
+    summed_us += us;
+    timed = timed && time > 0;
+    s.step_recoveries.back().us = timed ? first_us + 1e6 * (time - first_time) : summed_us;
   };
   std::string raw;
   int64_t number_of_line = 0;
@@ -61,6 +68,7 @@ JournalSummary summarize_journal(const std::filesystem::path& journal) {
       continue;
     }
     const std::string event = text(line, "event");
+    if (event == "run_start" || event == "loop_start" || event == "loop_end" || event == "run_end") open = false;
     if (event == "failure") {
       ++s.failures;
       ++s.kinds[text(line, "kind")];

@@ -26,7 +26,16 @@ struct JournalSummary {
   /// (the re-run of a rollback included), in microseconds.
   std::vector<double> recovery_us;
   std::vector<int64_t> recovery_steps;  ///< the step of each recovery_us entry
-  std::vector<double> recovery_times;   ///< the journal time (s) of each recovery_us entry's line
+  /// One per stretch of recovery lines at one step (a step's failures in a row): from its
+  /// first failure caught to training running past the step for good — the first line's
+  /// recovery_us plus the journal time from that line to the stretch's last one, so that an
+  /// attempt that failed again, and what it computed before it failed, counts. Where a line of
+  /// the stretch has no time, its lines' recovery_us summed instead.
+  struct StepRecovery {
+    int64_t step = -1;
+    double us = 0;
+  };
+  std::vector<StepRecovery> step_recoveries;
   /// One per retry: failure caught -> the step running again (a rollback's re-run excluded).
   std::vector<double> resume_us;
   std::vector<int64_t> resume_steps;
@@ -35,12 +44,9 @@ struct JournalSummary {
   std::vector<std::string> warnings;  ///< lines that were not JSON objects with an "event"
 };
 
-/// Microseconds from the first failure at `step` caught to training running past `step` for
-/// good: the first failure's recovery_us plus the time from its recovery line to the step's last
-/// one, so that attempts of the step that failed again (and what they computed first) count.
-/// 0 where no failure at `step` was recovered.
+/// The first StepRecovery at `step`, in microseconds; 0 where no failure at `step` was recovered.
 double back_past_us(const JournalSummary& s, int64_t step);
-/// back_past_us() summed over every step with a recovered failure.
+/// Every StepRecovery summed, in microseconds.
 double back_past_total_us(const JournalSummary& s);
 
 /// Reads `journal` (journal.jsonl). Never throws for bad lines: they land in `warnings`.
