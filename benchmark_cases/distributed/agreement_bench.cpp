@@ -8,8 +8,10 @@
 //             gradients (the update point) and the end point is one more small all-reduce;
 //   plain+1 - plain with one more all-reduce of 4 floats per step: the floor of the end point.
 // agreed - guarded is what the agreement costs; guarded - plain the guard itself.
-// Usage: bench_agreement [--world N] [--steps S] [--blocks B] [--hidden H] [--json]
+// Usage: bench_agreement [--world N] [--steps S] [--blocks B] [--hidden H] [--threads T] [--json]
 // --hidden: the MLP's hidden width (256), which sets the step's length and the gradient's size.
+// --threads: each rank's compute threads (1, as torchrun and the data-parallel example set:
+// LibTorch's default, one per core in every rank, oversubscribes the cores).
 #include <daifu/daifu.h>
 #include <daifu/gloo_group.h>
 #include <torch/torch.h>
@@ -70,7 +72,8 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, int64_t hidden, bool json) {
+int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, int64_t hidden, int threads, bool json) {
+  torch::set_num_threads(threads);
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(port);
   so.isServer = rank == 0;
@@ -148,14 +151,15 @@ int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, int6
   const double plain = median(us["plain"]), plain1 = median(us["plain+1"]), guarded = median(us["guarded"]),
                agreed = median(us["agreed"]);
   if (json) {
-    std::printf("{\"world\": %d, \"hidden\": %lld, \"steps\": %lld, \"blocks\": %lld, \"plain_us\": %.1f, \"plain_plus_one_us\": %.1f, "
+    std::printf("{\"world\": %d, \"threads\": %d, \"hidden\": %lld, \"steps\": %lld, \"blocks\": %lld, \"plain_us\": %.1f, \"plain_plus_one_us\": %.1f, "
                 "\"guarded_us\": %.1f, \"agreed_us\": %.1f, \"agreement_us\": %.1f, \"agreement_fraction\": %.4f}\n",
-                world, static_cast<long long>(hidden), static_cast<long long>(steps), static_cast<long long>(blocks), plain,
+                world, threads, static_cast<long long>(hidden), static_cast<long long>(steps),
+                static_cast<long long>(blocks), plain,
                 plain1, guarded, agreed,
                 agreed - guarded, (agreed - guarded) / guarded);
   } else {
-    std::printf("%d ranks, MLP 784-%lld-10, batch 64 per rank, %lld steps x %lld blocks (medians per step)\n", world,
-                static_cast<long long>(hidden), static_cast<long long>(steps), static_cast<long long>(blocks));
+    std::printf("%d ranks of %d compute threads, MLP 784-%lld-10, batch 64 per rank, %lld steps x %lld blocks (medians per step)\n",
+                world, threads, static_cast<long long>(hidden), static_cast<long long>(steps), static_cast<long long>(blocks));
     std::printf("  plain (no daifu, manual all-reduce)   %8.1f us\n", plain);
     std::printf("  plain + one all-reduce of 4 floats    %8.1f us\n", plain1);
     std::printf("  guarded (single-process session)      %8.1f us\n", guarded);
@@ -169,7 +173,7 @@ int rank_main(int rank, int world, int port, int64_t steps, int64_t blocks, int6
 }  // namespace
 
 int main(int argc, char** argv) {
-  int world = 2, rank = 0, port = 0;
+  int world = 2, rank = 0, port = 0, threads = 1;
   int64_t steps = 200, blocks = 5, hidden = 256;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
@@ -179,24 +183,26 @@ int main(int argc, char** argv) {
     else if (i + 1 < argc && a == "--steps") steps = std::atoll(argv[++i]);
     else if (i + 1 < argc && a == "--blocks") blocks = std::atoll(argv[++i]);
     else if (i + 1 < argc && a == "--hidden") hidden = std::atoll(argv[++i]);
+    else if (i + 1 < argc && a == "--threads") threads = std::atoi(argv[++i]);
     else if (i + 1 < argc && a == "--rank") rank = std::atoi(argv[++i]);
     else if (i + 1 < argc && a == "--port") port = std::atoi(argv[++i]);
     else {
-      std::cerr << "usage: bench_agreement [--world N] [--steps S] [--blocks B] [--hidden H] [--json]\n";
+      std::cerr << "usage: bench_agreement [--world N] [--steps S] [--blocks B] [--hidden H] [--threads T] [--json]\n";
       return 2;
     }
   }
-  if (world < 2 || steps < 2 || blocks < 1 || hidden < 1) {
-    std::cerr << "bench_agreement: needs --world >= 2, --steps >= 2, --blocks >= 1, --hidden >= 1\n";
+  if (world < 2 || steps < 2 || blocks < 1 || hidden < 1 || threads < 1) {
+    std::cerr << "bench_agreement: needs --world >= 2, --steps >= 2, --blocks >= 1, --hidden >= 1, --threads >= 1\n";
     return 2;
   }
-  if (port != 0) return rank_main(rank, world, port, steps, blocks, hidden, json);
+  if (port != 0) return rank_main(rank, world, port, steps, blocks, hidden, threads, json);
   port = free_port();
   std::vector<pid_t> children;
   for (int r = 1; r < world; ++r) {
     std::vector<std::string> args = {"/proc/self/exe", "--rank", std::to_string(r), "--world", std::to_string(world),
                                      "--port", std::to_string(port), "--steps", std::to_string(steps),
-                                     "--blocks", std::to_string(blocks), "--hidden", std::to_string(hidden)};
+                                     "--blocks", std::to_string(blocks), "--hidden", std::to_string(hidden),
+                                     "--threads", std::to_string(threads)};
     std::vector<char*> cargs;
     for (auto& s : args) cargs.push_back(s.data());
     cargs.push_back(nullptr);
@@ -207,7 +213,7 @@ int main(int argc, char** argv) {
     }
     children.push_back(pid);
   }
-  const int rc = rank_main(0, world, port, steps, blocks, hidden, json);
+  const int rc = rank_main(0, world, port, steps, blocks, hidden, threads, json);
   int worst = rc;
   for (pid_t pid : children) {
     int status = 0;
