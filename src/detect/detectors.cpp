@@ -51,10 +51,6 @@ bool plain_cpu_floats(const at::Tensor& t) {
   return t.device().is_cpu() && t.layout() == at::kStrided && t.scalar_type() == at::kFloat && t.is_contiguous();
 }
 
-// `kernel` over all the elements of plain CPU float `tensors` in one pass, in fixed chunks of
-// 2^16 elements whose results `combine` joins in order (the same for any thread count); the
-// chunks run in parallel from 2^20 elements (4 MB) on, below which a pass over memory that the
-// backward pass just wrote takes less than starting the threads (measured: docs/performance.md).
 // `f(data, n)` for each run of at most `chunk` elements of `tensors`, in order.
 template <typename F>
 void for_each_chunk(const std::vector<at::Tensor>& tensors, int64_t chunk, F f) {
@@ -64,6 +60,10 @@ void for_each_chunk(const std::vector<at::Tensor>& tensors, int64_t chunk, F f) 
   }
 }
 
+// `kernel` over all the elements of plain CPU float `tensors` in one pass, in fixed chunks of
+// 2^16 elements whose results `combine` joins in order (the same for any thread count); the
+// chunks run in parallel from 2^20 elements (4 MB) on, below which a pass over memory that the
+// backward pass just wrote takes less than starting the threads (measured: docs/performance.md).
 template <typename Kernel, typename Combine>
 double over_chunks(const std::vector<at::Tensor>& tensors, Kernel kernel, Combine combine) {
   constexpr int64_t kChunk = int64_t{1} << 16;
